@@ -1,0 +1,197 @@
+"""The public API: load a Kontext model once, then edit batches of images."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .autoencoder import AutoEncoder
+from .config import Preset
+from .fingerprint import source_fingerprint
+from .loading import ModelSource, load_components, resolve_model
+from .resolution import check_output_size, context_size
+from .sampling import denoise, image_ids, noise_for_seed, pack, schedule, unpack
+from .text import TextEncoders
+from .transformer import KontextTransformer
+
+DEFAULT_MODEL = "kontext-tiny"
+# Bumped whenever a change in kontext_core changes output pixels; part of the pipeline cache key.
+NUMERICS_VERSION = 1
+
+
+class EditError(ValueError):
+    """A bad edit request (empty instruction, impossible size, mismatched lists)."""
+
+
+@dataclass
+class EditOutput:
+    images: list[Image.Image]
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds for the batch
+    truncated: list[bool] = field(default_factory=list)  # instruction cut at the T5 token limit
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # output (w, h) per row
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> [1, 3, H, W] float32 in [-1, 1]."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+def tensor_to_images(x: torch.Tensor) -> list[Image.Image]:
+    """[B, 3, H, W] in [-1, 1] -> uint8 PIL images, rounded to nearest (diffusers)."""
+    arr = ((x.float().clamp(-1, 1) * 0.5 + 0.5) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def _image_key(image: Image.Image) -> str:
+    return hashlib.sha1(image.tobytes()).hexdigest() + f":{image.size}:{image.mode}"
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float], device: torch.device):
+        self.timings, self.device = timings, device
+
+    def __call__(self, phase: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if timer.device.type == "cuda":
+                    torch.cuda.synchronize(timer.device)
+                timer.timings[phase] = timer.timings.get(phase, 0.0) + time.perf_counter() - self.t0
+
+        return _Ctx()
+
+
+class KontextEditor:
+    """A resident FLUX.1 Kontext model. ``load`` once, then call ``edit`` on batches."""
+
+    def __init__(self, preset: Preset, transformer: KontextTransformer, autoencoder: AutoEncoder,
+                 text: TextEncoders, device: torch.device, dtype: torch.dtype, fingerprint: str):
+        self.preset = preset
+        self.transformer = transformer
+        self.autoencoder = autoencoder
+        self.text = text
+        self.device = device
+        self.dtype = dtype
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def load(cls, model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.float32) -> KontextEditor:
+        source: ModelSource = resolve_model(model)
+        device = torch.device(device)
+        transformer, autoencoder, text = load_components(source, device, dtype)
+        return cls(source.preset, transformer, autoencoder, text, device, dtype, source_fingerprint(source))
+
+    @property
+    def pixels_per_token(self) -> int:
+        return self.preset.pixels_per_token
+
+    def context_size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return context_size(self.preset.resolution, image_size[0], image_size[1], self.pixels_per_token)
+
+    @torch.inference_mode()
+    def encode_context(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Resize (LANCZOS) to the policy's context size, encode, pack: [1, N_c, 4C] and (w, h)."""
+        w, h = self.context_size_for(image.size)
+        image = image.convert("RGB")
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.Resampling.LANCZOS)
+        x = image_to_tensor(image).to(self.device, self.dtype)
+        return pack(self.autoencoder.encode(x)), (w, h)
+
+    @torch.inference_mode()
+    def edit(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        seeds: Sequence[int],
+        steps: int | None = None,
+        guidance: float | None = None,
+        size: tuple[int, int] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> EditOutput:
+        """Edit each image by its instruction. Output size defaults to the context's size.
+
+        Rows sharing an image or an instruction share context latents / text embeddings. Each
+        row's noise comes from its own seed, so its pixels do not depend on the batch.
+        """
+        n = len(images)
+        if not (n == len(instructions) == len(seeds)):
+            raise EditError(f"images, instructions and seeds differ in length ({n}, {len(instructions)}, {len(seeds)})")
+        if any(not str(i).strip() for i in instructions):
+            raise EditError("empty instruction: every row needs a non-empty instruction")
+        if any(int(s) < 0 for s in seeds):
+            raise EditError("seeds must be ≥ 0")
+        steps = steps or self.preset.sampler.steps
+        guidance = self.preset.sampler.guidance if guidance is None else guidance
+        ppt = self.pixels_per_token
+        if size is not None:
+            size = check_output_size(tuple(size), ppt)
+        timings: dict[str, float] = {}
+        timer = _Timer(timings, self.device)
+
+        with timer("text_encode"):
+            unique_text = list(dict.fromkeys(instructions))
+            emb = self.text.encode(unique_text)
+            text_index = [unique_text.index(i) for i in instructions]
+
+        with timer("context_encode"):
+            contexts: dict[str, tuple[torch.Tensor, tuple[int, int]]] = {}
+            image_keys = []
+            for image in images:
+                key = _image_key(image)
+                if key not in contexts:
+                    contexts[key] = self.encode_context(image)
+                image_keys.append(key)
+
+        groups: dict[tuple, list[int]] = {}
+        for row, key in enumerate(image_keys):
+            ctx_size = contexts[key][1]
+            groups.setdefault((ctx_size, size or ctx_size), []).append(row)
+
+        total_steps, done = len(groups) * steps, 0
+        latents_by_row: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}
+        for (ctx_size, out_size), rows in groups.items():
+            with timer("denoise"):
+                lat_h, lat_w = out_size[1] // ppt * 2, out_size[0] // ppt * 2
+                c = self.preset.autoencoder.z_channels
+                noise = torch.cat([noise_for_seed(seeds[r], c, lat_h, lat_w, self.dtype) for r in rows]).to(self.device)
+                img = pack(noise)
+                img_ids = image_ids(lat_h // 2, lat_w // 2, 0.0, self.device)
+                ctx = torch.cat([contexts[image_keys[r]][0] for r in rows])
+                ctx_ids = image_ids(ctx_size[1] // ppt, ctx_size[0] // ppt, 1.0, self.device)
+                txt = emb.t5[[text_index[r] for r in rows]].to(self.dtype)
+                y = emb.pooled[[text_index[r] for r in rows]].to(self.dtype)
+                txt_ids = torch.zeros(1, txt.shape[1], 3, device=self.device)
+                times = schedule(steps, img.shape[1], self.preset.sampler)
+
+                def step_progress(i: int, total: int, base: int = done) -> None:
+                    if progress is not None:
+                        progress(base + i, total_steps)
+
+                out = denoise(self.transformer, img, img_ids, ctx, ctx_ids, txt, txt_ids, y, times, guidance,
+                              step_progress)
+                done += steps
+            with timer("decode"):
+                pixels = self.autoencoder.decode(unpack(out, lat_h, lat_w))
+                for r, p in zip(rows, pixels, strict=True):
+                    latents_by_row[r] = (p, out_size)
+        decoded = [latents_by_row[r] for r in range(n)]
+        return EditOutput(
+            images=[tensor_to_images(p[None])[0] for p, _ in decoded],
+            timings=timings,
+            truncated=[emb.truncated[text_index[r]] for r in range(n)],
+            sizes=[s for _, s in decoded],
+        )

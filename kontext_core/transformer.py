@@ -1,0 +1,249 @@
+"""The FLUX.1 transformer as used by Kontext (spec §1), with BFL's module and parameter names.
+
+Native parameter names follow BFL's ``flux`` checkpoints, so their single files load without
+renaming; diffusers checkpoints go through the tables in ``kontext_core.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TransformerConfig
+from .rope import apply_rope, rope_table
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of t ∈ [0, 1] (scaled by 1000), [cos, sin] order, float32 frequencies."""
+    t = 1000.0 * t
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return emb.to(t.dtype) if torch.is_floating_point(t) else emb
+
+
+class MLPEmbedder(nn.Module):
+    def __init__(self, in_dim: int, hidden_dim: int):
+        super().__init__()
+        self.in_layer = nn.Linear(in_dim, hidden_dim, bias=True)
+        self.out_layer = nn.Linear(hidden_dim, hidden_dim, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(F.silu(self.in_layer(x)))
+
+
+class RMSNorm(nn.Module):
+    """RMS norm computed in float32, cast back, then scaled (BFL)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + 1e-6)
+        return xf.to(x.dtype) * self.scale
+
+
+class QKNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query_norm = RMSNorm(dim)
+        self.key_norm = RMSNorm(dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.query_norm(q).to(v.dtype), self.key_norm(k).to(v.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Parameters of one stream's attention: fused qkv, QK norm, output projection."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.norm = QKNorm(dim // num_heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, C] -> normalised q, k and v, each [B, H, L, D]."""
+        return split_heads(self.qkv(x), self.num_heads, self.norm)
+
+
+def split_heads(qkv: torch.Tensor, num_heads: int, norm: QKNorm) -> tuple[torch.Tensor, ...]:
+    """[B, L, 3·H·D] laid out (K H D) -> q, k, v [B, H, L, D], with q and k RMS-normalised."""
+    b, length, _ = qkv.shape
+    q, k, v = qkv.view(b, length, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = norm(q, k, v)
+    return q, k, v
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RoPE then unmasked SDPA; [B, H, L, D] -> [B, L, H·D]."""
+    cos, sin = pe
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).flatten(2)
+
+
+@dataclass
+class ModulationOut:
+    shift: torch.Tensor
+    scale: torch.Tensor
+    gate: torch.Tensor
+
+    def modulate(self, x: torch.Tensor) -> torch.Tensor:
+        return (1 + self.scale) * x + self.shift
+
+
+class Modulation(nn.Module):
+    """Linear(SiLU(vec)) split into (shift, scale, gate) once or twice."""
+
+    def __init__(self, dim: int, double: bool):
+        super().__init__()
+        self.multiplier = 6 if double else 3
+        self.lin = nn.Linear(dim, self.multiplier * dim, bias=True)
+
+    def forward(self, vec: torch.Tensor) -> tuple[ModulationOut, ModulationOut | None]:
+        out = self.lin(F.silu(vec))[:, None, :].chunk(self.multiplier, dim=-1)
+        return ModulationOut(*out[:3]), ModulationOut(*out[3:]) if self.multiplier == 6 else None
+
+
+def _layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+
+def _mlp(dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden, bias=True), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim, bias=True))
+
+
+class DoubleStreamBlock(nn.Module):
+    """Separate weights for text and image tokens, joint attention over [txt ; img]."""
+
+    def __init__(self, hidden: int, num_heads: int, mlp_hidden: int, qkv_bias: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.img_mod = Modulation(hidden, double=True)
+        self.img_norm1 = _layer_norm(hidden)
+        self.img_attn = SelfAttention(hidden, num_heads, qkv_bias)
+        self.img_norm2 = _layer_norm(hidden)
+        self.img_mlp = _mlp(hidden, mlp_hidden)
+        self.txt_mod = Modulation(hidden, double=True)
+        self.txt_norm1 = _layer_norm(hidden)
+        self.txt_attn = SelfAttention(hidden, num_heads, qkv_bias)
+        self.txt_norm2 = _layer_norm(hidden)
+        self.txt_mlp = _mlp(hidden, mlp_hidden)
+
+    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe) -> tuple[torch.Tensor, torch.Tensor]:
+        img_mod1, img_mod2 = self.img_mod(vec)
+        txt_mod1, txt_mod2 = self.txt_mod(vec)
+        img_q, img_k, img_v = self.img_attn.qkv_heads(img_mod1.modulate(self.img_norm1(img)))
+        txt_q, txt_k, txt_v = self.txt_attn.qkv_heads(txt_mod1.modulate(self.txt_norm1(txt)))
+        attn = attention(
+            torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2), torch.cat((txt_v, img_v), dim=2), pe
+        )
+        txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
+        img = img + img_mod1.gate * self.img_attn.proj(img_attn)
+        img = img + img_mod2.gate * self.img_mlp(img_mod2.modulate(self.img_norm2(img)))
+        txt = txt + txt_mod1.gate * self.txt_attn.proj(txt_attn)
+        txt = txt + txt_mod2.gate * self.txt_mlp(txt_mod2.modulate(self.txt_norm2(txt)))
+        return img, txt
+
+
+class SingleStreamBlock(nn.Module):
+    """One fused linear for qkv and the MLP input, attention and MLP in parallel."""
+
+    def __init__(self, hidden: int, num_heads: int, mlp_hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.num_heads = num_heads
+        self.mlp_hidden = mlp_hidden
+        self.linear1 = nn.Linear(hidden, hidden * 3 + mlp_hidden)
+        self.linear2 = nn.Linear(hidden + mlp_hidden, hidden)
+        self.norm = QKNorm(hidden // num_heads)
+        self.pre_norm = _layer_norm(hidden)
+        self.mlp_act = nn.GELU(approximate="tanh")
+        self.modulation = Modulation(hidden, double=False)
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, pe) -> torch.Tensor:
+        mod, _ = self.modulation(vec)
+        qkv, mlp = torch.split(self.linear1(mod.modulate(self.pre_norm(x))), [3 * self.hidden, self.mlp_hidden], dim=-1)
+        q, k, v = split_heads(qkv, self.num_heads, self.norm)
+        out = self.linear2(torch.cat((attention(q, k, v, pe), self.mlp_act(mlp)), dim=2))
+        return x + mod.gate * out
+
+
+class LastLayer(nn.Module):
+    def __init__(self, hidden: int, out_channels: int):
+        super().__init__()
+        self.norm_final = _layer_norm(hidden)
+        self.linear = nn.Linear(hidden, out_channels, bias=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden, bias=True))
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(vec).chunk(2, dim=1)
+        return self.linear((1 + scale[:, None, :]) * self.norm_final(x) + shift[:, None, :])
+
+
+class KontextTransformer(nn.Module):
+    """FLUX.1 flow transformer. ``forward`` reads like BFL's ``Flux.forward``."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.img_in = nn.Linear(c.in_channels, c.hidden_size, bias=True)
+        self.time_in = MLPEmbedder(256, c.hidden_size)
+        self.vector_in = MLPEmbedder(c.vec_in_dim, c.hidden_size)
+        self.guidance_in = MLPEmbedder(256, c.hidden_size) if c.guidance_embed else nn.Identity()
+        self.txt_in = nn.Linear(c.context_in_dim, c.hidden_size)
+        self.double_blocks = nn.ModuleList(
+            DoubleStreamBlock(c.hidden_size, c.num_heads, c.mlp_hidden, c.qkv_bias) for _ in range(c.depth)
+        )
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(c.hidden_size, c.num_heads, c.mlp_hidden) for _ in range(c.depth_single_blocks)
+        )
+        self.final_layer = LastLayer(c.hidden_size, c.out_channels)
+
+    def rope(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE tables for ids [B or 1, L, 3] (text ids first), shaped to broadcast over heads."""
+        cos, sin = rope_table(ids, self.config.axes_dim, self.config.theta)
+        return cos[:, None], sin[:, None]
+
+    def forward(
+        self,
+        img: torch.Tensor,
+        img_ids: torch.Tensor,
+        txt: torch.Tensor,
+        txt_ids: torch.Tensor,
+        timesteps: torch.Tensor,
+        y: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+        pe: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """img [B, N, in], txt [B, L, ctx], y [B, vec], timesteps/guidance [B] in [0, 1] / raw g.
+
+        ``pe`` may be passed precomputed (it depends only on the ids, constant across steps).
+        """
+        img = self.img_in(img)
+        vec = self.time_in(timestep_embedding(timesteps, 256))
+        if self.config.guidance_embed:
+            if guidance is None:
+                raise ValueError("this model embeds guidance: pass guidance")
+            vec = vec + self.guidance_in(timestep_embedding(guidance, 256))
+        vec = vec + self.vector_in(y)
+        txt = self.txt_in(txt)
+        if pe is None:
+            pe = self.rope(torch.cat((txt_ids, img_ids), dim=1))
+        for block in self.double_blocks:
+            img, txt = block(img, txt, vec, pe)
+        x = torch.cat((txt, img), dim=1)
+        for block in self.single_blocks:
+            x = block(x, vec, pe)
+        return self.final_layer(x[:, txt.shape[1] :], vec)
