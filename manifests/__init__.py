@@ -1,1 +1,35 @@
-"""manifests package."""
+"""Manifests: the Parquet table of (image, instruction, seed) rows a batch run works through.
+
+Public API (stable; see docs/architecture.md):
+
+- ``validate_manifest(path, ...) -> (rows_total, problems)``: stream the file, report every problem.
+- ``iter_rows(path, ...)``: stream validated ``ManifestRow`` batches.
+- ``read_manifest_schema(path)``: the Arrow schema, from the footer only.
+- ``build_manifest(catalog, variants, seeds_per_variant, out)``: catalog × variants × seeds.
+- ``Problem``, ``ManifestError`` (``.problems``), ``BuildError``.
+
+Path resolution for image references lives in ``manifests.paths`` (the pipeline reuses it).
+"""
+
+from .problems import BuildError, ManifestError, Problem
+from .schema import ManifestRow, read_manifest_schema
+from .validate import derive_row_id, iter_rows, validate_manifest
+
+__all__ = [
+    "BuildError",
+    "ManifestError",
+    "ManifestRow",
+    "Problem",
+    "build_manifest",
+    "derive_row_id",
+    "iter_rows",
+    "read_manifest_schema",
+    "validate_manifest",
+]
+
+
+def build_manifest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper, see build.py
+    """See manifests.build.build_manifest (imported lazily: it needs PyYAML)."""
+    from .build import build_manifest as _build
+
+    return _build(*args, **kwargs)

@@ -1,0 +1,129 @@
+"""Resolve a manifest's image references safely.
+
+A reference is either a URI whose scheme pyarrow.fs can read (kept as is) or a local path.
+Relative paths resolve against the manifest's folder. A local path must stay inside an allowed
+root — the manifest's folder plus any ``image_roots`` — after ``..`` segments and symlinks are
+resolved, so a manifest cannot reach files its author did not mean to expose.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from urllib.parse import unquote, urlparse
+
+# Schemes pyarrow.fs.FileSystem.from_uri understands. http(s) is not among them.
+SUPPORTED_SCHEMES = frozenset({"file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+class ImageRefError(ValueError):
+    """An image reference that cannot be used; the message says why and what to do."""
+
+
+def uri_scheme(ref: str) -> str | None:
+    """The lower-cased scheme of ``scheme://...`` references, else None."""
+    match = _SCHEME.match(ref)
+    return match.group(1).lower() if match else None
+
+
+def is_remote_uri(ref: str) -> bool:
+    scheme = uri_scheme(ref)
+    return scheme is not None and scheme != "file"
+
+
+def is_within(path: str, root: str) -> bool:
+    """True when absolute, normalised ``path`` is ``root`` or lies below it."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def manifest_folder(manifest_path: str | os.PathLike) -> str:
+    """The folder relative image paths resolve against."""
+    return os.path.dirname(os.path.abspath(os.fspath(manifest_path)))
+
+
+class ImageResolver:
+    """Resolves image references for one manifest; caches folder lookups (many rows share one)."""
+
+    def __init__(
+        self, base_dir: str | os.PathLike, image_roots: Sequence[str | os.PathLike] | None = None
+    ) -> None:
+        self.base_dir = os.path.abspath(os.fspath(base_dir))
+        extra = [os.path.abspath(os.fspath(r)) for r in (image_roots or ())]
+        self.roots: tuple[str, ...] = tuple(
+            dict.fromkeys(os.path.realpath(r) for r in [self.base_dir, *extra])
+        )
+        self._extra_roots = bool(extra)
+        self._real_dirs: dict[str, str] = {}
+
+    def resolve(self, ref: str) -> str:
+        """The URI as is, or the absolute normalised local path. Raises ImageRefError."""
+        if not isinstance(ref, str):
+            raise ImageRefError(f"image must be text: a path or a URI (got {ref!r})")
+        if not ref.strip():
+            raise ImageRefError(
+                "image is empty; give a path (relative to the manifest's folder) or a URI"
+            )
+        scheme = uri_scheme(ref)
+        if scheme is None:
+            return self._check_local(ref, os.path.normpath(os.path.join(self.base_dir, ref)))
+        if scheme in ("http", "https"):
+            raise ImageRefError(
+                f"image {ref!r} is an http(s) URL, which the pipeline cannot read; download "
+                "it first, or store it where pyarrow.fs can read it "
+                f"({', '.join(sorted(SUPPORTED_SCHEMES - {'file'}))})"
+            )
+        if scheme not in SUPPORTED_SCHEMES:
+            raise ImageRefError(
+                f"image {ref!r} uses the URI scheme {scheme!r}, which pyarrow.fs cannot read; "
+                f"use one of {', '.join(sorted(SUPPORTED_SCHEMES))}, or a local path"
+            )
+        if scheme == "file":
+            parsed = urlparse(ref)
+            if parsed.netloc not in ("", "localhost"):
+                raise ImageRefError(
+                    f"image {ref!r} names the host {parsed.netloc!r}; file:// URIs must be "
+                    "local (file:///absolute/path)"
+                )
+            return self._check_local(ref, os.path.normpath(unquote(parsed.path)))
+        return ref
+
+    def _check_local(self, ref: str, path: str) -> str:
+        real = self._realpath(path)
+        if any(is_within(real, root) for root in self.roots):
+            return path
+        lexically_inside = any(is_within(path, root) for root in self.roots)
+        how = (
+            f"is a symlink (or lies in a linked folder) that resolves to {real!r}"
+            if lexically_inside
+            else f"resolves to {path!r}"
+        )
+        raise ImageRefError(
+            f"image {ref!r} {how}, outside {self._roots_text()}; move the image there, "
+            "or allow its folder explicitly with image_roots"
+        )
+
+    def _realpath(self, path: str) -> str:
+        # realpath() walks every component; rows share folders, so resolve each folder once
+        # and only look at the file itself per row.
+        folder, name = os.path.split(path)
+        real_folder = self._real_dirs.get(folder)
+        if real_folder is None:
+            real_folder = self._real_dirs[folder] = os.path.realpath(folder)
+        candidate = os.path.join(real_folder, name)
+        return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+    def _roots_text(self) -> str:
+        if not self._extra_roots:
+            return f"the manifest's folder {self.roots[0]!r}"
+        return "the allowed roots " + ", ".join(repr(r) for r in self.roots)
+
+
+def resolve_image_ref(
+    ref: str,
+    base_dir: str | os.PathLike,
+    image_roots: Sequence[str | os.PathLike] | None = None,
+) -> str:
+    """One-off form of ImageResolver(base_dir, image_roots).resolve(ref)."""
+    return ImageResolver(base_dir, image_roots).resolve(ref)

@@ -1,0 +1,208 @@
+"""The manifest's columns: what each must hold, and the checks on a file's Arrow schema."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .problems import ManifestError, Problem
+
+META_PREFIX = "meta_"
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One validated manifest row, normalised."""
+
+    row_index: int  # 0-based position in the manifest
+    row_id: str  # given, or derived from content: sha256(image ref, instruction, seed)[:16]
+    image: str  # resolved absolute local path, or URI (s3://…, gs://…) kept as is
+    instruction: str  # stripped
+    seed: int
+    product_id: str | None = None
+    variant: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    output_format: str | None = None  # "png" | "jpeg" | "webp"
+    # every meta_* column, carried through (key keeps the meta_ prefix)
+    meta: dict[str, object] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str  # "text", "integer", "whole" (integer, or integral float), "number", "label"
+    required: bool = False
+
+
+COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("image", "text", required=True),
+    ColumnSpec("instruction", "text", required=True),
+    ColumnSpec("seed", "integer", required=True),
+    ColumnSpec("row_id", "label"),
+    ColumnSpec("product_id", "label"),
+    ColumnSpec("variant", "label"),
+    ColumnSpec("width", "whole"),
+    ColumnSpec("height", "whole"),
+    ColumnSpec("steps", "whole"),
+    ColumnSpec("guidance", "number"),
+    ColumnSpec("output_format", "text"),
+)
+COLUMN_SPECS = {c.name: c for c in COLUMNS}
+REQUIRED_COLUMNS = tuple(c.name for c in COLUMNS if c.required)
+ALLOWED_COLUMNS_TEXT = ", ".join(COLUMN_SPECS) + f", and {META_PREFIX}* for free-form data"
+
+_KIND_TEXT = {
+    "text": "text (string)",
+    "integer": "an integer (int64)",
+    "whole": "an integer (int64)",
+    "number": "a number (float64)",
+    "label": "text (string)",
+}
+_REQUIRED_HINT = {
+    "image": "a path relative to the manifest's folder, or a URI such as s3://bucket/key.png",
+    "instruction": "the edit to make, e.g. 'replace the background with studio white'",
+    "seed": "an integer ≥ 0 per row",
+}
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def type_fits(kind: str, t: pa.DataType) -> bool:
+    if kind == "text":
+        return _is_text(t)
+    if kind == "integer":
+        return pa.types.is_integer(t)
+    if kind in ("whole", "number"):
+        return pa.types.is_integer(t) or pa.types.is_floating(t)
+    if kind == "label":
+        return _is_text(t) or pa.types.is_integer(t)
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def _type_problem(spec: ColumnSpec, t: pa.DataType) -> Problem:
+    if spec.name == "seed" and pa.types.is_floating(t):
+        reason = (
+            f"seed must be an integer: the column has type {t}, and floats are not accepted "
+            "even when whole (3.0); write it as int64, e.g. df['seed'] = df['seed'].astype('int64')"
+        )
+    else:
+        reason = (
+            f"column {spec.name!r} has type {t}, but {spec.name} must be {_KIND_TEXT[spec.kind]}; "
+            "convert the column before writing the manifest"
+        )
+    return Problem(None, spec.name, reason)
+
+
+def _unknown_column_problem(name: str) -> Problem:
+    matches = difflib.get_close_matches(name.lower(), list(COLUMN_SPECS), n=1, cutoff=0.6)
+    hint = f" (did you mean {matches[0]!r}?)" if matches else ""
+    return Problem(
+        None,
+        name,
+        f"unknown column {name!r}{hint}; allowed columns: {ALLOWED_COLUMNS_TEXT}. Rename it, "
+        f"or prefix it with '{META_PREFIX}' to carry it through to the results",
+    )
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    problems: list[Problem]
+    checked_columns: list[str]  # known columns present with a usable type, in COLUMNS order
+    meta_columns: list[str]  # meta_* columns in file order
+
+
+def check_schema(schema: pa.Schema) -> SchemaCheck:
+    """Whole-file problems visible in the schema: missing, unknown, repeated, mistyped columns."""
+    problems: list[Problem] = []
+    counts = Counter(schema.names)
+    for name, n in counts.items():
+        if n > 1:
+            problems.append(
+                Problem(None, name, f"column {name!r} appears {n} times; keep exactly one")
+            )
+    for name in REQUIRED_COLUMNS:
+        if name not in counts:
+            problems.append(
+                Problem(
+                    None,
+                    name,
+                    f"missing required column {name!r}; add it: {_REQUIRED_HINT[name]}",
+                )
+            )
+    checked: list[str] = []
+    for spec in COLUMNS:
+        if counts.get(spec.name) != 1:
+            continue
+        t = schema.field(spec.name).type
+        if pa.types.is_null(t):
+            # Every value is null: fine for an optional column, a problem for a required one.
+            if spec.required:
+                problems.append(
+                    Problem(
+                        None,
+                        spec.name,
+                        f"column {spec.name!r} has no values (every row is null); fill it in: "
+                        f"{_REQUIRED_HINT[spec.name]}",
+                    )
+                )
+            continue
+        if type_fits(spec.kind, t):
+            checked.append(spec.name)
+        else:
+            problems.append(_type_problem(spec, t))
+    meta: list[str] = []
+    pandas_index = _pandas_index_columns(schema)
+    for name in dict.fromkeys(schema.names):
+        if name in COLUMN_SPECS or name in pandas_index:
+            continue
+        if name.startswith(META_PREFIX) and len(name) > len(META_PREFIX):
+            meta.append(name)
+        else:
+            problems.append(_unknown_column_problem(name))
+    return SchemaCheck(problems, checked, meta)
+
+
+def _pandas_index_columns(schema: pa.Schema) -> set[str]:
+    """Index columns pandas' to_parquet() stores (e.g. __index_level_0__): not manifest data."""
+    try:
+        meta = schema.pandas_metadata or {}
+    except ValueError:  # malformed pandas metadata: treat every column as data
+        return set()
+    return {c for c in meta.get("index_columns", []) if isinstance(c, str)}
+
+
+def open_manifest(path: str | os.PathLike) -> pq.ParquetFile:
+    """Open a manifest for streaming. Raises ManifestError naming the file when it cannot."""
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise ManifestError(f"manifest file not found: {name!r}; check the path", name)
+    if os.path.isdir(name):
+        raise ManifestError(
+            f"manifest path {name!r} is a folder; give the path of one Parquet file", name
+        )
+    try:
+        return pq.ParquetFile(name)
+    except (pa.ArrowException, OSError) as err:
+        raise ManifestError(
+            f"{name!r} is not a Parquet file ({err}); manifests must be Parquet — convert a "
+            "CSV with pandas.read_csv(path).to_parquet('manifest.parquet', index=False)",
+            name,
+        ) from None
+
+
+def read_manifest_schema(path: str | os.PathLike) -> pa.Schema:
+    """The manifest's Arrow schema, read from the Parquet footer only (no rows are read)."""
+    with open_manifest(path) as pf:
+        return pf.schema_arrow

@@ -1,0 +1,359 @@
+"""Streaming validation of a manifest, and streaming iteration over its validated rows.
+
+The file is read in record batches (``ParquetFile.iter_batches``), so memory is bounded by
+one batch (and one Parquet row group), not by the manifest. The only state that grows with the
+manifest is the set of 128-bit row-id hashes used to find duplicates across batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from . import rules
+from .paths import ImageRefError, ImageResolver, manifest_folder
+from .problems import ManifestError, Problem
+from .schema import COLUMN_SPECS, ManifestRow, SchemaCheck, check_schema, open_manifest
+
+DEFAULT_BATCH_ROWS = 8192
+# Past this many problems validate_manifest only counts them: a manifest broken on every row
+# must not need memory proportional to its size just to say so.
+DEFAULT_MAX_PROBLEMS = 100_000
+
+_OPTIONAL = ("product_id", "variant", "width", "height", "steps", "guidance", "output_format")
+_RANK = {name: i for i, name in enumerate(COLUMN_SPECS)}
+_MISSING = {
+    "image": "image is missing (null); give a path (relative to the manifest's folder) or a URI",
+    "instruction": (
+        f"instruction is missing (null); write the edit to make, {rules.INSTRUCTION_EXAMPLE}"
+    ),
+    "seed": "seed is missing (null); every row needs an integer seed ≥ 0",
+}
+_VALUE_CHECKS = {
+    "instruction": rules.check_instruction,
+    "seed": rules.check_seed,
+    "row_id": lambda v: rules.check_label("row_id", v),
+    "product_id": lambda v: rules.check_label("product_id", v),
+    "variant": lambda v: rules.check_label("variant", v),
+    "width": lambda v: rules.check_side("width", v),
+    "height": lambda v: rules.check_side("height", v),
+    "steps": rules.check_steps,
+    "guidance": rules.check_guidance,
+    "output_format": rules.check_output_format,
+}
+
+
+def derive_row_id(image_ref: str, instruction: str, seed: int) -> str:
+    """Content-derived row id: sha256 over (image reference as written, stripped instruction, seed)."""
+    payload = json.dumps([image_ref, instruction, seed], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def _id_hash(row_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(row_id.encode("utf-8"), digest_size=16).digest(), "big")
+
+
+def _duplicate_reason(row_id: str, derived: bool, earlier: str) -> str:
+    if derived:
+        return (
+            f"this row repeats {earlier}: same image, instruction and seed, so the same derived "
+            f"row_id {row_id!r}; drop the repeat, change its seed, or give each row its own row_id"
+        )
+    return (
+        f"row_id {row_id!r} is already used by {earlier}; row ids must be unique across the "
+        "whole manifest"
+    )
+
+
+def _effective_ids(columns: dict[str, list], n: int) -> list[tuple[str, bool] | None]:
+    """Per row: (row_id, derived?) — the given row_id, else the content-derived one, else None.
+
+    ``columns`` holds normalised values (None where null or invalid) plus "row_id_raw", the
+    row_id column as written: an invalid given id must not fall back to a derived one.
+    """
+    given_raw, given = columns.get("row_id_raw"), columns.get("row_id")
+    images, instructions, seeds = (columns.get(c) for c in ("image", "instruction", "seed"))
+    can_derive = images is not None and instructions is not None and seeds is not None
+    out: list[tuple[str, bool] | None] = []
+    for i in range(n):
+        if given_raw is not None and given_raw[i] is not None:
+            out.append((given[i], False) if given[i] is not None else None)
+        elif can_derive and None not in (images[i], instructions[i], seeds[i]):
+            out.append((derive_row_id(images[i], instructions[i], seeds[i]), True))
+        else:
+            out.append(None)
+    return out
+
+
+class _BatchChecker:
+    """Checks record batches one after another, remembering row ids across batches."""
+
+    def __init__(
+        self,
+        schema_check: SchemaCheck,
+        resolver: ImageResolver,
+        check_images_exist: bool,
+    ) -> None:
+        self._columns = schema_check.checked_columns
+        self._meta = schema_check.meta_columns
+        self._resolver = resolver
+        self._check_exists = check_images_exist
+        self._seen_ids: set[int] = set()
+
+    def check(
+        self, batch: pa.RecordBatch, start: int, build_rows: bool
+    ) -> tuple[list[ManifestRow], list[Problem], list[tuple[int, str, bool]]]:
+        """Returns (rows, problems, duplicates as (row, row_id, derived?)) for one batch."""
+        n = batch.num_rows
+        found: list[tuple[int, int, Problem]] = []
+        raw: dict[str, list] = {}
+        clean: dict[str, list] = {}
+        for name in self._columns:
+            raw[name] = values = batch.column(name).to_pylist()
+            if name == "image":
+                clean[name] = self._check_images(values, start, found)
+                continue
+            check = _VALUE_CHECKS[name]
+            normalised: list = [None] * n
+            for i, value in enumerate(values):
+                if value is None:
+                    if name in _MISSING:
+                        found.append((start + i, _RANK[name], Problem(start + i, name, _MISSING[name])))
+                    continue
+                normalised[i], reason = check(value)
+                if reason:
+                    found.append((start + i, _RANK[name], Problem(start + i, name, reason)))
+            clean[name] = normalised
+
+        # Derived ids use the image reference as written, so they survive moving the folder.
+        id_inputs = dict(clean)
+        if "row_id" in raw:
+            id_inputs["row_id_raw"] = raw["row_id"]
+        if "image" in raw:
+            id_inputs["image"] = [
+                r if c is not None else None for r, c in zip(raw["image"], clean["image"], strict=True)
+            ]
+        ids = _effective_ids(id_inputs, n)
+        duplicates: list[tuple[int, str, bool]] = []
+        for i, entry in enumerate(ids):
+            if entry is None:
+                continue
+            row_id, derived = entry
+            h = _id_hash(row_id)
+            if h in self._seen_ids:
+                duplicates.append((start + i, row_id, derived))
+                reason = _duplicate_reason(row_id, derived, "an earlier row")
+                found.append((start + i, _RANK["row_id"], Problem(start + i, "row_id", reason)))
+            else:
+                self._seen_ids.add(h)
+
+        found.sort(key=lambda item: (item[0], item[1]))
+        problems = [p for _, _, p in found]
+        rows: list[ManifestRow] = []
+        if build_rows and not problems:
+            meta = {name: batch.column(name).to_pylist() for name in self._meta}
+            for i in range(n):
+                row_id, _ = ids[i]
+                rows.append(
+                    ManifestRow(
+                        row_index=start + i,
+                        row_id=row_id,
+                        image=clean["image"][i],
+                        instruction=clean["instruction"][i],
+                        seed=clean["seed"][i],
+                        **{c: clean[c][i] for c in _OPTIONAL if c in clean},
+                        meta={name: meta[name][i] for name in self._meta},
+                    )
+                )
+        return rows, problems, duplicates
+
+    def _check_images(
+        self, refs: list, start: int, found: list[tuple[int, int, Problem]]
+    ) -> list[str | None]:
+        resolved: list[str | None] = [None] * len(refs)
+        rank = _RANK["image"]
+        for i, ref in enumerate(refs):
+            row = start + i
+            if ref is None:
+                found.append((row, rank, Problem(row, "image", _MISSING["image"])))
+                continue
+            try:
+                path = self._resolver.resolve(ref)
+            except ImageRefError as err:
+                found.append((row, rank, Problem(row, "image", str(err))))
+                continue
+            if self._check_exists:
+                reason = _missing_file_reason(ref, path, self._resolver.base_dir)
+                if reason:
+                    found.append((row, rank, Problem(row, "image", reason)))
+                    continue
+            resolved[i] = path
+        return resolved
+
+
+def _missing_file_reason(ref: str, path: str, base_dir: str) -> str | None:
+    """Local files only; remote URIs are read (and their absence reported) by the pipeline."""
+    if "://" in path:
+        return None
+    if os.path.isfile(path):
+        return None
+    if os.path.isdir(path):
+        return f"image {ref!r} is a folder ({path!r}), not an image file"
+    return (
+        f"image file not found: {path!r} (from {ref!r}); relative paths resolve against the "
+        f"manifest's folder {base_dir!r}"
+    )
+
+
+def _empty_manifest(name: str) -> Problem:
+    return Problem(
+        None, None, f"manifest {name!r} has no rows; add at least one (image, instruction, seed) row"
+    )
+
+
+def _check_batch_rows(batch_rows: int) -> None:
+    if not rules.is_int(batch_rows) or batch_rows < 1:
+        raise ValueError(f"batch_rows must be a positive integer (got {batch_rows!r})")
+
+
+def validate_manifest(
+    path: str | os.PathLike,
+    *,
+    image_roots: Sequence[str] | None = None,
+    check_images_exist: bool = False,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    max_problems: int | None = DEFAULT_MAX_PROBLEMS,
+) -> tuple[int, list[Problem]]:
+    """Stream the whole manifest; return (rows_total, problems). Never holds the manifest whole.
+
+    Every problem is reported (row, column, reason), not only the first: whole-file problems
+    first, then row problems in row order. After ``max_problems`` (None: no limit) the rest are
+    counted and summarised in one final problem. Unreadable files are reported, not raised.
+    """
+    _check_batch_rows(batch_rows)
+    name = os.fspath(path)
+    try:
+        pf = open_manifest(name)
+    except ManifestError as err:
+        return 0, err.problems
+    with pf:
+        rows_total = pf.metadata.num_rows
+        schema_check = check_schema(pf.schema_arrow)
+        problems = list(schema_check.problems)
+        if rows_total == 0:
+            problems.append(_empty_manifest(name))
+        if not schema_check.checked_columns or rows_total == 0:
+            return rows_total, problems
+
+        checker = _BatchChecker(
+            schema_check, ImageResolver(manifest_folder(name), image_roots), check_images_exist
+        )
+        duplicate_slots: dict[str, list[tuple[int, bool]]] = {}
+        not_listed = 0
+        start = 0
+        batches = pf.iter_batches(batch_size=batch_rows, columns=schema_check.checked_columns)
+        with tqdm(total=rows_total, unit="row", desc="validating manifest", disable=None) as bar:
+            for batch in batches:
+                _, batch_problems, duplicates = checker.check(batch, start, build_rows=False)
+                dup_rows = {row: (rid, derived) for row, rid, derived in duplicates}
+                for problem in batch_problems:
+                    if max_problems is not None and len(problems) >= max_problems:
+                        not_listed += 1
+                        continue
+                    if problem.column == "row_id" and problem.row in dup_rows:
+                        rid, derived = dup_rows[problem.row]
+                        duplicate_slots.setdefault(rid, []).append((len(problems), derived))
+                    problems.append(problem)
+                start += batch.num_rows
+                bar.update(batch.num_rows)
+        if duplicate_slots:
+            _name_earlier_rows(pf, schema_check, batch_rows, duplicate_slots, problems)
+        if not_listed:
+            problems.append(
+                Problem(
+                    None,
+                    None,
+                    f"{not_listed} more problems not listed (collection stops after "
+                    f"{max_problems}); fix the ones above and validate again",
+                )
+            )
+    return rows_total, problems
+
+
+def _name_earlier_rows(
+    pf, schema_check: SchemaCheck, batch_rows: int, slots: dict[str, list[tuple[int, bool]]],
+    problems: list[Problem],
+) -> None:
+    """Second, light pass (only when duplicates exist): find each duplicated id's first row."""
+    wanted = [c for c in ("row_id", "image", "instruction", "seed") if c in schema_check.checked_columns]
+    first: dict[str, int] = {}
+    start = 0
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+        columns: dict[str, list] = {}
+        for name in wanted:
+            values = batch.column(name).to_pylist()
+            if name == "row_id":
+                columns["row_id_raw"] = values
+            if name != "image":
+                check = _VALUE_CHECKS[name]
+                values = [None if v is None else check(v)[0] for v in values]
+            columns[name] = values
+        for i, entry in enumerate(_effective_ids(columns, batch.num_rows)):
+            if entry is not None and entry[0] in slots:
+                first.setdefault(entry[0], start + i)
+        start += batch.num_rows
+        if len(first) == len(slots):
+            break
+    for row_id, entries in slots.items():
+        if row_id not in first:
+            continue
+        for index, derived in entries:
+            old = problems[index]
+            problems[index] = Problem(
+                old.row, old.column, _duplicate_reason(row_id, derived, f"row {first[row_id]}")
+            )
+
+
+def iter_rows(
+    path: str | os.PathLike,
+    *,
+    image_roots: Sequence[str] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Iterator[list[ManifestRow]]:
+    """Stream validated rows in batches of at most ``batch_rows``.
+
+    Whole-file problems (unreadable file, missing/unknown/mistyped columns, no rows) raise
+    ManifestError right away, at the call. Row problems raise ManifestError (listing every
+    problem of that batch) when the first bad batch is reached — earlier batches have already
+    been yielded, so call validate_manifest first to refuse a manifest before any work.
+    """
+    _check_batch_rows(batch_rows)
+    name = os.fspath(path)
+    with open_manifest(name) as pf:
+        schema_check = check_schema(pf.schema_arrow)
+        problems = list(schema_check.problems)
+        if pf.metadata.num_rows == 0:
+            problems.append(_empty_manifest(name))
+    if problems:
+        raise ManifestError(problems, name)
+    return _iter_checked(name, schema_check, image_roots, batch_rows)
+
+
+def _iter_checked(
+    name: str, schema_check: SchemaCheck, image_roots: Sequence[str] | None, batch_rows: int
+) -> Iterator[list[ManifestRow]]:
+    checker = _BatchChecker(schema_check, ImageResolver(manifest_folder(name), image_roots), False)
+    columns = schema_check.checked_columns + schema_check.meta_columns
+    start = 0
+    with open_manifest(name) as pf:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            rows, problems, _ = checker.check(batch, start, build_rows=True)
+            if problems:
+                raise ManifestError(problems, name)
+            start += batch.num_rows
+            yield rows
