@@ -11,6 +11,7 @@ Public API (stable; see docs/architecture.md):
 Path resolution for image references lives in ``manifests.paths`` (the pipeline reuses it).
 """
 
+from .build import build_manifest
 from .problems import BuildError, ManifestError, Problem
 from .schema import ManifestRow, read_manifest_schema
 from .validate import derive_row_id, iter_rows, validate_manifest
@@ -27,9 +28,3 @@ __all__ = [
     "validate_manifest",
 ]
 
-
-def build_manifest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper, see build.py
-    """See manifests.build.build_manifest (imported lazily: it needs PyYAML)."""
-    from .build import build_manifest as _build
-
-    return _build(*args, **kwargs)

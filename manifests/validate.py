@@ -123,7 +123,9 @@ class _BatchChecker:
             for i, value in enumerate(values):
                 if value is None:
                     if name in _MISSING:
-                        found.append((start + i, _RANK[name], Problem(start + i, name, _MISSING[name])))
+                        found.append(
+                            (start + i, _RANK[name], Problem(start + i, name, _MISSING[name]))
+                        )
                     continue
                 normalised[i], reason = check(value)
                 if reason:
@@ -136,7 +138,8 @@ class _BatchChecker:
             id_inputs["row_id_raw"] = raw["row_id"]
         if "image" in raw:
             id_inputs["image"] = [
-                r if c is not None else None for r, c in zip(raw["image"], clean["image"], strict=True)
+                r if c is not None else None
+                for r, c in zip(raw["image"], clean["image"], strict=True)
             ]
         ids = _effective_ids(id_inputs, n)
         duplicates: list[tuple[int, str, bool]] = []
@@ -212,7 +215,9 @@ def _missing_file_reason(ref: str, path: str, base_dir: str) -> str | None:
 
 def _empty_manifest(name: str) -> Problem:
     return Problem(
-        None, None, f"manifest {name!r} has no rows; add at least one (image, instruction, seed) row"
+        None,
+        None,
+        f"manifest {name!r} has no rows; add at least one (image, instruction, seed) row",
     )
 
 
@@ -286,11 +291,16 @@ def validate_manifest(
 
 
 def _name_earlier_rows(
-    pf, schema_check: SchemaCheck, batch_rows: int, slots: dict[str, list[tuple[int, bool]]],
+    pf,
+    schema_check: SchemaCheck,
+    batch_rows: int,
+    slots: dict[str, list[tuple[int, bool]]],
     problems: list[Problem],
 ) -> None:
     """Second, light pass (only when duplicates exist): find each duplicated id's first row."""
-    wanted = [c for c in ("row_id", "image", "instruction", "seed") if c in schema_check.checked_columns]
+    wanted = [
+        c for c in ("row_id", "image", "instruction", "seed") if c in schema_check.checked_columns
+    ]
     first: dict[str, int] = {}
     start = 0
     for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):

@@ -1,0 +1,617 @@
+"""Build a manifest from a product catalog and a variants file: products × variants × seeds.
+
+Catalog: a folder of images (product_id = file stem), or a CSV / Parquet table with columns
+``product_id`` and ``image`` plus any descriptive fields (product, category, colour, …).
+Variants: a YAML list of ``{name, instruction, [steps, guidance, output_format, width, height],
+[any template fields]}``; the instruction is a template such as "place the {product} on {backdrop}".
+
+Seeds and row ids are derived from (product_id, variant, k) alone, so re-building after adding
+products or variants leaves every existing row — and therefore its cache key — unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from tqdm import tqdm
+
+from . import rules
+from .paths import SUPPORTED_SCHEMES, is_within, uri_scheme
+from .problems import BuildError, Problem
+from .schema import META_PREFIX
+from .template import Template, TemplateError, parse_template
+from .validate import validate_manifest
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+SEED_RANGE = 2**31
+_WRITE_CHUNK_ROWS = 8192
+_SETTINGS = {
+    "steps": (rules.check_steps, pa.int64()),
+    "guidance": (rules.check_guidance, pa.float64()),
+    "output_format": (rules.check_output_format, pa.string()),
+    "width": (lambda v: rules.check_side("width", v), pa.int64()),
+    "height": (lambda v: rules.check_side("height", v), pa.int64()),
+}
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    image: str  # absolute local path, or a URI kept as is
+    fields: dict[str, object]  # template fields: every catalog column but image, plus product
+
+
+@dataclass(frozen=True)
+class Catalog:
+    source: str
+    products: list[Product]
+    field_types: dict[str, pa.DataType]  # descriptive fields, carried through as meta_* columns
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    template: Template
+    settings: dict[str, object]  # steps / guidance / output_format / width / height
+    fields: dict[str, object]  # extra template fields (backdrop, …)
+
+
+def _problem(reason: str) -> Problem:
+    return Problem(None, None, reason)
+
+
+def _sanitise(part: str) -> str:
+    """A row-id part: letters, digits, '.', '_' and single '-' (so '--' only separates parts)."""
+    part = re.sub(r"[^A-Za-z0-9._-]+", "_", part.strip())
+    return re.sub(r"-{2,}", "-", part)
+
+
+def stable_row_id(product_id: str, variant: str, k: int) -> str:
+    return f"{_sanitise(product_id)}--{_sanitise(variant)}--{k}"
+
+
+def variant_seed(product_id: str, variant: str, k: int) -> int:
+    """Deterministic seed in [0, 2**31) for the k-th sample of (product, variant)."""
+    digest = hashlib.sha256(f"{product_id}\x1f{variant}\x1f{k}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % SEED_RANGE
+
+
+def _humanise(product_id: str) -> str:
+    return re.sub(r"[_\-]+", " ", product_id).strip()
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+# ----------------------------------------------------------------------------- catalog
+
+
+def load_catalog(catalog: str | os.PathLike) -> Catalog:
+    """Read a catalog folder, CSV or Parquet file. Raises BuildError listing every problem."""
+    source = os.path.abspath(os.fspath(catalog))
+    if not os.path.exists(source):
+        raise BuildError([_problem(f"catalog not found: {source!r}; check the path")])
+    if os.path.isdir(source):
+        return _catalog_from_folder(source)
+    suffix = os.path.splitext(source)[1].lower()
+    if suffix == ".csv":
+        records, columns = _read_csv(source)
+        types = {c: pa.string() for c in columns}
+    elif suffix in (".parquet", ".pq"):
+        try:
+            table = pq.read_table(source)
+        except (pa.ArrowException, OSError) as err:
+            raise BuildError(
+                [_problem(f"catalog {source!r} is not a readable Parquet file ({err})")]
+            ) from None
+        records, columns = table.to_pylist(), table.column_names
+        types = {
+            f.name: (pa.string() if pa.types.is_null(f.type) else f.type) for f in table.schema
+        }
+    else:
+        raise BuildError(
+            [
+                _problem(
+                    f"catalog {source!r} is neither a folder of images nor a .csv or .parquet "
+                    "file; give one of those"
+                )
+            ]
+        )
+    return _catalog_from_records(source, records, columns, types)
+
+
+def _catalog_from_folder(folder: str) -> Catalog:
+    files = sorted(
+        name
+        for name in os.listdir(folder)
+        if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, name))
+    )
+    if not files:
+        raise BuildError(
+            [_problem(f"catalog folder {folder!r} has no images ({', '.join(IMAGE_SUFFIXES)})")]
+        )
+    by_id: dict[str, list[str]] = {}
+    for name in files:
+        by_id.setdefault(os.path.splitext(name)[0], []).append(name)
+    problems = [
+        _problem(
+            f"catalog folder {folder!r}: duplicate product id {pid!r} from files "
+            f"{', '.join(names)}; the file stem is the product id, so rename or remove one"
+        )
+        for pid, names in by_id.items()
+        if len(names) > 1
+    ]
+    if problems:
+        raise BuildError(problems)
+    products = [
+        Product(pid, os.path.join(folder, names[0]), {"product_id": pid, "product": _humanise(pid)})
+        for pid, names in by_id.items()
+    ]
+    _check_unique_row_id_parts(folder, products)
+    return Catalog(folder, products, {"product": pa.string()})
+
+
+def _read_csv(source: str) -> tuple[list[dict], list[str]]:
+    try:
+        with open(source, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            records = []
+            for i, raw in enumerate(reader):
+                if None in raw:
+                    raise BuildError(
+                        [_problem(f"catalog {source!r} row {i}: more values than header columns")]
+                    )
+                records.append(
+                    {
+                        key.strip(): (value.strip() or None) if isinstance(value, str) else None
+                        for key, value in raw.items()
+                    }
+                )
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise BuildError(
+            [_problem(f"catalog {source!r} is not a readable CSV file ({err})")]
+        ) from None
+    return records, columns
+
+
+def _catalog_from_records(
+    source: str, records: list[dict], columns: list[str], types: dict[str, pa.DataType]
+) -> Catalog:
+    missing = [c for c in ("product_id", "image") if c not in columns]
+    if missing:
+        raise BuildError(
+            [
+                _problem(
+                    f"catalog {source!r} lacks column(s) {', '.join(missing)}; a catalog table "
+                    f"needs product_id and image (has: {', '.join(columns) or 'no columns'})"
+                )
+            ]
+        )
+    if not records:
+        raise BuildError([_problem(f"catalog {source!r} has no products; add at least one row")])
+
+    base = os.path.dirname(source)
+    problems: list[Problem] = []
+    products: list[Product] = []
+    first_row: dict[str, int] = {}
+    for i, record in enumerate(records):
+        where = f"catalog {source!r} row {i}"
+        pid = record.get("product_id")
+        if rules.is_int(pid):
+            pid = str(pid)
+        if not isinstance(pid, str) or not pid.strip():
+            problems.append(_problem(f"{where}: product_id is empty; give every product an id"))
+            continue
+        pid = pid.strip()
+        if pid in first_row:
+            problems.append(
+                _problem(
+                    f"{where}: duplicate product id {pid!r} (first at row {first_row[pid]}); "
+                    "product ids must be unique"
+                )
+            )
+            continue
+        first_row[pid] = i
+        image, reason = _catalog_image(record.get("image"), base)
+        if reason:
+            problems.append(_problem(f"{where} (product {pid!r}): {reason}"))
+            continue
+        fields = {k: v for k, v in record.items() if k != "image"}
+        fields["product_id"] = pid
+        if _is_missing(fields.get("product")):
+            fields["product"] = _humanise(pid)
+        products.append(Product(pid, image, fields))
+    if problems:
+        raise BuildError(problems)
+    _check_unique_row_id_parts(source, products)
+    field_types = {c: t for c, t in types.items() if c not in ("product_id", "image")}
+    field_types.setdefault("product", pa.string())
+    return Catalog(source, products, field_types)
+
+
+def _catalog_image(ref: object, base: str) -> tuple[str | None, str | None]:
+    if not isinstance(ref, str) or not ref.strip():
+        return None, "image is empty; give a path (relative to the catalog's folder) or a URI"
+    scheme = uri_scheme(ref)
+    if scheme is not None and scheme != "file":
+        if scheme not in SUPPORTED_SCHEMES:
+            return None, (
+                f"image {ref!r} uses the scheme {scheme!r}, which pyarrow.fs cannot read; "
+                f"use a local path or one of {', '.join(sorted(SUPPORTED_SCHEMES))}"
+            )
+        return ref, None  # remote: the pipeline reports a missing object when it reads it
+    path = unquote(urlparse(ref).path) if scheme == "file" else ref
+    path = os.path.normpath(os.path.join(base, path))
+    if not os.path.isfile(path):
+        return None, f"image not found: {path!r} (relative paths resolve against {base!r})"
+    return path, None
+
+
+def _check_unique_row_id_parts(source: str, products: list[Product]) -> None:
+    seen: dict[str, str] = {}
+    problems = []
+    for p in products:
+        part = _sanitise(p.product_id)
+        if part in seen:
+            problems.append(
+                _problem(
+                    f"catalog {source!r}: product ids {seen[part]!r} and {p.product_id!r} give "
+                    f"the same row-id part {part!r}; make them differ in letters or digits"
+                )
+            )
+        seen.setdefault(part, p.product_id)
+    if problems:
+        raise BuildError(problems)
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def load_variants(path: str | os.PathLike) -> list[Variant]:
+    """Read and check a variants YAML file. Raises BuildError listing every problem."""
+    source = os.path.abspath(os.fspath(path))
+    try:
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise BuildError([_problem(f"variants file not found: {source!r}")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise BuildError([_problem(f"cannot read variants file {source!r}: {err}")]) from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or str(err)
+        raise BuildError(
+            [
+                _problem(
+                    f"variants file {source!r} is not valid YAML{where}: {what}; fix the syntax there"
+                )
+            ]
+        ) from None
+
+    entries, entry_nodes = data, node
+    if isinstance(data, dict) and "variants" in data:
+        entries = data["variants"]
+        entry_nodes = next(v for k, v in node.value if k.value == "variants")
+    if not isinstance(entries, list) or not entries:
+        raise BuildError(
+            [
+                _problem(
+                    f"variants file {source!r} has no variants; it must be a non-empty list of "
+                    "{name, instruction} entries (or a mapping with such a 'variants' list)"
+                )
+            ]
+        )
+    lines = [n.start_mark.line + 1 for n in entry_nodes.value]
+
+    problems: list[Problem] = []
+    variants: list[Variant] = []
+    for i, entry in enumerate(entries):
+        variant, entry_problems = _parse_variant(entry, f"variants file {source!r} line {lines[i]}")
+        problems += entry_problems
+        if variant is not None:
+            variants.append(variant)
+    by_part: dict[str, str] = {}
+    for v in variants:
+        part = _sanitise(v.name)
+        if part in by_part:
+            same = (
+                "is defined twice"
+                if by_part[part] == v.name
+                else f"and {by_part[part]!r} give the same row-id part {part!r}"
+            )
+            problems.append(
+                _problem(
+                    f"variants file {source!r}: variant {v.name!r} {same}; variant names must be unique"
+                )
+            )
+        by_part.setdefault(part, v.name)
+    if problems:
+        raise BuildError(problems)
+    return variants
+
+
+def _parse_variant(entry: object, where: str) -> tuple[Variant | None, list[Problem]]:
+    if not isinstance(entry, dict):
+        return None, [
+            _problem(
+                f"{where}: each variant must be a mapping with name and instruction (got {entry!r})"
+            )
+        ]
+    name = entry.get("name")
+    if rules.is_int(name):
+        name = str(name)
+    if not isinstance(name, str) or not name.strip():
+        return None, [
+            _problem(f"{where}: variant has no name; add name: <short id>, e.g. name: red")
+        ]
+    name = name.strip()
+    where = f"{where}, variant {name!r}"
+    problems: list[Problem] = []
+    template = None
+    instruction = entry.get("instruction")
+    if not isinstance(instruction, str) or not instruction.strip():
+        problems.append(
+            _problem(
+                f"{where}: no instruction; add e.g. instruction: 'place the {{product}} on a red background'"
+            )
+        )
+    else:
+        try:
+            template = parse_template(instruction.strip())
+        except TemplateError as err:
+            problems.append(_problem(f"{where}: instruction template: {err}"))
+    settings: dict[str, object] = {}
+    fields: dict[str, object] = {}
+    for key, value in entry.items():
+        if key in ("name", "instruction"):
+            continue
+        if key in _SETTINGS:
+            if value is None:
+                continue
+            checked, reason = _SETTINGS[key][0](value)
+            if reason:
+                problems.append(_problem(f"{where}: {reason}"))
+            else:
+                settings[key] = checked
+        elif not isinstance(key, str) or not key.isidentifier():
+            problems.append(
+                _problem(f"{where}: field name {key!r} must be a plain name (letters, digits, _)")
+            )
+        elif value is not None and not isinstance(value, str | int | float | bool):
+            problems.append(
+                _problem(
+                    f"{where}: field {key!r} must be a single value (text or number), not {type(value).__name__}"
+                )
+            )
+        else:
+            fields[key] = value
+    if problems:
+        return None, problems
+    return Variant(name, template, settings, fields), []
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def _check_template_fields(catalog: Catalog, variants: list[Variant]) -> None:
+    catalog_fields = set().union(*(p.fields for p in catalog.products))
+    problems = []
+    for v in variants:
+        available = catalog_fields | {"variant"} | set(v.fields)
+        for field in v.template.fields:
+            if field not in available:
+                problems.append(
+                    _problem(
+                        f"variant {v.name!r}: instruction uses field {{{field}}}, which neither "
+                        f"the catalog nor the variant provides; available fields: "
+                        f"{', '.join(sorted(available))}"
+                    )
+                )
+    if problems:
+        raise BuildError(problems)
+
+
+def _meta_names(catalog: Catalog) -> dict[str, str]:
+    """Catalog field -> meta column name (a field already called meta_x keeps its name)."""
+    names: dict[str, str] = {}
+    for field in catalog.field_types:
+        column = field if field.startswith(META_PREFIX) else META_PREFIX + field
+        if column in names.values():
+            raise BuildError(
+                [
+                    _problem(
+                        f"catalog {catalog.source!r}: fields map to the same column {column!r}; rename one"
+                    )
+                ]
+            )
+        names[field] = column
+    return names
+
+
+def _image_for_manifest(image: str, out_dir: str) -> str:
+    """Relative to the manifest's folder when under it, so the folder can move as a whole."""
+    if uri_scheme(image) is None and is_within(image, out_dir):
+        return os.path.relpath(image, out_dir)
+    return image
+
+
+def build_manifest(
+    catalog: str | os.PathLike,
+    variants: str | os.PathLike,
+    seeds_per_variant: int = 1,
+    out: str | os.PathLike | None = None,
+) -> int:
+    """Write the manifest for catalog × variants × seeds to ``out`` (Parquet); return its rows.
+
+    Rows come product by product, then variant by variant (file order), then k = 0.. seeds-1.
+    Raises BuildError listing every problem found (missing images, duplicate product ids,
+    unknown template fields, malformed YAML, …); ``out`` is only ever replaced by a complete
+    manifest that passes validate_manifest.
+    """
+    if out is None:
+        raise TypeError("build_manifest() needs out=<path of the manifest to write>")
+    if not rules.is_int(seeds_per_variant) or seeds_per_variant < 1:
+        raise BuildError(
+            [_problem(f"seeds_per_variant must be a positive integer (got {seeds_per_variant!r})")]
+        )
+    out_path = os.path.abspath(os.fspath(out))
+    cat, variant_list = _load_inputs(catalog, variants)
+    _check_template_fields(cat, variant_list)
+    meta_names = _meta_names(cat)
+    settings = [s for s in _SETTINGS if any(s in v.settings for v in variant_list)]
+    schema = pa.schema(
+        [
+            ("row_id", pa.string()),
+            ("image", pa.string()),
+            ("instruction", pa.string()),
+            ("seed", pa.int64()),
+            ("product_id", pa.string()),
+            ("variant", pa.string()),
+            *[(s, _SETTINGS[s][1]) for s in settings],
+            *[(meta_names[f], t) for f, t in cat.field_types.items()],
+        ]
+    )
+    out_dir = os.path.dirname(out_path)
+    # Images outside the manifest's folder stay absolute; validating such a manifest needs
+    # their folders as image_roots (path safety), so the builder says which ones.
+    outside = sorted(
+        {
+            os.path.dirname(p.image)
+            for p in cat.products
+            if uri_scheme(p.image) is None and not is_within(p.image, out_dir)
+        }
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".parquet.tmp", dir=out_dir)
+    os.close(fd)
+    try:
+        problems: list[Problem] = []
+        rows = _write_rows(
+            _generate_rows(
+                cat, variant_list, seeds_per_variant, out_dir, meta_names, settings, problems
+            ),
+            schema,
+            tmp,
+            total=len(cat.products) * len(variant_list) * seeds_per_variant,
+        )
+        if problems:
+            raise BuildError(problems, out_path)
+        _, invalid = validate_manifest(tmp, image_roots=outside)
+        if invalid:  # a builder bug rather than a user error, but never write a bad manifest
+            raise BuildError(invalid, out_path)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if outside:
+        log.warning(
+            "manifest %s refers to images outside its folder; validate and run it with "
+            "image_roots=%s",
+            out_path,
+            outside,
+        )
+    return rows
+
+
+def _load_inputs(
+    catalog: str | os.PathLike, variants: str | os.PathLike
+) -> tuple[Catalog, list[Variant]]:
+    """Load both inputs, reporting the problems of both at once."""
+    problems: list[Problem] = []
+    cat = variant_list = None
+    try:
+        cat = load_catalog(catalog)
+    except BuildError as err:
+        problems += err.problems
+    try:
+        variant_list = load_variants(variants)
+    except BuildError as err:
+        problems += err.problems
+    if problems:
+        raise BuildError(problems)
+    return cat, variant_list
+
+
+def _generate_rows(
+    cat: Catalog,
+    variants: list[Variant],
+    seeds: int,
+    out_dir: str,
+    meta_names: dict[str, str],
+    settings: list[str],
+    problems: list[Problem],
+) -> Iterator[dict[str, object]]:
+    for product in cat.products:
+        image = _image_for_manifest(product.image, out_dir)
+        meta = {meta_names[f]: product.fields.get(f) for f in meta_names}
+        for v in variants:
+            values = {**product.fields, "variant": v.name, **v.fields}
+            missing = [f for f in v.template.fields if _is_missing(values.get(f))]
+            if missing:
+                problems.append(
+                    _problem(
+                        f"product {product.product_id!r} has no value for "
+                        f"{', '.join('{' + f + '}' for f in missing)}, used by variant "
+                        f"{v.name!r}; fill it in the catalog or drop it from the instruction"
+                    )
+                )
+                continue
+            try:
+                instruction = v.template.fill(values).strip()
+            except TemplateError as err:
+                problems.append(
+                    _problem(f"variant {v.name!r}, product {product.product_id!r}: {err}")
+                )
+                continue
+            for k in range(seeds):
+                yield {
+                    "row_id": stable_row_id(product.product_id, v.name, k),
+                    "image": image,
+                    "instruction": instruction,
+                    "seed": variant_seed(product.product_id, v.name, k),
+                    "product_id": product.product_id,
+                    "variant": v.name,
+                    **{s: v.settings.get(s) for s in settings},
+                    **meta,
+                }
+
+
+def _write_rows(rows: Iterator[dict[str, object]], schema: pa.Schema, path: str, total: int) -> int:
+    """Stream rows into a Parquet file in chunks; memory stays at one chunk."""
+    written = 0
+    chunk: list[dict[str, object]] = []
+    with (
+        pq.ParquetWriter(path, schema) as writer,
+        tqdm(total=total, unit="row", desc="building manifest", disable=None) as bar,
+    ):
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == _WRITE_CHUNK_ROWS:
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                written += len(chunk)
+                bar.update(len(chunk))
+                chunk = []
+        if chunk:
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+            written += len(chunk)
+            bar.update(len(chunk))
+    return written
