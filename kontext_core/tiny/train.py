@@ -1,0 +1,268 @@
+"""Train kontext-tiny from scratch: `python -m kontext_core.tiny.train --out DIR`.
+
+Two phases, both resumable from ``DIR/train_state.pt`` and deterministic given ``--seed``:
+1. autoencoder: pixel reconstruction (L1 + MSE) of synthetic scenes; then the latent
+   shift/scale factors are measured on training data (as FLUX's 0.1159/0.3611 were);
+2. transformer: the rectified-flow objective on (source → target) pairs, the source encoded as
+   Kontext context tokens, t drawn logit-normal and shifted like the sampling schedule; an EMA of
+   the weights is what ships. The text encoders stay at their seeded random init (frozen).
+Writes a native model folder (kontext.json, transformer.safetensors, ae.safetensors, text
+encoders, MODEL_CARD.md) that ``KontextEditor.load(DIR)`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from ..config import preset_from_dict
+from ..editor import KontextEditor
+from ..loading import NATIVE_PRESET_FILE, build_random
+from ..sampling import image_ids, pack
+from ..synthetic import sample_batch
+from .metrics import evaluate
+from .recipe import IMAGE_SIZE, tiny_preset_dict
+
+GUIDANCE = 2.5
+
+
+class SceneBatches(IterableDataset):
+    """Batch k is sample_batch(seed·1e6 + k): the same stream whatever the worker count."""
+
+    def __init__(self, seed: int, batch: int, start: int, stop: int):
+        self.seed, self.batch, self.start, self.stop = seed, batch, start, stop
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        for k in range(self.start + wid, self.stop, nw):
+            ex = sample_batch(self.seed * 1_000_000 + k, self.batch, size=IMAGE_SIZE, split="train")
+            src = np.stack([e.source for e in ex])
+            tgt = np.stack([e.target for e in ex])
+            yield torch.from_numpy(src), torch.from_numpy(tgt), [e.instruction for e in ex]
+
+
+def _to_pixels(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _loader(seed: int, batch: int, start: int, stop: int, workers: int) -> DataLoader:
+    return DataLoader(SceneBatches(seed, batch, start, stop), batch_size=None, num_workers=workers,
+                      prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_autoencoder(ae, device, args, state, path: Path) -> None:
+    opt = torch.optim.AdamW(ae.parameters(), lr=args.ae_lr, weight_decay=0.0)
+    if "ae_opt" in state:
+        opt.load_state_dict(state["ae_opt"])
+    start = state.get("ae_step", 0)
+    bar = tqdm(total=args.ae_steps, initial=start, desc="autoencoder", unit="step")
+    for k, (src, tgt, _) in enumerate(_loader(args.seed, args.batch, start, args.ae_steps, args.workers), start):
+        x = _to_pixels(torch.cat([src, tgt]), device)
+        z = ae.encoder(x)[:, : ae.config.z_channels]
+        rec = ae.decoder(z)
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.ae_steps:
+            state.update(ae=ae.state_dict(), ae_opt=opt.state_dict(), ae_step=k + 1)
+            _save_state(path, state)
+    bar.close()
+
+
+@torch.no_grad()
+def latent_stats(ae, device, args) -> tuple[float, float]:
+    zs = []
+    for src, tgt, _ in _loader(args.seed + 7, 64, 0, 8, 0):
+        zs.append(ae.encoder(_to_pixels(torch.cat([src, tgt]), device))[:, : ae.config.z_channels].float().cpu())
+    z = torch.cat(zs)
+    return float(z.mean()), float(z.std())
+
+
+def sample_t(n: int, tokens: int, generator: torch.Generator, device) -> torch.Tensor:
+    """Logit-normal t, shifted like the sampling schedule for this token count."""
+    slope = (1.15 - 0.5) / (4096 - 256)
+    mu = slope * tokens + 0.5 - slope * 256
+    t = torch.sigmoid(torch.randn(n, generator=generator))
+    t = math.exp(mu) / (math.exp(mu) + (1 / t - 1))
+    return t.clamp(1e-4, 1.0).to(device)
+
+
+class TextCache:
+    """Instructions repeat a lot; their (frozen) embeddings are computed once."""
+
+    def __init__(self, text):
+        self.text, self.cache = text, {}
+
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        todo = [p for p in dict.fromkeys(prompts) if p not in self.cache]
+        if todo:
+            emb = self.text.encode(todo)
+            for i, p in enumerate(todo):
+                self.cache[p] = (emb.t5[i], emb.pooled[i])
+        return torch.stack([self.cache[p][0] for p in prompts]), torch.stack([self.cache[p][1] for p in prompts])
+
+
+def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> None:
+    tf, ae = editor.transformer, editor.autoencoder
+    opt = torch.optim.AdamW(tf.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    if "tf_opt" in state:
+        opt.load_state_dict(state["tf_opt"])
+    start = state.get("tf_step", 0)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    if "tf_gen" in state:
+        gen.set_state(state["tf_gen"])
+    texts = TextCache(editor.text)
+    grid = IMAGE_SIZE // editor.pixels_per_token
+    ids = torch.cat((image_ids(grid, grid, 0.0, device), image_ids(grid, grid, 1.0, device)), dim=1)
+    txt_ids = torch.zeros(1, editor.preset.text.t5_max_length, 3, device=device)
+    pe = tf.rope(torch.cat((txt_ids, ids), dim=1))
+    bar = tqdm(total=args.steps, initial=start, desc="transformer", unit="step")
+    losses: list[float] = []
+    for k, (src, tgt, prompts) in enumerate(_loader(args.seed + 1, args.batch, start, args.steps, args.workers), start):
+        lr = args.lr * min(1.0, (k + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.no_grad():
+            z = ae.encode(_to_pixels(torch.cat([src, tgt]), device))
+            ctx, x0 = pack(z[: len(src)]), pack(z[len(src) :])
+            txt, y = texts(prompts)
+        n = x0.shape[0]
+        t = sample_t(n, x0.shape[1], gen, device)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+        pred = tf(img=torch.cat((xt, ctx), dim=1), img_ids=ids, txt=txt, txt_ids=txt_ids, timesteps=t, y=y,
+                  guidance=torch.full((n,), GUIDANCE, device=device), pe=pe)[:, : x0.shape[1]]
+        loss = F.mse_loss(pred, eps - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tf.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(args.ema, (1 + k) / (10 + k))
+            for pe_, p in zip(ema.parameters(), tf.parameters(), strict=True):
+                pe_.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.1e}")
+        if args.eval_every and (k + 1) % args.eval_every == 0:
+            m = evaluate(_with_transformer(editor, ema), n=args.eval_n, progress=False)
+            tqdm.write(f"step {k + 1}: loss {np.mean(losses[-200:]):.4f} | bg {m.background_improvement:.2f}x "
+                       f"psnr {m.background_product_psnr:.1f} dB | recolour {m.recolour_improvement:.2f}x")
+        if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.steps:
+            state.update(tf=tf.state_dict(), ema=ema.state_dict(), tf_opt=opt.state_dict(), tf_step=k + 1,
+                         tf_gen=gen.get_state())
+            _save_state(path, state)
+    bar.close()
+
+
+def _with_transformer(editor: KontextEditor, transformer) -> KontextEditor:
+    return KontextEditor(editor.preset, transformer, editor.autoencoder, editor.text, editor.device,
+                         editor.dtype, editor.fingerprint)
+
+
+def write_model(out: Path, editor: KontextEditor, ema, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / NATIVE_PRESET_FILE).write_text(json.dumps(editor.preset.to_dict(), indent=1) + "\n")
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()},
+              str(out / "transformer.safetensors"))
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in editor.autoencoder.state_dict().items()},
+              str(out / "ae.safetensors"))
+    editor.text.to("cpu").save(out)
+    (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="model folder to write (and resume from)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--ae-steps", type=int, default=1500)
+    ap.add_argument("--ae-lr", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=4000, help="transformer steps")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--workers", type=int, default=1, help="data generator processes")
+    ap.add_argument("--checkpoint-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--eval-n", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / "train_state.pt"
+    state = torch.load(state_path, weights_only=False) if state_path.exists() else {}
+    if state:
+        print(f"resuming from {state_path}: autoencoder step {state.get('ae_step', 0)}, "
+              f"transformer step {state.get('tf_step', 0)}")
+    t0 = time.time() - state.get("elapsed", 0.0)
+
+    preset = preset_from_dict(tiny_preset_dict())
+    transformer, ae, text = build_random(preset, args.seed)
+    transformer, ae, text = transformer.to(device).train(), ae.to(device), text.to(device).eval()
+    if "ae" in state:
+        ae.load_state_dict(state["ae"])
+    if state.get("ae_step", 0) < args.ae_steps:
+        ae.train()
+        train_autoencoder(ae, device, args, state, state_path)
+    ae.eval().requires_grad_(False)
+    if "latent_shift" not in state:
+        state["latent_shift"], std = latent_stats(ae, device, args)
+        state["latent_scale"] = 1.0 / std
+    preset = preset_from_dict(tiny_preset_dict(state["latent_scale"], state["latent_shift"]))
+    ae.config = preset.autoencoder
+    if "tf" in state:
+        transformer.load_state_dict(state["tf"])
+    ema = copy.deepcopy(transformer).eval().requires_grad_(False)
+    if "ema" in state:
+        ema.load_state_dict(state["ema"])
+    editor = KontextEditor(preset, transformer, ae, text, device, torch.float32, "training")
+    if state.get("tf_step", 0) < args.steps:
+        train_flow(editor, ema, device, args, state, state_path)
+    state["elapsed"] = time.time() - t0
+    _save_state(state_path, state)
+    final = evaluate(_with_transformer(editor, ema), n=64)
+    print(final.summary())
+    meta = {
+        "seed": args.seed, "batch": args.batch, "ae_steps": args.ae_steps, "steps": args.steps, "lr": args.lr,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "train_seconds": round(state["elapsed"], 1),
+        "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in final.__dict__.items()},
+    }
+    write_model(args.out, editor, ema, meta)
+    print(f"wrote {args.out} ({meta['train_seconds']:.0f} s of training)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
