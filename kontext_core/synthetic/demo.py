@@ -1,0 +1,118 @@
+"""The shipped demo catalog: six product photos and a manifest of edits the tiny model knows.
+
+`make run` edits this catalog by default. Regenerate the committed copy with
+`python -m kontext_core.synthetic demo manifests/examples/demo`.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image
+
+from .instructions import background_instruction, phrase
+from .sampling import Example
+from .scene import Scene, compose, layer_for
+
+DEMO_SIZE = 128
+FIRST_SEED = 1001
+
+# product_id -> the catalog photo (studio shots, like a typical shop).
+DEMO_PRODUCTS: dict[str, Scene] = {
+    "p01-bottle": Scene("bottle", "red", "studio-white", True, 0.5, 0.86, 0.62, 1.0, False, True),
+    "p02-mug": Scene("mug", "blue", "studio-white", True, 0.5, 0.82, 0.44, 1.0, False, True),
+    "p03-box": Scene("box", "orange", "studio-white", True, 0.5, 0.84, 0.46, 1.0, False, True),
+    "p04-shoe": Scene("shoe", "black", "studio-white", True, 0.5, 0.82, 0.32, 1.0, False, True),
+    "p05-can": Scene("can", "green", "studio-white", False, 0.5, 0.84, 0.5, 1.0, False, False),
+    "p06-vase": Scene("vase", "purple", "gradient:grey-white", True, 0.5, 0.87, 0.6, 1.0, False, True),
+}
+
+# (product_id, edit kind, target: background name / colour / "", phrasing number, variant)
+DEMO_EDITS: tuple[tuple[str, str, str, int, str], ...] = (
+    ("p01-bottle", "background", "solid:blue", 0, "bg-solid-blue"),
+    ("p01-bottle", "recolour", "green", 0, "colour-green"),
+    ("p01-bottle", "remove-shadow", "", 0, "shadow-remove"),
+    ("p02-mug", "background", "solid:yellow", 1, "bg-solid-yellow"),
+    ("p02-mug", "recolour", "red", 1, "colour-red"),
+    ("p03-box", "background", "solid:green", 2, "bg-solid-green"),
+    ("p03-box", "recolour", "blue", 0, "colour-blue"),
+    ("p04-shoe", "background", "solid:pink", 1, "bg-solid-pink"),
+    ("p04-shoe", "recolour", "red", 2, "colour-red"),
+    ("p05-can", "add-shadow", "", 0, "shadow-add"),
+    ("p05-can", "background", "solid:orange", 0, "bg-solid-orange"),
+    ("p05-can", "recolour", "red", 3, "colour-red"),
+    ("p06-vase", "background", "studio-white", 0, "bg-studio-white"),
+    ("p06-vase", "recolour", "yellow", 4, "colour-yellow"),
+    ("p06-vase", "background", "gradient:blue-white", 0, "bg-gradient-blue-white"),
+)
+
+
+def _edit(source: Scene, kind: str, value: str, choice: int) -> tuple[Scene, str]:
+    if kind == "background":
+        return replace(source, background=value), background_instruction(
+            value, source.product, choice
+        )
+    if kind == "recolour":
+        return replace(source, product_colour=value), phrase(
+            "recolour", choice, source.product, (value,)
+        )
+    if kind in ("add-shadow", "remove-shadow"):
+        return replace(source, shadow=kind == "add-shadow"), phrase(kind, choice, source.product)
+    raise ValueError(f"demo edit kind {kind!r}: unknown")
+
+
+def image_path(product_id: str) -> str:
+    """Path of a product photo relative to the manifest folder."""
+    return f"images/{product_id}.png"
+
+
+def demo_examples(size: int = DEMO_SIZE) -> list[tuple[dict[str, object], Example]]:
+    """Manifest rows of the demo with their exact expected results (for evaluation)."""
+    out = []
+    for index, (product_id, kind, value, choice, variant) in enumerate(DEMO_EDITS):
+        source_scene = DEMO_PRODUCTS[product_id]
+        target_scene, instruction = _edit(source_scene, kind, value, choice)
+        layer = layer_for(source_scene, size)
+        example = Example(
+            compose(source_scene, layer, size), compose(target_scene, layer, size),
+            instruction, kind, layer.mask.copy(), source_scene, target_scene,
+        )
+        row = {
+            "image": image_path(product_id),
+            "instruction": instruction,
+            "seed": FIRST_SEED + index,
+            "row_id": f"demo-{index + 1:03d}",
+            "product_id": product_id,
+            "variant": variant,
+        }
+        out.append((row, example))
+    return out
+
+
+def write_demo_catalog(directory: str | Path, size: int = DEMO_SIZE) -> Path:
+    """Write images/*.png, catalog.csv and manifest.parquet into `directory`; return the manifest."""
+    import pyarrow as pa  # a core project dependency; imported here so rendering needs only numpy
+    import pyarrow.parquet as pq
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    with open(directory / "catalog.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["product_id", "image", "product", "colour"])
+        for product_id, scene in DEMO_PRODUCTS.items():
+            layer = layer_for(scene, size)
+            Image.fromarray(compose(scene, layer, size)).save(
+                directory / image_path(product_id), optimize=True
+            )
+            writer.writerow([product_id, image_path(product_id), scene.product, scene.product_colour])
+    rows = [row for row, _ in demo_examples(size)]
+    schema = pa.schema([
+        ("image", pa.string()), ("instruction", pa.string()), ("seed", pa.int64()),
+        ("row_id", pa.string()), ("product_id", pa.string()), ("variant", pa.string()),
+    ])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    manifest = directory / "manifest.parquet"
+    pq.write_table(table, manifest)
+    return manifest
