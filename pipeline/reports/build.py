@@ -1,0 +1,231 @@
+"""Build a run's review material: thumbnails, heat maps, flags, contact sheets and review.html.
+
+Each output is decoded once (JPEGs at reduced scale) and used for its thumbnail, its heat map and
+its sheet cell; each source is decoded once per group. Files written under RUN_DIR:
+
+    review/thumbs/<row>.jpg   review/heat/<row>.png   review/sources/<source>.jpg
+    sheets/<group>[-pN].png   review.html  review.js  review.css
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from PIL import Image
+from tqdm import tqdm
+
+from .changes import ReviewThresholds, compare_to_source
+from .images import fit, locate, open_image, safe_name
+from .provenance import ProvenanceError, provenance_from_image
+from .render import money
+from .rows import RowView
+from .sheets import Cell, SheetLayout, write_sheets
+
+
+@dataclass
+class RowReview:
+    view: RowView
+    flags: list[str] = field(default_factory=list)
+    mean_diff: float | None = None
+    changed_fraction: float | None = None
+    thumb: str | None = None  # URL paths relative to the run directory
+    heat: str | None = None
+    source_thumb: str | None = None
+    output_link: str | None = None
+    sheet: str | None = None
+    provenance: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.view.status == "failed"
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
+
+
+@dataclass
+class SheetGroup:
+    title: str
+    paths: list[str]  # relative URL paths
+    rows: int
+
+
+@dataclass
+class ReviewBuild:
+    rows: list[RowReview]
+    sheets: list[SheetGroup]
+    notes: list[str]
+
+
+def url_path(path: Path, run_dir: Path) -> str:
+    """A relative URL from the run directory to `path` (quoted; safe in href/src)."""
+    rel = os.path.relpath(path, run_dir)
+    return quote(rel.replace(os.sep, "/"))
+
+
+class _SourceCache:
+    """Decoded source thumbnails, by reference; small LRU (variants of a product share one)."""
+
+    def __init__(self, bases: list[Path], run_dir: Path, size: int, limit: int = 64) -> None:
+        self.bases, self.run_dir, self.size, self.limit = bases, run_dir, size, limit
+        self.items: OrderedDict[str, tuple[Image.Image | None, tuple[int, int] | None, str | None, str | None]] = OrderedDict()
+
+    def get(self, ref: str | None) -> tuple[Image.Image | None, tuple[int, int] | None, str | None, str | None]:
+        """(thumbnail, original size, thumbnail URL, problem)."""
+        key = ref or ""
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        located = locate(ref, self.bases)
+        try:
+            img, original = open_image(located, draft_size=self.size)
+            thumb = fit(img, self.size)
+            path = self.run_dir / "review" / "sources" / f"{safe_name(key)}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            thumb.save(path, "JPEG", quality=85)
+            entry = (thumb, original, url_path(path, self.run_dir), None)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            entry = (None, None, None, f"source {key or '(none)'} unavailable: {exc}")
+        self.items[key] = entry
+        if len(self.items) > self.limit:
+            self.items.popitem(last=False)
+        return entry
+
+
+def _caption(view: RowView, currency: str) -> list[str]:
+    label = view.variant or view.instruction or "(no instruction)"
+    status = {"done": "done", "cache-hit": "cache hit", "failed": "FAILED", "not-run": "not run"}[view.status]
+    if view.status == "done":
+        cost = f"{money(view.cost, currency)} ({view.busy_seconds:.1f} s model)"
+    elif view.status == "cache-hit":
+        cost = f"{money(0.0, currency)} (cached)"
+    elif view.status == "failed":
+        cost = f"{money(view.cost, currency)} spent, {view.error_class or 'error'}"
+    else:
+        cost = "no cost"
+    return [label, f"seed {view.seed} · {status} · {view.attempts} att.", cost]
+
+
+def source_bases(run_dir: Path, manifest: str | None) -> list[Path]:
+    """Folders a relative source path may be relative to: the manifest's, the run's, OUT."""
+    out_root = run_dir.parent.parent
+    bases = []
+    if manifest and "://" not in manifest:
+        m = Path(manifest)
+        for candidate in ([m] if m.is_absolute() else [Path.cwd() / m, out_root / m, run_dir / m]):
+            if candidate.parent.is_dir():  # the manifest itself may have been moved away
+                bases.append(candidate.parent)
+                break
+    bases += [run_dir, out_root, Path.cwd()]
+    return bases
+
+
+def build_review_assets(run_dir: str | Path, views: list[RowView], *, manifest: str | None,
+                        currency: str = "USD", thresholds: ReviewThresholds | None = None,
+                        layout: SheetLayout | None = None, progress: bool = True) -> ReviewBuild:
+    """Thumbnails, heat maps, flags and contact sheets for every row (review.html is separate)."""
+    run_dir = Path(run_dir)
+    thresholds = thresholds or ReviewThresholds()
+    layout = layout or SheetLayout()
+    size = max(thresholds.analysis_size, layout.cell)
+    out_root = run_dir.parent.parent
+    sources = _SourceCache(source_bases(run_dir, manifest), run_dir, size)
+    for stale in (run_dir / "review", run_dir / "sheets"):  # ours alone: rebuilt from scratch
+        shutil.rmtree(stale, ignore_errors=True)
+    thumbs_dir, heat_dir = run_dir / "review" / "thumbs", run_dir / "review" / "heat"
+    thumbs_dir.mkdir(parents=True, exist_ok=True)
+    heat_dir.mkdir(parents=True, exist_ok=True)
+    groups: OrderedDict[str, list[RowView]] = OrderedDict()
+    for view in views:
+        groups.setdefault(view.group, []).append(view)
+
+    reviews: list[RowReview] = []
+    sheet_groups: list[SheetGroup] = []
+    notes: list[str] = []
+    bar = tqdm(total=len(views), desc="review", unit="row", disable=not progress)
+    for title, members in groups.items():
+        src_thumb, src_size, src_url, src_problem = sources.get(members[0].image)
+        source_cell = Cell(src_thumb, ["source", members[0].image or ""], "source",
+                           placeholder="NO SOURCE", placeholder_detail=src_problem or "")
+        cells: list[Cell] = []
+        group_reviews: list[RowReview] = []
+        for view in members:
+            review, cell_image = _review_row(view, run_dir, out_root, sources, thresholds, size, heat_dir, thumbs_dir)
+            placeholder = {"failed": "FAILED", "not-run": "NOT RUN"}.get(view.status, "MISSING")
+            detail = (view.reason or view.error_class or "") if view.status == "failed" else (review.notes[0] if review.notes else "")
+            cells.append(Cell(cell_image, _caption(view, currency), view.status, placeholder=placeholder,
+                              placeholder_detail=detail, flags=[f for f in review.flags if f != "failed"]))
+            group_reviews.append(review)
+            bar.update(1)
+        paths = write_sheets(title, source_cell, cells, layout, run_dir / "sheets", safe_name(title))
+        urls = [url_path(p, run_dir) for p in paths]
+        per_page = layout.columns * layout.max_grid_rows - 1
+        for i, review in enumerate(group_reviews):
+            review.sheet = urls[min(i // per_page, len(urls) - 1)]
+            if review.source_thumb is None:
+                review.source_thumb = src_url
+        sheet_groups.append(SheetGroup(title, urls, len(members)))
+        reviews += group_reviews
+    bar.close()
+    return ReviewBuild(reviews, sheet_groups, notes)
+
+
+def _review_row(view: RowView, run_dir: Path, out_root: Path, sources: _SourceCache,
+                thresholds: ReviewThresholds, size: int, heat_dir: Path,
+                thumbs_dir: Path) -> tuple[RowReview, Image.Image | None]:
+    """The row's review entry and its output thumbnail (None when there is no output image)."""
+    review = RowReview(view=view)
+    if view.status == "failed":
+        review.flags.append("failed")
+    if view.status not in ("done", "cache-hit"):
+        return review, None
+    located = locate(view.output_uri, [out_root, run_dir])
+    try:
+        output, output_size = open_image(located, draft_size=size)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        review.flags.append("missing-output")
+        review.notes.append(f"output unavailable: {exc}")
+        return review, None
+    try:
+        params, prov_problem = provenance_from_image(output), None
+    except ProvenanceError as exc:
+        params, prov_problem = None, str(exc)
+    if located.path is not None:
+        review.output_link = url_path(located.path, run_dir)
+    review.provenance = params
+    if params is None:
+        review.flags.append("no-provenance")
+        review.notes.append(prov_problem or "no provenance")
+    else:
+        mismatched = [k for k, want in (("instruction", view.instruction), ("seed", view.seed))
+                      if k in params and params[k] != want]
+        if mismatched:
+            review.flags.append("provenance-mismatch")
+            review.notes.append("embedded " + ", ".join(f"{k}={params[k]!r}" for k in mismatched)
+                                + " differ from the row")
+    thumb = fit(output, size)
+    name = safe_name(view.row_id)
+    thumb_path = thumbs_dir / f"{name}.jpg"
+    thumb.save(thumb_path, "JPEG", quality=85)
+    review.thumb = url_path(thumb_path, run_dir)
+    src_thumb, src_size, src_url, src_problem = sources.get(view.image)
+    review.source_thumb = src_url
+    if src_thumb is None:
+        review.flags.append("no-source")
+        review.notes.append(src_problem or "source unavailable")
+        return review, thumb
+    change = compare_to_source(src_thumb, thumb, thresholds, source_size=src_size, output_size=output_size)
+    review.mean_diff, review.changed_fraction = change.mean_diff, change.changed_fraction
+    review.flags += list(change.flags)
+    heat_path = heat_dir / f"{name}.png"
+    change.heat.save(heat_path, "PNG", compress_level=1)
+    review.heat = url_path(heat_path, run_dir)
+    return review, thumb

@@ -1,0 +1,109 @@
+"""The `report` subcommand: `kontext-batch report RUN_DIR [--verify]`.
+
+Exit codes: 0 ok; 1 --verify found figures that differ; 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .changes import ReviewThresholds
+from .generate import generate_reports, run_thresholds
+from .ledger import LedgerError
+from .pricing import PricingError, load_pricing
+from .render import report_markdown
+from .report import report_json_bytes
+from .sheets import SheetLayout
+from .verify import verify_run
+
+DESCRIPTION = """\
+Recompute a run's cost/usage report from its ledger and write report.json (for machines),
+report.md and report.html (for people), contact sheets (sheets/) and the review page
+(review.html; open it in a browser, no server needed). With --verify, write nothing: compare
+the stored report.json with figures recomputed from ledger.jsonl and exit 1 naming every
+figure that differs."""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `report` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "report", help="cost/usage report, contact sheets and review page of a run",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(func=run_command)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ReviewThresholds()
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder: OUT/runs/<run_id>")
+    parser.add_argument("--verify", action="store_true",
+                        help="recompute from the ledger and compare with the stored report.json; "
+                             "exit 1 naming each figure that differs")
+    parser.add_argument("--pricing", metavar="FILE",
+                        help="pricing YAML (default: the run's config.json pricing, else pipeline/pricing.yaml)")
+    parser.add_argument("--no-review", action="store_true", help="write only report.{json,md,html}")
+    parser.add_argument("--print", dest="print_format", choices=("md", "json", "none"), default="md",
+                        help="what to print on stdout (default: md)")
+    parser.add_argument("--sheet-format", choices=("png", "jpeg"), default="png", help="contact sheet format")
+    parser.add_argument("--unchanged-threshold", type=float, metavar="X",
+                        help=f"flag 'unchanged' below this mean |output - source| in 0..1 "
+                             f"(default {defaults.unchanged_mean_diff})")
+    parser.add_argument("--spread-threshold", type=float, metavar="X",
+                        help=f"flag 'spread' above this fraction of changed pixels (default {defaults.spread_fraction})")
+    parser.add_argument("--changed-pixel", type=float, metavar="X",
+                        help=f"a pixel counts as changed above this difference (default {defaults.changed_pixel})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    result = verify_run(args.run_dir, pricing=load_pricing(args.pricing) if args.pricing else None)
+    if result.ledger_changed:
+        print(f"note: ledger.jsonl changed since report.json was written (sha256 {result.stored_sha256} "
+              f"then, {result.recomputed_sha256} now)", file=sys.stderr)
+    if result.ok:
+        print(f"report.json agrees with ledger.jsonl in {args.run_dir}")
+        return 0
+    print(f"report.json disagrees with ledger.jsonl in {args.run_dir}: {len(result.differences)} figure(s) differ")
+    for difference in result.differences:
+        print(f"  {difference}")
+    return 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Handle parsed `report` arguments; returns the exit code."""
+    run_dir = Path(args.run_dir)
+    try:
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run directory {run_dir} does not exist; pass OUT/runs/<run_id>")
+        if args.verify:
+            return _verify(args)
+        thresholds = run_thresholds(run_dir, {
+            "unchanged_mean_diff": args.unchanged_threshold, "spread_fraction": args.spread_threshold,
+            "changed_pixel": args.changed_pixel})
+        outputs = generate_reports(run_dir, pricing=args.pricing, thresholds=thresholds,
+                                   layout=SheetLayout(format=args.sheet_format), review=not args.no_review,
+                                   progress=not args.quiet)
+    except (FileNotFoundError, LedgerError, PricingError, ValueError) as exc:
+        print(f"kontext-batch report: {exc}", file=sys.stderr)
+        return 2
+    if args.print_format == "md":
+        sys.stdout.write(report_markdown(outputs.report))
+    elif args.print_format == "json":
+        sys.stdout.buffer.write(report_json_bytes(outputs.report))
+        sys.stdout.flush()
+    written = [*outputs.files.values(), *([outputs.review_page] if outputs.review_page else [])]
+    print("wrote " + ", ".join(str(p) for p in written)
+          + (f" and {len(outputs.sheets)} contact sheet(s)" if outputs.review_page else ""), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (python -m pipeline.reports RUN_DIR ...)."""
+    parser = argparse.ArgumentParser(prog="kontext-batch report", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))

@@ -1,0 +1,77 @@
+"""Everything `kontext-batch report RUN_DIR` writes, as one function the runner can also call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .build import build_review_assets
+from .changes import ReviewThresholds, thresholds_from_mapping
+from .ledger import read_ledger
+from .pricing import Pricing, load_pricing, resolve_run_pricing
+from .report import build_report, write_report
+from .review_page import write_review_page
+from .rows import load_rows
+from .sheets import SheetLayout
+from .usage import analyse
+
+
+@dataclass
+class RunOutputs:
+    report: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    sheets: list[Path] = field(default_factory=list)
+    review_page: Path | None = None
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} cannot be read as JSON ({exc}); fix or remove it") from None
+    return config if isinstance(config, dict) else {}
+
+
+def run_thresholds(run_dir: Path, overrides: Mapping[str, Any] | None = None) -> ReviewThresholds:
+    """Defaults, then config.json "review_thresholds" (or "review": {"thresholds": ...}), then CLI."""
+    config = run_config(run_dir)
+    from_config = config.get("review_thresholds") or (config.get("review") or {}).get("thresholds")
+    thresholds = thresholds_from_mapping(from_config)
+    return thresholds_from_mapping({k: v for k, v in (overrides or {}).items() if v is not None}, thresholds)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def generate_reports(run_dir: str | Path, *, pricing: Pricing | str | Path | None = None,
+                     thresholds: ReviewThresholds | None = None, layout: SheetLayout | None = None,
+                     review: bool = True, progress: bool = True,
+                     generated_at: str | None = None) -> RunOutputs:
+    """Write report.{json,md,html} and, with `review`, contact sheets and review.html."""
+    run_dir = Path(run_dir)
+    if not isinstance(pricing, Pricing):
+        pricing = load_pricing(pricing) if pricing is not None else resolve_run_pricing(run_dir)
+    generated_at = generated_at or utc_now()
+    ledger = read_ledger(run_dir)
+    analysis = analyse(ledger, pricing)
+    report = build_report(run_dir, pricing=pricing, analysis=analysis)
+    outputs = RunOutputs(report=report, files=write_report(run_dir, report, generated_at))
+    if not review:
+        return outputs
+    views, notes = load_rows(run_dir, analysis)
+    thresholds = thresholds or run_thresholds(run_dir)
+    build = build_review_assets(run_dir, views, manifest=report["figures"]["run"]["manifest"],
+                                currency=report["figures"]["cost"]["currency"], thresholds=thresholds,
+                                layout=layout, progress=progress)
+    build.notes[:0] = notes
+    outputs.sheets = [run_dir / p for g in build.sheets for p in g.paths]
+    outputs.review_page = write_review_page(run_dir, build, report, thresholds, generated_at)
+    return outputs

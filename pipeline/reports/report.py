@@ -1,0 +1,94 @@
+"""Build, write and read a run's cost/usage report (report.json, report.md, report.html).
+
+report.json is deterministic: the same ledger, results and prices give the same bytes. The
+generation time appears only in the Markdown and HTML renderings, never in the verified figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .ledger import read_ledger
+from .pricing import Pricing, resolve_run_pricing
+from .render import report_html_page, report_markdown
+from .usage import COST_MODEL, Analysis, analyse
+
+REPORT_SCHEMA = "kontext-batch/report@1"
+
+
+def analyse_run(run_dir: str | Path, pricing: Pricing | None = None) -> Analysis:
+    """Ledger-derived figures and per-row summaries of one run."""
+    run_dir = Path(run_dir)
+    ledger = read_ledger(run_dir)
+    return analyse(ledger, pricing or resolve_run_pricing(run_dir))
+
+
+def build_report(run_dir: str | Path, pricing: Pricing | None = None,
+                 analysis: Analysis | None = None) -> dict[str, Any]:
+    """The report object: verified `figures`, the cost model text, inputs and notes."""
+    run_dir = Path(run_dir)
+    ledger = read_ledger(run_dir)
+    pricing = pricing or resolve_run_pricing(run_dir)
+    analysis = analysis or analyse(ledger, pricing)
+    return {
+        "schema": REPORT_SCHEMA,
+        "figures": analysis.figures,
+        "cost_model": COST_MODEL,
+        "inputs": {
+            "ledger_sha256": ledger.sha256,
+            "ledger_records": len(ledger.records),
+            "pricing_origin": pricing.origin,
+        },
+        "notes": analysis.warnings,
+    }
+
+
+def report_json_bytes(report: dict[str, Any]) -> bytes:
+    """Canonical JSON text of a report (sorted keys, fixed indent, trailing newline)."""
+    text = json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write through a temp file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(run_dir: str | Path, report: dict[str, Any], generated_at: str | None) -> dict[str, Path]:
+    """Write report.json, report.md and report.html into the run directory."""
+    run_dir = Path(run_dir)
+    paths = {
+        "json": run_dir / "report.json",
+        "md": run_dir / "report.md",
+        "html": run_dir / "report.html",
+    }
+    atomic_write(paths["json"], report_json_bytes(report))
+    atomic_write(paths["md"], report_markdown(report, generated_at).encode("utf-8"))
+    atomic_write(paths["html"], report_html_page(report, generated_at).encode("utf-8"))
+    return paths
+
+
+def read_stored_report(run_dir: str | Path) -> dict[str, Any]:
+    """The report.json written earlier; FileNotFoundError/ValueError name the file and the fix."""
+    path = Path(run_dir) / "report.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; write it first with `kontext-batch report {run_dir}`")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rewrite it with `kontext-batch report {run_dir}`") from None
+    if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA or "figures" not in report:
+        raise ValueError(f"{path} is not a {REPORT_SCHEMA} report; rewrite it with `kontext-batch report {run_dir}`")
+    return report

@@ -1,0 +1,161 @@
+"""The static review page (review.html + review.js + review.css in the run directory).
+
+No server: open the file in a browser. Every piece of text that came from a manifest, ledger or
+file is escaped with html.escape; row data is embedded as JSON with <, > and & written as
+\\u003c, \\u003e, \\u0026, inside a non-executed <script type="application/json"> block. The
+Content-Security-Policy allows scripts and styles only from files next to the page.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .build import ReviewBuild, RowReview
+from .changes import ReviewThresholds
+from .render import money, report_html_fragment
+from .report import atomic_write
+from .review_assets import REVIEW_CSS, REVIEW_JS
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "base-uri 'none'; form-action 'none'")
+
+
+def json_for_html(value: Any) -> str:
+    """JSON that cannot end its <script> block or open markup: <, >, & as \\u escapes."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _attr(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _dl(pairs: Iterable[tuple[str, Any]]) -> str:
+    return "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in pairs if v not in (None, "")) + "</dl>"
+
+
+def _figure(src: str | None, caption: str, alt: str, link: str | None = None) -> str:
+    if src is None:
+        return (f'<figure><div class="placeholder" role="img" aria-label="{_attr(alt)}: none">none</div>'
+                f"<figcaption>{escape(caption)}</figcaption></figure>")
+    img = f'<img src="{_attr(src)}" alt="{_attr(alt)}" loading="lazy">'
+    if link:
+        img = f'<a href="{_attr(link)}">{img}</a>'
+    return f"<figure>{img}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _tile(index: int, r: RowReview, currency: str) -> str:
+    v = r.view
+    classes = f"tile status-{v.status}" + (" flagged" if r.flagged and not r.failed else "")
+    if v.status in ("failed", "not-run") or r.thumb is None:
+        label = {"failed": "FAILED", "not-run": "NOT RUN"}.get(v.status, "MISSING")
+        detail = (f"{v.error_class or 'error'}: {v.reason or 'no reason recorded'}" if v.status == "failed"
+                  else (r.notes[0] if r.notes else ""))
+        output = (f'<figure><div class="placeholder {escape(v.status)}" role="img" aria-label="{_attr(label)}">'
+                  f"{escape(label)}<small>{escape(detail)}</small></div><figcaption>output</figcaption></figure>")
+    else:
+        output = _figure(r.thumb, "output", f"output of row {v.row_id}", r.output_link)
+    images = output + _figure(r.source_thumb, "source", f"source of row {v.row_id}")
+    images += _figure(r.heat, "what changed", f"difference heat map of row {v.row_id}")
+    cost = money(v.cost, currency) if v.status != "cache-hit" else f"{money(0.0, currency)} (cached)"
+    meta = " · ".join(x for x in (
+        f"variant {v.variant}" if v.variant else "", f"seed {v.seed}", cost,
+        f"{v.attempts} attempt{'s' if v.attempts != 1 else ''}") if x)
+    flags = ""
+    if r.flags:
+        flags = '<ul class="flags">' + "".join(
+            f'<li class="flag flag-{_attr(f)}">{escape(f)}</li>' for f in r.flags) + "</ul>"
+    details = _dl([
+        ("row id", v.row_id), ("row index", v.row_index), ("product", v.product_id), ("variant", v.variant),
+        ("status", v.status), ("attempts", v.attempts), ("error class", v.error_class), ("reason", v.reason),
+        ("model seconds", f"{v.busy_seconds:.2f}"), ("cost", cost), ("key", v.key), ("source", v.image),
+        ("output", v.output_uri),
+        ("mean difference", None if r.mean_diff is None else f"{r.mean_diff:.4f}"),
+        ("changed fraction", None if r.changed_fraction is None else f"{r.changed_fraction:.3f}"),
+        ("sheet", r.sheet), ("notes", "; ".join(r.notes)),
+        ("provenance", None if r.provenance is None else json.dumps(r.provenance, sort_keys=True, ensure_ascii=False)),
+        *[(k, val) for k, val in sorted(v.meta.items())],
+    ])
+    return (
+        f'<article class="{classes}" id="row-{index}" data-tile="{index}" data-status="{_attr(v.status)}" '
+        f'data-flags="{_attr(" ".join(r.flags))}">'
+        f'<div class="head"><span class="status">{escape(v.status)}</span><span class="rowid">row {escape(v.row_id)}</span></div>'
+        f'<div class="imgs">{images}</div>'
+        f'<p class="instruction">{escape(v.instruction)}</p><p class="meta">{escape(meta)}</p>{flags}'
+        f"<details><summary>details</summary>{details}</details></article>"
+    )
+
+
+def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: ReviewThresholds,
+                       generated_at: str | None = None) -> str:
+    figures = report["figures"]
+    run_id = str(figures["run"]["run_id"])
+    currency = figures["cost"]["currency"]
+    rows = build.rows
+    failed = sum(r.failed for r in rows)
+    flagged = sum(r.flagged and not r.failed for r in rows)
+    data = {
+        "run_id": run_id,
+        "thresholds": asdict(thresholds),
+        "rows": [{
+            "tile": i, "row_id": r.view.row_id, "status": r.view.status, "failed": r.failed,
+            "flagged": r.flagged and not r.failed, "flags": r.flags, "instruction": r.view.instruction,
+            "seed": r.view.seed, "product_id": r.view.product_id, "variant": r.view.variant,
+            "cost": round(r.view.cost, 6), "mean_diff": r.mean_diff, "changed_fraction": r.changed_fraction,
+            "thumb": r.thumb, "heat": r.heat, "sheet": r.sheet,
+        } for i, r in enumerate(rows)],
+    }
+    summary = " ".join(f"<span>{escape(s)}</span>" for s in (
+        f"{figures['rows']['total']} rows", f"{figures['rows']['done']} done",
+        f"{figures['rows']['cache_hits']} cache hits", f"{figures['rows']['failed']} failed",
+        f"{flagged} flagged", f"cost {money(figures['cost']['total'], currency)}",
+        f"status {figures['run']['status']}"))
+    sheets = "".join(
+        f"<h3>{escape(g.title)} ({g.rows} rows)</h3>" + "".join(
+            f'<a href="{_attr(p)}"><img src="{_attr(p)}" alt="{_attr("contact sheet: " + g.title)}" loading="lazy"></a>'
+            for p in g.paths)
+        for g in build.sheets)
+    notes = build.notes + report.get("notes", [])
+    notes_html = ("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>") if notes else "<p>none</p>"
+    threshold_html = _dl((k, v) for k, v in asdict(thresholds).items())
+    footer = f"<p><em>Generated {escape(generated_at)}.</em></p>" if generated_at else ""
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{_attr(CSP)}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>Review: run {escape(run_id)}</title>\n"
+        '<link rel="stylesheet" href="review.css">\n<script src="review.js" defer></script>\n</head>\n<body>\n'
+        f'<header class="page"><h1>Review: run {escape(run_id)}</h1><div class="summary">{summary}</div>\n'
+        '<nav class="filters" aria-label="filter rows">'
+        f'<button type="button" data-filter="all" aria-pressed="true">All ({len(rows)})</button>'
+        f'<button type="button" data-filter="failed" aria-pressed="false">Failed ({failed})</button>'
+        f'<button type="button" data-filter="flagged" aria-pressed="false">Flagged ({flagged})</button>'
+        f'<span id="showing" aria-live="polite">showing {len(rows)} of {len(rows)} rows</span></nav></header>\n'
+        "<main>\n"
+        f'<section id="rows"><h2>Rows</h2><div class="tiles">\n'
+        + "\n".join(_tile(i, r, currency) for i, r in enumerate(rows))
+        + "\n</div></section>\n"
+        f'<section id="sheets" class="sheets"><h2>Contact sheets</h2>{sheets}</section>\n'
+        f'<section id="report"><h2>Cost and usage</h2>{report_html_fragment(report)}</section>\n'
+        f'<section id="thresholds"><h2>Flag thresholds</h2>{threshold_html}</section>\n'
+        f'<section id="notes"><h2>Notes</h2>{notes_html}</section>\n{footer}'
+        "</main>\n"
+        f'<script type="application/json" id="review-data">{json_for_html(data)}</script>\n'
+        "</body></html>\n"
+    )
+
+
+def write_review_page(run_dir: str | Path, build: ReviewBuild, report: dict[str, Any],
+                      thresholds: ReviewThresholds, generated_at: str | None = None) -> Path:
+    """Write review.html, review.js and review.css into the run directory."""
+    run_dir = Path(run_dir)
+    atomic_write(run_dir / "review.js", REVIEW_JS.encode("utf-8"))
+    atomic_write(run_dir / "review.css", REVIEW_CSS.encode("utf-8"))
+    page = run_dir / "review.html"
+    atomic_write(page, render_review_html(build, report, thresholds, generated_at).encode("utf-8"))
+    return page

@@ -1,0 +1,203 @@
+"""A synthetic run directory (ledger, results, config, sources, outputs) for tests, benchmarks and
+demos of the reporting layer without a model or a GPU.
+
+Products are drawn as a coloured disc on a background; a variant repaints the background (the
+usual e-commerce edit). Chosen rows instead fail, hit the cache, are retried once, come out
+unchanged (edit did not happen) or change all over (the product drifted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from .provenance import encode_image_with_provenance, provenance_params, sidecar_json
+
+PHASES = {"read": 0.05, "decode": 0.02, "text_encode": 0.1, "context_encode": 0.3, "denoise": 6.0,
+          "decode_latents": 0.4, "file_encode": 0.1, "commit": 0.05}
+LOAD_SECONDS = 20.0
+GAP_SECONDS = 0.5
+T0 = 1_800_000_000.0
+SAMPLER = {"steps": 28, "guidance": 2.5, "size": "native"}
+
+
+@dataclass
+class SyntheticRun:
+    out_root: Path
+    run_dir: Path
+    rows: list[dict[str, Any]]  # one per manifest row: params, status, output path, ...
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # row_id -> provenance params
+
+
+def product_image(index: int, size: int) -> Image.Image:
+    rng = np.random.default_rng(index)
+    base = rng.integers(150, 230, size=3)
+    grad = np.linspace(0.85, 1.0, size, dtype=np.float32)[:, None, None]
+    pixels = (grad * base[None, None, :]).repeat(size, axis=1).astype(np.uint8)
+    img = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(img)
+    colour = tuple(int(c) for c in rng.integers(20, 140, size=3))
+    margin = size // 5
+    draw.ellipse((margin, margin, size - margin, size - margin), fill=colour)
+    return img
+
+
+def variant_image(source: Image.Image, variant: int, size: int) -> Image.Image:
+    """Repaint the background, keep the disc (the product)."""
+    arr = np.asarray(source).copy()
+    corner = arr[0, 0].astype(int)
+    mask = np.abs(arr.astype(int) - corner).sum(axis=2) < 90  # background pixels
+    hue = np.array([(60 * variant) % 255, (140 + 50 * variant) % 255, (220 - 40 * variant) % 255], dtype=np.uint8)
+    arr[mask] = hue
+    return Image.fromarray(arr, "RGB")
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", products: int = 3,
+                       variants: int = 4, image_size: int = 128, fmt: str = "png",
+                       device_type: str = "H100", actors: int = 2,
+                       failed: tuple[int, ...] = (), cache_hits: tuple[int, ...] = (),
+                       retried: tuple[int, ...] = (), unchanged: tuple[int, ...] = (),
+                       spread: tuple[int, ...] = (), not_run: tuple[int, ...] = (),
+                       instructions: dict[int, str] | None = None, actor_dies: bool = False,
+                       pricing: dict[str, Any] | None = None) -> SyntheticRun:
+    """Write OUT/runs/<run_id>/ with a consistent ledger, results.parquet and images.
+
+    Row indices in `failed`, `cache_hits`, ... select what happens to those rows. With
+    `actor_dies`, the last actor writes no actor-stop (charged until its last attempt)."""
+    out_root = Path(out_root)
+    run_dir = out_root / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    src_dir = out_root / "sources"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    instructions = instructions or {}
+    ext = {"png": "png", "jpeg": "jpg", "webp": "webp"}[fmt]
+    fingerprint = "f" * 16
+    records: list[dict[str, Any]] = []
+
+    def rec(type_: str, ts: float, **fields: Any) -> dict[str, Any]:
+        r = {"v": 1, "type": type_, "run_id": run_id, "ts": ts, **fields}
+        records.append(r)
+        return r
+
+    total = products * variants
+    rec("run-start", T0, manifest=str(src_dir / "manifest.parquet"), rows_total=total,
+        model="kontext-tiny", fingerprint=fingerprint, settings=SAMPLER)
+    clocks = []
+    for a in range(actors):
+        start = T0 + 1 + a
+        rec("actor-load", start + LOAD_SECONDS, actor=f"actor-{a}", node="node-0", device=f"cuda:{a}",
+            device_type=device_type, start=start, end=start + LOAD_SECONDS)
+        clocks.append(start + LOAD_SECONDS)
+
+    rows: list[dict[str, Any]] = []
+    params_by_row: dict[str, dict[str, Any]] = {}
+    next_actor = 0
+    for p in range(products):
+        source = product_image(p, image_size)
+        source_name = f"product-{p}.png"
+        source.save(src_dir / source_name)
+        for v in range(variants):
+            index = p * variants + v
+            row_id = f"p{p}-v{v}"
+            instruction = instructions.get(index, f"put the product on background {v}")
+            seed = 1000 + index
+            key = _key(p, v, seed, instruction)
+            row = {"row_id": row_id, "row_index": index, "product_id": f"P{p:03d}", "variant": f"bg-{v}",
+                   "instruction": instruction, "seed": seed, "image": source_name, "key": key,
+                   "status": "done", "output_uri": None, "attempts": 0, "error_class": None,
+                   "reason": None, "cache_hit": False, "seconds": None}
+            rows.append(row)
+            common = {"row_id": row_id, "row_index": index, "key": key, "product_id": row["product_id"],
+                      "variant": row["variant"], "instruction": instruction, "seed": seed, "image": source_name}
+            if index in not_run:
+                row["status"] = "not-run"
+                continue
+            params = provenance_params(run_id=run_id, row_id=row_id, instruction=instruction, seed=seed,
+                                       model="kontext-tiny", fingerprint=fingerprint, sampler=SAMPLER, key=key)
+            params_by_row[row_id] = params
+            path = out_root / "store" / "objects" / key[:2] / f"{key}.{ext}"
+            if index in failed:
+                a = next_actor % actors
+                next_actor += 1
+                start = clocks[a]
+                phases = dict.fromkeys(PHASES, 0.0) | {"read": PHASES["read"]}
+                end = start + PHASES["read"]
+                clocks[a] = end + GAP_SECONDS
+                rec("attempt", end, **common, attempt=1, outcome="failed-permanent", error_class="bad-row",
+                    error=f"image {source_name} cannot be decoded", actor=f"actor-{a}", node="node-0",
+                    device=f"cuda:{a}", device_type=device_type, start=start, end=end, phases=phases,
+                    output_uri=None, bytes=None)
+                row.update(status="failed", attempts=1, error_class="bad-row",
+                           reason=f"image {source_name} cannot be decoded")
+                continue
+            if index in unchanged:
+                noise = np.random.default_rng(index).integers(-2, 3, size=(image_size, image_size, 3))
+                output = Image.fromarray(np.clip(np.asarray(source).astype(int) + noise, 0, 255).astype(np.uint8))
+            elif index in spread:
+                output = product_image(10_000 + index, image_size).rotate(90)
+                output = Image.fromarray(255 - np.asarray(output))
+            else:
+                output = variant_image(source, v + 1, image_size)
+            data = encode_image_with_provenance(output, fmt, params)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            path.with_suffix(".json").write_bytes(sidecar_json(params, image_bytes=data))
+            row["output_uri"] = str(path)
+            if index in cache_hits:
+                rec("attempt", clocks[0], **common, attempt=1, outcome="cache-hit", error_class=None, error=None,
+                    actor=None, node=None, device=None, device_type=None, start=clocks[0], end=clocks[0],
+                    phases=dict.fromkeys(PHASES, 0.0), output_uri=str(path), bytes=len(data))
+                row.update(status="cache-hit", cache_hit=True)
+                continue
+            tries = 2 if index in retried else 1
+            for attempt in range(1, tries + 1):
+                a = next_actor % actors
+                next_actor += 1
+                start = clocks[a]
+                last = attempt == tries
+                phases = dict(PHASES) if last else dict(PHASES) | {"denoise": 2.0, "decode_latents": 0.0,
+                                                                    "file_encode": 0.0, "commit": 0.0}
+                end = start + sum(phases.values())
+                clocks[a] = end + GAP_SECONDS
+                rec("attempt", end, **common, attempt=attempt, outcome="ok" if last else "retry-scheduled",
+                    error_class=None if last else "transient",
+                    error=None if last else "CUDA out of memory (synthetic)", actor=f"actor-{a}",
+                    node="node-0", device=f"cuda:{a}", device_type=device_type, start=start, end=end,
+                    phases=phases, output_uri=str(path) if last else None, bytes=len(data) if last else None)
+            row.update(attempts=tries, seconds=sum(PHASES[k] for k in ("text_encode", "context_encode", "denoise",
+                                                                        "decode_latents", "file_encode")))
+    last_end = max(clocks)
+    for a in range(actors):
+        if actor_dies and a == actors - 1:
+            continue
+        rec("actor-stop", last_end + 1, actor=f"actor-{a}", end=clocks[a] + 1.0)
+    status = "failed-rows" if failed else ("interrupted" if not_run else "complete")
+    rec("run-end", last_end + 2, status=status)
+
+    with open(run_dir / "ledger.jsonl", "w", encoding="utf-8") as handle:
+        for r in records:
+            handle.write(json.dumps(r, separators=(",", ":")) + "\n")
+    config = {"run_id": run_id, "model": "kontext-tiny", "fingerprint": fingerprint, "sampler": SAMPLER}
+    if pricing is not None:
+        config["pricing"] = pricing
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    table = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("row_id", pa.string()), ("row_index", pa.int64()), ("product_id", pa.string()), ("variant", pa.string()),
+        ("instruction", pa.string()), ("seed", pa.int64()), ("image", pa.string()), ("key", pa.string()),
+        ("status", pa.string()), ("output_uri", pa.string()), ("attempts", pa.int64()),
+        ("error_class", pa.string()), ("reason", pa.string()), ("cache_hit", pa.bool_()), ("seconds", pa.float64()),
+    ]))
+    pq.write_table(table, run_dir / "results.parquet")
+    return SyntheticRun(out_root=out_root, run_dir=run_dir, rows=rows, params=params_by_row)
