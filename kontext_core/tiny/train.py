@@ -76,7 +76,14 @@ def train_autoencoder(ae, device, args, state, path: Path) -> None:
         opt.load_state_dict(state["ae_opt"])
     start = state.get("ae_step", 0)
     bar = tqdm(total=args.ae_steps, initial=start, desc="autoencoder", unit="step")
+    t0 = time.time()
     for k, (src, tgt, _) in enumerate(_loader(args.seed, args.batch, start, args.ae_steps, args.workers), start):
+        frac = k / args.ae_steps
+        if args.ae_max_minutes:
+            frac = max(frac, (time.time() - t0) / (60 * args.ae_max_minutes))
+        out_of_time = frac >= 1.0
+        for g in opt.param_groups:
+            g["lr"] = args.ae_lr * min(1.0, (k + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         x = _to_pixels(torch.cat([src, tgt]), device)
         z = ae.encoder(x)[:, : ae.config.z_channels]
         rec = ae.decoder(z)
@@ -86,9 +93,12 @@ def train_autoencoder(ae, device, args, state, path: Path) -> None:
         opt.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.ae_steps:
-            state.update(ae=ae.state_dict(), ae_opt=opt.state_dict(), ae_step=k + 1)
+        if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.ae_steps or out_of_time:
+            state.update(ae=ae.state_dict(), ae_opt=opt.state_dict(), ae_step=args.ae_steps if out_of_time else k + 1)
             _save_state(path, state)
+        if out_of_time:
+            tqdm.write(f"autoencoder: time budget reached at step {k + 1}")
+            break
     bar.close()
 
 
@@ -141,8 +151,14 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
     pe = tf.rope(torch.cat((txt_ids, ids), dim=1))
     bar = tqdm(total=args.steps, initial=start, desc="transformer", unit="step")
     losses: list[float] = []
+    t0 = time.time()
     for k, (src, tgt, prompts) in enumerate(_loader(args.seed + 1, args.batch, start, args.steps, args.workers), start):
-        lr = args.lr * min(1.0, (k + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / args.steps)))
+        # Progress through the run: by steps, or by wall time when a time budget is set (then the
+        # result depends on the machine's speed; without one, training is deterministic).
+        frac = k / args.steps
+        if args.max_minutes:
+            frac = max(frac, (time.time() - t0) / (60 * args.max_minutes))
+        lr = args.lr * min(1.0, (k + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.no_grad():
@@ -171,10 +187,13 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
             m = evaluate(_with_transformer(editor, ema), n=args.eval_n, progress=False)
             tqdm.write(f"step {k + 1}: loss {np.mean(losses[-200:]):.4f} | bg {m.background_improvement:.2f}x "
                        f"psnr {m.background_product_psnr:.1f} dB | recolour {m.recolour_improvement:.2f}x")
-        if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.steps:
-            state.update(tf=tf.state_dict(), ema=ema.state_dict(), tf_opt=opt.state_dict(), tf_step=k + 1,
-                         tf_gen=gen.get_state())
+        if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.steps or frac >= 1.0:
+            state.update(tf=tf.state_dict(), ema=ema.state_dict(), tf_opt=opt.state_dict(),
+                         tf_step=args.steps if frac >= 1.0 else k + 1, tf_gen=gen.get_state(), tf_losses=losses[-1000:])
             _save_state(path, state)
+        if frac >= 1.0:
+            tqdm.write(f"transformer: time budget reached at step {k + 1}")
+            break
     bar.close()
 
 
@@ -209,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--eval-n", type=int, default=32)
+    ap.add_argument("--max-minutes", type=float, default=0, help="transformer time budget (0: none)")
+    ap.add_argument("--ae-max-minutes", type=float, default=0, help="autoencoder time budget (0: none)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
