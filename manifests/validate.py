@@ -107,8 +107,8 @@ class _BatchChecker:
 
     def check(
         self, batch: pa.RecordBatch, start: int, build_rows: bool
-    ) -> tuple[list[ManifestRow], list[Problem], list[tuple[int, str, bool]]]:
-        """Returns (rows, problems, duplicates as (row, row_id, derived?)) for one batch."""
+    ) -> tuple[list[ManifestRow], list[Problem], list[tuple[Problem, str, bool]]]:
+        """Returns (rows, problems, duplicates as (problem, row_id, derived?)) for one batch."""
         n = batch.num_rows
         found: list[tuple[int, int, Problem]] = []
         raw: dict[str, list] = {}
@@ -142,16 +142,18 @@ class _BatchChecker:
                 for r, c in zip(raw["image"], clean["image"], strict=True)
             ]
         ids = _effective_ids(id_inputs, n)
-        duplicates: list[tuple[int, str, bool]] = []
+        duplicates: list[tuple[Problem, str, bool]] = []
         for i, entry in enumerate(ids):
             if entry is None:
                 continue
             row_id, derived = entry
             h = _id_hash(row_id)
             if h in self._seen_ids:
-                duplicates.append((start + i, row_id, derived))
+                # A repeated row (derived id) is not any one column's fault: column None.
                 reason = _duplicate_reason(row_id, derived, "an earlier row")
-                found.append((start + i, _RANK["row_id"], Problem(start + i, "row_id", reason)))
+                problem = Problem(start + i, None if derived else "row_id", reason)
+                duplicates.append((problem, row_id, derived))
+                found.append((start + i, len(_RANK), problem))
             else:
                 self._seen_ids.add(h)
 
@@ -265,13 +267,13 @@ def validate_manifest(
         with tqdm(total=rows_total, unit="row", desc="validating manifest", disable=None) as bar:
             for batch in batches:
                 _, batch_problems, duplicates = checker.check(batch, start, build_rows=False)
-                dup_rows = {row: (rid, derived) for row, rid, derived in duplicates}
+                dup_of = {id(problem): (rid, derived) for problem, rid, derived in duplicates}
                 for problem in batch_problems:
                     if max_problems is not None and len(problems) >= max_problems:
                         not_listed += 1
                         continue
-                    if problem.column == "row_id" and problem.row in dup_rows:
-                        rid, derived = dup_rows[problem.row]
+                    if id(problem) in dup_of:
+                        rid, derived = dup_of[id(problem)]
                         duplicate_slots.setdefault(rid, []).append((len(problems), derived))
                     problems.append(problem)
                 start += batch.num_rows
