@@ -20,7 +20,7 @@ def tiny_preset_dict(scale_factor: float = 1.0, shift_factor: float = 0.0) -> di
         "name": "kontext-tiny",
         "description": "FLUX.1 Kontext architecture at 64x64, trained on synthetic product photos (see MODEL_CARD.md).",
         "transformer": {"in_channels": 64, "out_channels": 64, "vec_in_dim": 64, "context_in_dim": 64,
-                        "hidden_size": 192, "mlp_ratio": 2.0, "num_heads": 6, "depth": 2,
+                        "hidden_size": 192, "mlp_ratio": 4.0, "num_heads": 6, "depth": 2,
                         "depth_single_blocks": 4, "axes_dim": [8, 12, 12], "theta": 10000,
                         "qkv_bias": True, "guidance_embed": True},
         "autoencoder": {"in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 1,

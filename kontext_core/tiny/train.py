@@ -205,7 +205,8 @@ def _with_transformer(editor: KontextEditor, transformer) -> KontextEditor:
 def write_model(out: Path, editor: KontextEditor, ema, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / NATIVE_PRESET_FILE).write_text(json.dumps(editor.preset.to_dict(), indent=1) + "\n")
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()},
+    # fp16 storage keeps the shipped model under 25 MB; it is loaded back as float32.
+    save_file({k: v.detach().half().cpu().contiguous() for k, v in ema.state_dict().items()},
               str(out / "transformer.safetensors"))
     save_file({k: v.detach().float().cpu().contiguous() for k, v in editor.autoencoder.state_dict().items()},
               str(out / "ae.safetensors"))
