@@ -1,0 +1,249 @@
+"""The Ray actor that holds one model: load once in ``__init__``, edit batches after.
+
+One actor per GPU (``num_gpus=1``) or, on CPU-only clusters, CPU actors that leave CPU for
+Ray's own tasks (the runner sizes them). The actor runs two batches at once
+(``max_concurrency=2``): while one holds the model (a lock), the other decodes and resizes
+its sources or encodes its outputs in a small thread pool, so CPU work overlaps model work.
+
+Failure classes (pipeline.errors) are decided here, where the exception is seen:
+- a row whose source bytes do not decode, or that the model refuses alone -> ``bad-row``;
+- CUDA out of memory -> ``transient`` with ``oom=True`` (the driver halves the batch);
+- a sticky CUDA error -> the process exits (``os._exit(1)``): the CUDA context is unusable,
+  Ray restarts the actor, the driver sees the actor die and retries its rows;
+- anything else -> ``transient`` for every row of the batch.
+The driver owns retries (``max_task_retries=0``), so every try is classified and recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from PIL import Image
+
+from pipeline.encode import encode_image
+from pipeline.errors import (
+    BAD_ROW,
+    POISONED_DEVICE,
+    TRANSIENT,
+    classify_exception,
+    describe,
+    is_cuda_oom,
+)
+from pipeline.faults import maybe_inject
+
+EditorFactory = Callable[[str, str, Any], Any]  # (model, device, torch dtype) -> editor
+
+_DEVICE_TYPES = ("H200", "H100", "A100", "L40S")
+# kontext_core's timing names -> ledger phase names
+_MODEL_PHASES = {"text_encode": "text_encode", "context_encode": "context_encode",
+                 "denoise": "denoise", "decode": "decode_latents"}
+
+
+def load_kontext_editor(model: str, device: str, dtype: Any) -> Any:
+    """The production editor factory: kontext_core's KontextEditor.load."""
+    from kontext_core import KontextEditor
+
+    return KontextEditor.load(model, device=device, dtype=dtype)
+
+
+def device_type_of(device: str) -> str:
+    """Ledger device type: H100/H200/A100/L40S from the CUDA device name, CPU for CPUs."""
+    if not device.startswith("cuda"):
+        return "CPU"
+    import torch
+
+    name = torch.cuda.get_device_name(torch.device(device)).upper()
+    for known in _DEVICE_TYPES:
+        if known in name:
+            return known
+    return name
+
+
+class _RowFailure(Exception):
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+def decode_source(data: bytes, expected_sha256: str, resize_to: Callable | None) -> Image.Image:
+    """Source bytes -> RGB image (resized to the model's context size when known)."""
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise _RowFailure(BAD_ROW, "source image changed after planning (its sha256 differs "
+                                   "from the planned one); run again to use the new file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise _RowFailure(BAD_ROW, f"source image is too large to decode safely: {exc}") from exc
+    except Exception as exc:  # PIL raises many types for corrupt input
+        raise _RowFailure(BAD_ROW, f"source image cannot be decoded ({describe(exc)}); "
+                                   f"replace the file with a valid PNG/JPEG/WebP") from exc
+    if resize_to is not None:
+        size = tuple(resize_to(rgb.size))
+        if rgb.size != size:  # the same LANCZOS resize the model would do, done off the lock
+            rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+    return rgb
+
+
+class EditorActor:
+    """Holds one loaded editor; ``edit_batch`` turns source bytes into encoded outputs."""
+
+    def __init__(self, name: str, model: str, device: str, dtype: str,
+                 editor_factory: EditorFactory | None = None,
+                 faults: Sequence[Mapping[str, Any]] = (),
+                 torch_threads: int | None = None) -> None:
+        import torch
+
+        from pipeline.model_info import torch_dtype
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.name = name
+        self.faults = list(faults)
+        self.load_start = time.time()
+        factory = editor_factory or load_kontext_editor
+        self.editor = factory(model, device, torch_dtype(dtype))
+        self.load_end = time.time()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
+        node = ip = None
+        try:
+            import ray
+
+            node = ray.get_runtime_context().get_node_id()
+            ip = ray.util.get_node_ip_address()
+        except Exception:  # used outside Ray (unit tests)
+            pass
+        self.info = {"actor": name, "pid": os.getpid(), "node": node, "node_ip": ip,
+                     "device": device if device != "cuda" else "cuda:0",
+                     "device_type": device_type_of(device), "load_start": self.load_start,
+                     "load_end": self.load_end}
+
+    def describe(self) -> dict[str, Any]:
+        """Who this actor is and when it loaded the model (for the actor-load record)."""
+        return self.info
+
+    def stop(self) -> dict[str, Any]:
+        """Called at the end of a run: the last moment this actor held the device."""
+        return {**self.info, "end": time.time()}
+
+    # -- one batch ----------------------------------------------------------------------
+    def edit_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """batch: {steps, guidance, size, rows: [{row_index, row_id, key, instruction, seed,
+        image_bytes, image_sha256, output_format, params}]} -> {actor, rows: [result]}."""
+        start = time.time()
+        rows = list(batch["rows"])
+        results: dict[int, dict[str, Any]] = {}
+        resize_to = getattr(self.editor, "context_size_for", None)
+
+        def decode(row: Mapping[str, Any]) -> tuple[Image.Image | None, str | None, float]:
+            t0 = time.perf_counter()
+            try:
+                img = decode_source(row["image_bytes"], row["image_sha256"], resize_to)
+                return img, None, time.perf_counter() - t0
+            except _RowFailure as exc:
+                return None, str(exc), time.perf_counter() - t0
+
+        decoded = list(self._pool.map(decode, rows))
+        ready: list[tuple[Mapping[str, Any], Image.Image, float]] = []
+        for row, (img, error, seconds) in zip(rows, decoded, strict=True):
+            if img is None:
+                results[row["row_index"]] = _failure(row, BAD_ROW, error, start,
+                                                     {"decode": seconds})
+            else:
+                ready.append((row, img, seconds))
+
+        edited = self._edit(ready, batch, start) if ready else []
+        for row, outcome in edited:
+            results[row["row_index"]] = outcome
+        end = time.time()
+        ordered = [results[r["row_index"]] for r in rows]
+        for res in ordered:
+            res["start"], res["end"] = start, end
+        return {"actor": self.info, "rows": ordered}
+
+    def _edit(self, ready: list[tuple[Mapping[str, Any], Image.Image, float]],
+              batch: Mapping[str, Any], start: float) -> list[tuple[Mapping[str, Any], dict]]:
+        """Run the model on ``ready`` rows; on a request error with several rows, try each
+        row alone so one bad row cannot fail its neighbours."""
+        rows = [r for r, _, _ in ready]
+        try:
+            with self._lock:
+                maybe_inject(self.faults, [r["row_id"] for r in rows])
+                out = self.editor.edit(
+                    images=[img for _, img, _ in ready],
+                    instructions=[r["instruction"] for r in rows],
+                    seeds=[int(r["seed"]) for r in rows],
+                    steps=batch.get("steps"), guidance=batch.get("guidance"),
+                    size=tuple(batch["size"]) if batch.get("size") else None)
+        except Exception as exc:
+            error_class = classify_exception(exc)
+            if error_class == POISONED_DEVICE:
+                print(f"[{self.name}] poisoned device, exiting so Ray restarts this actor: "
+                      f"{describe(exc)}", file=sys.stderr, flush=True)
+                sys.stderr.flush()
+                os._exit(1)
+            if error_class == BAD_ROW and len(ready) > 1:
+                return [pair for item in ready for pair in self._edit([item], batch, start)]
+            oom = is_cuda_oom(exc)
+            if oom:
+                _free_cuda_cache()
+            return [(row, _failure(row, error_class if error_class != BAD_ROW else BAD_ROW,
+                                   describe(exc), start, {"decode": secs}, oom=oom))
+                    for row, _, secs in ready]
+
+        n = len(ready)
+        shared = {phase: float(out.timings.get(src, 0.0)) / n
+                  for src, phase in _MODEL_PHASES.items()}
+        truncated = list(getattr(out, "truncated", []) or [False] * n)
+
+        def encode(i: int) -> tuple[bytes | None, str | None, float]:
+            row = rows[i]
+            t0 = time.perf_counter()
+            try:
+                data = encode_image(out.images[i], row["output_format"], row["params"])
+                return data, None, time.perf_counter() - t0
+            except Exception as exc:  # deterministic for these inputs: a row problem
+                return None, f"encoding the output failed: {describe(exc)}", \
+                    time.perf_counter() - t0
+
+        encoded = list(self._pool.map(encode, range(n)))
+        outcomes = []
+        for i, (row, _img, decode_s) in enumerate(ready):
+            data, error, encode_s = encoded[i]
+            phases = {"decode": decode_s, **shared, "file_encode": encode_s}
+            if data is None:
+                outcomes.append((row, _failure(row, BAD_ROW, error, start, phases)))
+                continue
+            outcomes.append((row, {
+                "row_index": row["row_index"], "key": row["key"], "ok": True,
+                "error_class": None, "error": None, "oom": False, "data": data,
+                "phases": phases, "truncated": bool(truncated[i]) if i < len(truncated) else False,
+                "size": list(out.images[i].size)}))
+        return outcomes
+
+
+def _failure(row: Mapping[str, Any], error_class: str, error: str | None, start: float,
+             phases: Mapping[str, float], oom: bool = False) -> dict[str, Any]:
+    return {"row_index": row["row_index"], "key": row["key"], "ok": False,
+            "error_class": error_class or TRANSIENT, "error": error, "oom": oom, "data": None,
+            "phases": dict(phases), "truncated": False, "size": None}
+
+
+def _free_cuda_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass

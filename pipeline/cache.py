@@ -1,0 +1,106 @@
+"""Cache keys: which inputs decide an output's pixels and bytes.
+
+A row's key is the SHA-256 (hex) of a canonical JSON document (sorted keys, no spaces,
+UTF-8) holding exactly the inputs that change the output file:
+
+    {"schema": "kontext-batch-key/1",
+     "image": <sha256 of the source image bytes>,
+     "instruction": <instruction, stripped, whitespace runs collapsed to one space; case kept>,
+     "seed": <int>,
+     "model": <model fingerprint: identity of the weights>,
+     "steps": <int> | "preset-default",
+     "guidance": <float> | "preset-default",
+     "size": [width, height] | "preset-default",
+     "dtype": "float32" | "bfloat16" | ...      (precision mode),
+     "approximations": {"fp8": false, "step_cache": null}   (reserved, all off today),
+     "output": {"format": "png", "encoder": {...}}           (file encoding + settings),
+     "numerics": <numerics version of kontext_core>}
+
+Anything that changes the pixels or the encoded bytes is in the document, so it changes
+the key; nothing else is (row_id, product_id, variant, meta_* columns, run id, batch
+size, actor count, device placement), so those never cause a recompute. The model sees
+the normalised instruction too, so rows that share a key also share their pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+KEY_SCHEMA = "kontext-batch-key/1"
+# Used when kontext_core does not publish NUMERICS_VERSION; bump when sampling changes.
+FALLBACK_NUMERICS_VERSION = "kontext-core-numerics/1"
+PRESET_DEFAULT = "preset-default"
+DEFAULT_APPROXIMATIONS: Mapping[str, Any] = {"fp8": False, "step_cache": None}
+
+
+def numerics_version() -> str:
+    """kontext_core's NUMERICS_VERSION when it publishes one, else the fallback constant."""
+    try:
+        import kontext_core
+
+        version = getattr(kontext_core, "NUMERICS_VERSION", None)
+    except Exception:  # an unimportable model package must not break planning here
+        version = None
+    return str(version) if version is not None else FALLBACK_NUMERICS_VERSION
+
+
+def normalise_instruction(text: str) -> str:
+    """Strip and collapse whitespace runs to one space; case is kept (it can matter)."""
+    return " ".join(text.split())
+
+
+def canonical_json(doc: Any) -> bytes:
+    """Deterministic JSON bytes: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Run-wide inputs of every key: the same for all rows of one run."""
+
+    model_fingerprint: str
+    dtype: str
+    numerics: str = field(default_factory=numerics_version)
+    approximations: Mapping[str, Any] = field(
+        default_factory=lambda: dict(DEFAULT_APPROXIMATIONS))
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """Per-row inputs of a key besides the source digest, instruction and seed."""
+
+    steps: int | None
+    guidance: float | None
+    size: tuple[int, int] | None
+    output: Mapping[str, Any]  # {"format": ..., "encoder": {...}}
+
+
+def key_document(image_sha256: str, instruction: str, seed: int, model: ModelSettings,
+                 row: RowSettings) -> dict[str, Any]:
+    """The document whose canonical JSON is hashed into the key."""
+    return {
+        "schema": KEY_SCHEMA,
+        "image": image_sha256,
+        "instruction": normalise_instruction(instruction),
+        "seed": int(seed),
+        "model": model.model_fingerprint,
+        "steps": PRESET_DEFAULT if row.steps is None else int(row.steps),
+        "guidance": PRESET_DEFAULT if row.guidance is None else float(row.guidance),
+        "size": PRESET_DEFAULT if row.size is None else [int(row.size[0]), int(row.size[1])],
+        "dtype": model.dtype,
+        "approximations": dict(model.approximations),
+        "output": {"format": row.output["format"], "encoder": dict(row.output["encoder"])},
+        "numerics": model.numerics,
+    }
+
+
+def cache_key(image_sha256: str, instruction: str, seed: int, model: ModelSettings,
+              row: RowSettings) -> str:
+    """SHA-256 hex of the canonical key document (see the module docstring)."""
+    doc = key_document(image_sha256, instruction, seed, model, row)
+    return hashlib.sha256(canonical_json(doc)).hexdigest()

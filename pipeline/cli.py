@@ -1,0 +1,173 @@
+"""``kontext-batch``: run a manifest of image edits on Ray, or report on a finished run.
+
+Exit codes: 0 every row done or a cache hit; 1 the run finished but some rows failed (their
+reasons are in the results table); 2 usage or config error (nothing was run); 130 Ctrl-C
+(the run is resumable: run the same command again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+RUN_DESCRIPTION = """\
+Edit every row of a Parquet manifest (image, instruction, seed, ...) with a FLUX.1 Kontext
+model on Ray actors, and write the outputs, a results table and a cost/usage report.
+
+Outputs are cached by content: a row whose inputs (source image bytes, instruction, seed,
+model weights, steps, guidance, size, precision, output encoding) were computed before is a
+cache hit and never reaches a model, so a re-run only pays for what changed.
+
+Resume: the run id comes from the manifest's content and the settings, so after a crash or
+Ctrl-C the same command continues the same run; finished rows are not recomputed. Running
+a finished run's command again starts a new run (id -2, -3, ...) made of cache hits.
+
+Failures: a row with a bad input (unreadable or missing image, empty instruction, negative
+seed, ...) fails alone with its reason and the rest run (exit code 1). Transient errors are
+retried with backoff; an actor whose GPU is in a sticky error state exits and Ray restarts
+it. Problems with the whole manifest file (not Parquet, missing or mistyped columns), an
+unknown model, or a bad flag stop before any work (exit code 2).
+
+Manifest values win over flags: --steps, --guidance and --output-format fill in rows that
+leave those columns empty; otherwise the model preset's defaults apply.
+
+Written under OUT (default ./runs):
+  OUT/store/objects/<key[:2]>/<key>.<ext>   outputs (+ .json sidecar), shared by all runs
+  OUT/runs/<run_id>/results.parquet         one row per manifest row: status, output, reason
+  OUT/runs/<run_id>/ledger.jsonl            every attempt (the audit trail reports use)
+  OUT/runs/<run_id>/report.md|html|json     cost/usage report
+  OUT/runs/<run_id>/review.html, sheets/    review page and contact sheets
+
+Exit codes: 0 ok, 1 finished with failed rows, 2 usage/config error, 130 interrupted.
+
+Examples:
+  kontext-batch run --demo
+  kontext-batch run catalog.parquet --out runs --batch-size 4
+  kontext-batch run catalog.parquet --address ray://head:10001 --device cuda
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def add_run_parser(subparsers) -> argparse.ArgumentParser:
+    from pipeline.runner import DEFAULT_MODEL, DEMO_MANIFEST
+
+    p = subparsers.add_parser(
+        "run", help="run a manifest of edits (or --demo)", description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("manifest", nargs="?", metavar="MANIFEST",
+                   help="the manifest: a Parquet file (see manifests/README or docs)")
+    p.add_argument("--demo", action="store_true",
+                   help=f"run the shipped demo manifest ({DEMO_MANIFEST.relative_to(DEMO_MANIFEST.parents[3])})")
+    p.add_argument("--out", default="runs", metavar="DIR",
+                   help="local folder for the store and run folders (default: runs)")
+    p.add_argument("--store", metavar="URI",
+                   help="put the output store elsewhere: a folder or a pyarrow filesystem URI "
+                        "such as s3://bucket/prefix (default: OUT/store)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"preset name or folder of downloaded weights (default: {DEFAULT_MODEL})")
+    p.add_argument("--address", metavar="ADDR",
+                   help="join a running Ray cluster: 'auto' (the one started on this machine "
+                        "with `ray start`), ray://HOST:10001, or HOST:6379. Default: start a "
+                        "local Ray for this run")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when the cluster has GPUs (one actor per GPU), else CPU")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+                   default="auto", help="precision (auto: bfloat16 on CUDA, float32 on CPU); "
+                                        "part of the cache key")
+    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
+                   help="rows per model call (halved automatically on CUDA out-of-memory)")
+    p.add_argument("--actors", type=_positive_int, metavar="N",
+                   help="model actors (default: one per GPU; one on CPU-only clusters)")
+    p.add_argument("--steps", type=_positive_int, metavar="N",
+                   help="sampling steps for rows without a steps value (default: preset's)")
+    p.add_argument("--guidance", type=float, metavar="G",
+                   help="guidance for rows without a guidance value (default: preset's)")
+    p.add_argument("--output-format", choices=("png", "jpeg", "webp"), default="png",
+                   help="file format for rows without an output_format value")
+    p.add_argument("--run-id", metavar="ID",
+                   help="use (or resume) this run id instead of the one derived from the "
+                        "manifest and settings")
+    p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="N",
+                   help="tries per row for transient and device errors (default: 3)")
+    p.add_argument("--verify-cache", action="store_true",
+                   help="re-hash cached outputs against their sidecars and recompute "
+                        "corrupt ones (reads every cached file)")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the report, contact sheets and review page")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from pipeline.errors import ConfigError
+    from pipeline.faults import faults_from_env
+    from pipeline.runner import DEMO_MANIFEST, RunConfig, print_summary, run_batch
+
+    if args.demo == bool(args.manifest):
+        print("kontext-batch run: give a MANIFEST or --demo (exactly one)", file=sys.stderr)
+        return 2
+    manifest = str(DEMO_MANIFEST) if args.demo else args.manifest
+    if args.demo and not Path(manifest).is_file():
+        print(f"kontext-batch run: the demo manifest {manifest} is missing; reinstall the "
+              "package (make venv) or pass a MANIFEST", file=sys.stderr)
+        return 2
+    config = RunConfig(
+        manifest=manifest, out=args.out, store=args.store, model=args.model,
+        address=args.address, device=args.device, dtype=args.dtype,
+        batch_size=args.batch_size, actors=args.actors, steps=args.steps,
+        guidance=args.guidance, output_format=args.output_format, run_id=args.run_id,
+        max_attempts=args.max_attempts, verify_cache=args.verify_cache,
+        reports=not args.no_report, progress=not args.quiet)
+    try:
+        summary = run_batch(config, faults=faults_from_env())
+    except ConfigError as exc:
+        print(f"kontext-batch run: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kontext-batch run: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    print_summary(summary)
+    return summary.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kontext-batch",
+        description="Batch image editing with FLUX.1 Kontext on Ray: manifests in; edited "
+                    "images, results, cost reports and review pages out.",
+        epilog="Run `kontext-batch run --help` for how runs, caching and resume work.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_run_parser(subparsers)
+    try:
+        from pipeline.reports.command import register
+    except ImportError:
+        pass
+    else:
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Nothing is downloaded at run time, and Ray runs without token auth unless set.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

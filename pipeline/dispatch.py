@@ -1,0 +1,415 @@
+"""The driver's dispatch loop: batches to actors, results to the store and the ledger.
+
+- Batches hold rows of one (steps, guidance, size) group, neighbours in plan order (same
+  source image / instruction), at most ``batch_size`` rows (halved on CUDA out-of-memory).
+- Each actor has up to ``in_flight_per_actor`` (>= 2) batches queued, so it never waits for
+  the driver: while it denoises one batch the next is already there, and the driver reads
+  sources and commits outputs in the meantime.
+- Results: an ``ok`` row is committed to the store first, then its ``ok`` attempt record is
+  appended to the ledger (one fsync per batch). Failures are classified (pipeline.errors):
+  bad rows fail at once; transient and poisoned-device failures are retried with
+  exponential backoff up to ``max_attempts`` tries, rows of a dead actor one by one (so a
+  row that kills its actor ends up failing alone), OOM rows in halved batches.
+- An actor that dies mid-batch (``os._exit``, lost node) raises ``RayActorError`` here;
+  Ray restarts it (``max_restarts=-1``) and the rows go to whichever actor is free first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.digests import read_source_bytes
+from pipeline.errors import (
+    POISONED_DEVICE,
+    TRANSIENT,
+    PipelineError,
+    describe,
+)
+from pipeline.ledger import LedgerWriter
+from pipeline.outcomes import Outcomes
+from pipeline.progress import RunProgress
+from pipeline.records import Task, task_attempt
+from pipeline.store import Store
+
+_MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
+_COMMIT_TRIES = 3
+
+
+class RunAborted(Exception):
+    """No actor can run the model (every one failed to load it); the message says why."""
+
+
+@dataclass
+class ActorSlot:
+    name: str
+    handle: Any
+    in_flight: int = 0
+    alive: bool = True
+    node: str | None = None
+    death: str | None = None
+
+
+@dataclass
+class _Flight:
+    slot: ActorSlot
+    tasks: dict[int, Task]
+    read: dict[int, float]
+    submitted: float
+
+
+@dataclass
+class DispatchSettings:
+    batch_size: int = 4
+    in_flight_per_actor: int = 2
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+
+@dataclass
+class _Counters:
+    tries: dict[int, int] = field(default_factory=dict)  # row -> attempts this invocation
+
+
+def make_batches(tasks: Sequence[Task], batch_size: int) -> list[list[Task]]:
+    """Consecutive tasks of one group, at most ``batch_size`` each (tasks come sorted)."""
+    batches: list[list[Task]] = []
+    for _, group in itertools.groupby(tasks, key=lambda t: t.group):
+        rows = list(group)
+        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    return batches
+
+
+class Dispatcher:
+    """Runs planned tasks on actor slots until every row is done or failed."""
+
+    def __init__(self, *, slots: list[ActorSlot], store: Store, ledger: LedgerWriter,
+                 outcomes: Outcomes, progress: RunProgress, settings: DispatchSettings,
+                 prior_attempts: Mapping[int, int], followers: Mapping[str, list[Task]],
+                 params_for: Callable[[Task], dict[str, Any]],
+                 sidecar_for: Callable[[Task, dict[str, Any], bytes, dict[str, Any]],
+                                       dict[str, Any]],
+                 node_alive: Callable[[str | None], bool] | None = None) -> None:
+        import ray  # the driver side only: planning and tests of it do not need Ray
+
+        self._ray = ray
+        self.slots = slots
+        self.store = store
+        self.ledger = ledger
+        self.outcomes = outcomes
+        self.progress = progress
+        self.settings = settings
+        self.prior = prior_attempts
+        self.followers = followers
+        self.params_for = params_for
+        self.sidecar_for = sidecar_for
+        self.node_alive = node_alive or (lambda node: True)
+        self.batch_cap = settings.batch_size
+        self.queue: deque[list[Task]] = deque()
+        self.delayed: list[tuple[float, int, list[Task]]] = []
+        self.in_flight: dict[Any, _Flight] = {}
+        self.describing: dict[Any, ActorSlot] = {}
+        self.counters = _Counters()
+        self.seen_instances: set[tuple[str, int]] = set()
+        self._seq = itertools.count()
+
+    # -- public -------------------------------------------------------------------------
+    def run(self, tasks: Sequence[Task]) -> None:
+        for slot in self.slots:
+            self.describing[slot.handle.describe.remote()] = slot
+        self.queue.extend(make_batches(tasks, self.settings.batch_size))
+        while self.queue or self.delayed or self.in_flight:
+            self._release_due()
+            self._fill()
+            waiting = list(self.in_flight) + list(self.describing)
+            if not self.in_flight:
+                if not any(s.alive for s in self.slots):
+                    raise RunAborted(self._no_actor_reason())
+                if self.delayed:
+                    pause = max(0.0, min(self.delayed[0][0] - time.time(), 0.5))
+                    if self.describing:
+                        self._ray.wait(waiting, num_returns=1, timeout=pause)
+                        self._collect_described()
+                    else:
+                        time.sleep(pause)
+                    continue
+                if not self.queue:
+                    break
+            ready, _ = self._ray.wait(waiting, num_returns=1, timeout=0.5)
+            if ready:
+                more, _ = self._ray.wait(waiting, num_returns=len(waiting), timeout=0)
+                for ref in dict.fromkeys([*ready, *more]):
+                    if ref in self.describing:
+                        self._described(ref)
+                    elif ref in self.in_flight:
+                        self._complete(ref)
+
+    def stop_actors(self, timeout_s: float = 30.0) -> None:
+        """Ask live actors for their stop time (actor-stop records), then end them."""
+        ray = self._ray
+        refs = {slot.handle.stop.remote(): slot for slot in self.slots if slot.alive}
+        records = []
+        if refs:
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+            for ref in ready:
+                try:
+                    info = ray.get(ref)
+                except Exception:
+                    continue
+                records.append(self.ledger.record(
+                    "actor-stop", actor=info["actor"], pid=info.get("pid"),
+                    node=info.get("node"), end=info["end"]))
+        self.ledger.append(records)
+        for slot in self.slots:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception:
+                pass
+
+    # -- actors ---------------------------------------------------------------------------
+    def _collect_described(self) -> None:
+        if not self.describing:
+            return
+        ready, _ = self._ray.wait(list(self.describing), num_returns=len(self.describing),
+                                  timeout=0)
+        for ref in ready:
+            self._described(ref)
+
+    def _described(self, ref: Any) -> None:
+        slot = self.describing.pop(ref)
+        try:
+            info = self._ray.get(ref)
+        except Exception as exc:
+            self._actor_failed(slot, exc)
+            return
+        self._note_actor(info, slot)
+
+    def _note_actor(self, info: Mapping[str, Any], slot: ActorSlot) -> None:
+        slot.node = info.get("node")
+        instance = (str(info["actor"]), int(info.get("pid") or 0))
+        if instance in self.seen_instances:
+            return
+        self.seen_instances.add(instance)
+        self.ledger.write("actor-load", actor=info["actor"], pid=info.get("pid"),
+                          node=info.get("node"), node_ip=info.get("node_ip"),
+                          device=info.get("device"), device_type=info.get("device_type"),
+                          start=info.get("load_start"), end=info.get("load_end"))
+
+    def _actor_failed(self, slot: ActorSlot, exc: BaseException) -> bool:
+        """Marks a slot dead when its actor can never come back; True if so."""
+        text = str(exc)
+        if "creation task" in text or "max_restarts" in text or \
+                type(exc).__name__ == "ActorUnschedulableError":
+            slot.alive = False
+            slot.death = _first_lines(text)
+            return True
+        return False
+
+    def _no_actor_reason(self) -> str:
+        reasons = sorted({s.death for s in self.slots if s.death})
+        return ("no actor could load the model: " + (" | ".join(reasons) or "unknown")
+                + "\nFix: check --model, --device and that every node can read the weights")
+
+    # -- dispatch -------------------------------------------------------------------------
+    def _release_due(self) -> None:
+        now = time.time()
+        due = []
+        while self.delayed and self.delayed[0][0] <= now:
+            due.append(heapq.heappop(self.delayed)[2])
+        for batch in reversed(due):  # retries go first
+            self.queue.appendleft(batch)
+
+    def _fill(self) -> None:
+        per_actor = max(2, self.settings.in_flight_per_actor)
+        progressed = True
+        while self.queue and progressed:
+            progressed = False
+            for slot in sorted((s for s in self.slots if s.alive), key=lambda s: s.in_flight):
+                if not self.queue or slot.in_flight >= per_actor:
+                    continue
+                batch = self.queue.popleft()
+                if len(batch) > self.batch_cap:
+                    self.queue.appendleft(batch[self.batch_cap:])
+                    batch = batch[:self.batch_cap]
+                self._submit(slot, batch)
+                progressed = True
+
+    def _submit(self, slot: ActorSlot, batch: list[Task]) -> None:
+        rows, tasks, read = [], {}, {}
+        failed_records = []
+        for task in batch:
+            t0 = time.perf_counter()
+            try:
+                data = read_source_bytes(task.image)
+            except PipelineError as exc:
+                now = time.time()
+                failed_records += self._failure(task, exc.error_class, str(exc), None, now, now,
+                                                {"read": time.perf_counter() - t0})
+                continue
+            read[task.row_index] = time.perf_counter() - t0
+            tasks[task.row_index] = task
+            rows.append({"row_index": task.row_index, "row_id": task.row_id, "key": task.key,
+                         "instruction": task.instruction, "seed": task.seed,
+                         "image_bytes": data, "image_sha256": task.image_sha256,
+                         "output_format": task.output_format,
+                         "params": self.params_for(task)})
+        self.ledger.append(failed_records)
+        if not rows:
+            return
+        first = batch[0]
+        payload = {"steps": first.steps, "guidance": first.guidance,
+                   "size": list(first.size) if first.size else None, "rows": rows}
+        ref = slot.handle.edit_batch.remote(payload)
+        slot.in_flight += 1
+        self.in_flight[ref] = _Flight(slot, tasks, read, time.time())
+
+    # -- results --------------------------------------------------------------------------
+    def _complete(self, ref: Any) -> None:
+        flight = self.in_flight.pop(ref)
+        flight.slot.in_flight -= 1
+        ray = self._ray
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            self._batch_lost(flight, exc)
+            return
+        except Exception as exc:  # the task itself failed (object lost, ...): transient
+            self._batch_failed(flight, TRANSIENT, describe(exc))
+            return
+        info = result["actor"]
+        self._note_actor(info, flight.slot)
+        records: list[dict[str, Any]] = []
+        oom_rows: list[Task] = []
+        for res in result["rows"]:
+            task = flight.tasks[res["row_index"]]
+            phases = {**res["phases"], "read": flight.read.get(task.row_index, 0.0)}
+            if res["ok"]:
+                records += self._commit(task, res, info, phases)
+            elif res.get("oom"):
+                records += self._failure(task, TRANSIENT, res["error"], info, res["start"],
+                                         res["end"], phases, retry_later=False)
+                if self._may_retry(task, TRANSIENT):
+                    oom_rows.append(task)
+            else:
+                records += self._failure(task, res["error_class"], res["error"], info,
+                                         res["start"], res["end"], phases)
+        self.ledger.append(records)
+        if oom_rows:
+            self.batch_cap = max(1, min(self.batch_cap, len(result["rows"]) // 2))
+            for i in range(0, len(oom_rows), self.batch_cap):
+                self._schedule(oom_rows[i:i + self.batch_cap], oom_rows[0])
+
+    def _batch_lost(self, flight: _Flight, exc: BaseException) -> None:
+        slot = flight.slot
+        if self._actor_failed(slot, exc):
+            # The model never loaded there: not the rows' fault, requeue without an attempt.
+            self.queue.appendleft(list(flight.tasks.values()))
+            return
+        node_lost = slot.node is not None and not self.node_alive(slot.node)
+        error_class = TRANSIENT if node_lost else POISONED_DEVICE
+        what = "its node was lost" if node_lost else "the actor process died"
+        self._batch_failed(flight, error_class,
+                           f"{what} mid-batch ({type(exc).__name__}); retried elsewhere")
+
+    def _batch_failed(self, flight: _Flight, error_class: str, message: str) -> None:
+        now = time.time()
+        records = []
+        for task in flight.tasks.values():
+            records += self._failure(task, error_class, message, None, flight.submitted, now,
+                                     {"read": flight.read.get(task.row_index, 0.0)})
+        self.ledger.append(records)
+
+    def _commit(self, task: Task, res: Mapping[str, Any], info: Mapping[str, Any],
+                phases: dict[str, float]) -> list[dict[str, Any]]:
+        attempt = self._next_attempt(task)
+        t0 = time.perf_counter()
+        data: bytes = res["data"]
+        params = self.params_for(task)
+        origin = {"run_id": self.ledger.run_id, "row_index": task.row_index,
+                  "row_id": task.row_id, "attempt": attempt, "actor": dict(info),
+                  "start": res["start"], "end": res["end"], "phases": phases}
+        error = None
+        for n in range(_COMMIT_TRIES):
+            try:
+                uri = self.store.commit(task.key, task.ext, data,
+                                        self.sidecar_for(task, params, data, origin))
+                break
+            except OSError as exc:
+                error = describe(exc)
+                time.sleep(0.2 * (n + 1))
+        else:
+            return self._failure(task, TRANSIENT, f"commit to the store failed: {error}", info,
+                                 res["start"], res["end"], phases, counted=True)
+        phases["commit"] = time.perf_counter() - t0
+        seconds = sum(float(phases.get(p, 0.0)) for p in _MODEL_PHASES)
+        records = [self.ledger.record("attempt", **task_attempt(
+            task, attempt=attempt, outcome="ok", actor=info, start=res["start"],
+            end=res["end"], phases=phases, output_uri=uri, nbytes=len(data),
+            truncated=bool(res.get("truncated"))))]
+        self.outcomes.set(task.row_index, status="done", key=task.key, output_uri=uri,
+                          attempts=attempt, seconds=seconds)
+        self.progress.row_done()
+        now = time.time()
+        for follower in self.followers.get(task.key, []):
+            records.append(self.ledger.record("attempt", **task_attempt(
+                follower, attempt=1, outcome="cache-hit", start=now, end=now,
+                output_uri=uri, nbytes=len(data))))
+            self.outcomes.set(follower.row_index, status="cache-hit", key=follower.key,
+                              output_uri=uri, attempts=0)
+            self.progress.row_hit()
+        return records
+
+    # -- failures -------------------------------------------------------------------------
+    def _next_attempt(self, task: Task) -> int:
+        n = self.counters.tries.get(task.row_index, 0) + 1
+        self.counters.tries[task.row_index] = n
+        return self.prior.get(task.row_index, 0) + n
+
+    def _may_retry(self, task: Task, error_class: str) -> bool:
+        tries = self.counters.tries.get(task.row_index, 0)
+        return error_class in (TRANSIENT, POISONED_DEVICE) and \
+            tries < self.settings.max_attempts
+
+    def _failure(self, task: Task, error_class: str, error: str | None,
+                 info: Mapping[str, Any] | None, start: float, end: float,
+                 phases: Mapping[str, float], retry_later: bool = True,
+                 counted: bool = False) -> list[dict[str, Any]]:
+        """Record one failed try; schedule a retry (one row alone) or fail the row."""
+        attempt = (self.prior.get(task.row_index, 0) + self.counters.tries[task.row_index]
+                   if counted else self._next_attempt(task))
+        retry = self._may_retry(task, error_class or TRANSIENT)
+        outcome = "retry-scheduled" if retry else "failed-permanent"
+        records = [self.ledger.record("attempt", **task_attempt(
+            task, attempt=attempt, outcome=outcome, error_class=error_class or TRANSIENT,
+            error=error, actor=info, start=start, end=end, phases=phases))]
+        if retry:
+            self.progress.retry()
+            if retry_later:
+                self._schedule([task], task)
+            return records
+        self.outcomes.set(task.row_index, status="failed", key=task.key, attempts=attempt,
+                          error_class=error_class, reason=error)
+        self.progress.row_failed()
+        for follower in self.followers.get(task.key, []):
+            self.outcomes.set(follower.row_index, status="failed", key=follower.key,
+                              attempts=0, error_class=error_class,
+                              reason=f"{error} (same key as row {task.row_index})")
+            self.progress.row_failed()
+        return records
+
+    def _schedule(self, batch: list[Task], lead: Task) -> None:
+        tries = self.counters.tries.get(lead.row_index, 1)
+        delay = min(self.settings.backoff_s * 2 ** (tries - 1), self.settings.backoff_max_s)
+        heapq.heappush(self.delayed, (time.time() + delay, next(self._seq), batch))
+
+
+def _first_lines(text: str, n: int = 3) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "^^^" not in ln]
+    return " ".join(lines[:n])[:400]
+

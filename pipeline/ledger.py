@@ -1,0 +1,105 @@
+"""The run ledger: append-only JSONL, one record per line (schema: docs/architecture.md).
+
+Written only by the driver. Each ``append`` call writes its records, flushes and fsyncs,
+so a record that is on disk stays there when the driver is killed. A kill in the middle
+of a write can leave a truncated last line: the reader skips it, and a writer that
+reopens the file first ends that fragment with a newline so new records start clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end")
+OUTCOMES = ("ok", "cache-hit", "retry-scheduled", "failed-permanent")
+PHASES = ("read", "decode", "text_encode", "context_encode", "denoise", "decode_latents",
+          "file_encode", "commit")
+
+
+def empty_phases() -> dict[str, float]:
+    return dict.fromkeys(PHASES, 0.0)
+
+
+class LedgerWriter:
+    """Appends records of one run to ``path`` (a local file in the run directory)."""
+
+    def __init__(self, path: str | Path, run_id: str) -> None:
+        self.path = Path(path)
+        self.run_id = run_id
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab")
+        self._end_partial_line()
+
+    def _end_partial_line(self) -> None:
+        size = self.path.stat().st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(size - 1)
+            last = f.read(1)
+        if last != b"\n":
+            self._file.write(b"\n")
+            self._sync()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def record(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """A record dict with the common fields filled in (not yet written)."""
+        if type_ not in RECORD_TYPES:
+            raise ValueError(f"unknown ledger record type {type_!r}")
+        rec: dict[str, Any] = {"v": SCHEMA_VERSION, "type": type_, "run_id": self.run_id,
+                               "ts": time.time()}
+        rec.update(fields)
+        return rec
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Write ``records`` and make them durable (flush + fsync) before returning."""
+        lines = [json.dumps(r, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+                 for r in records]
+        if not lines:
+            return
+        self._file.write(b"".join(lines))
+        self._sync()
+
+    def write(self, type_: str, **fields: Any) -> dict[str, Any]:
+        rec = self.record(type_, **fields)
+        self.append([rec])
+        return rec
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> LedgerWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_ledger(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a ledger, skipping lines that are not complete JSON objects
+    (a truncated last line after a kill)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "type" in rec:
+                yield rec

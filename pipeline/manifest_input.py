@@ -1,0 +1,149 @@
+"""Reading a manifest for a run: whole-file problems stop the run, row problems fail rows.
+
+The rule (documented in the CLI help too):
+
+- a problem of the whole file (not Parquet, missing/unknown/mistyped column, no rows) is a
+  config error: the run stops before any work, exit code 2, with every problem listed;
+- a problem of one row (empty instruction, negative seed, bad size, duplicate row_id,
+  unusable image reference) fails that row alone with the reason in the results; the other
+  rows run. Missing and undecodable image files are found later (planning / the actor) and
+  fail their row the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+
+from manifests import ManifestRow, derive_row_id, iter_rows, validate_manifest
+from pipeline.errors import ConfigError
+
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A manifest row that fails validation: it is reported, never run."""
+
+    row_index: int
+    row_id: str
+    reason: str
+    image: str | None = None
+    instruction: str | None = None
+    seed: int | None = None
+    product_id: str | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckedManifest:
+    path: str
+    rows_total: int
+    row_problems: dict[int, list[tuple[str | None, str]]]  # row -> [(column, reason)]
+    digest: str  # sha256 of the file bytes: part of the run id
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_manifest(path: str) -> CheckedManifest:
+    """Validate the whole manifest (streaming). Raises ConfigError on whole-file problems."""
+    rows_total, problems = validate_manifest(path, max_problems=None)
+    file_level = [p for p in problems if p.row is None]
+    if file_level:
+        lines = "\n".join(f"  - {p}" for p in file_level[:50])
+        more = f"\n  ... and {len(file_level) - 50} more" if len(file_level) > 50 else ""
+        raise ConfigError(f"manifest {path!r} cannot be used:\n{lines}{more}\n"
+                          "Fix the file (see the problems above) and run again.")
+    row_problems: dict[int, list[tuple[str | None, str]]] = {}
+    for p in problems:
+        row_problems.setdefault(int(p.row), []).append((p.column, p.reason))
+    return CheckedManifest(path=os.fspath(path), rows_total=rows_total,
+                           row_problems=row_problems, digest=file_digest(path))
+
+
+def iter_manifest(checked: CheckedManifest, batch_rows: int = 8192
+                  ) -> Iterator[list[ManifestRow | BadRow]]:
+    """Rows in manifest order, in batches; rows with problems come as BadRow."""
+    if not checked.row_problems:
+        yield from iter_rows(checked.path, batch_rows=batch_rows)
+        return
+    yield from _iter_skipping_bad(checked, batch_rows)
+
+
+def _bad_row(index: int, problems: list[tuple[str | None, str]], raw: dict) -> BadRow:
+    reason = "; ".join(f"{col}: {why}" if col else why for col, why in problems)
+    image, instruction, seed = raw.get("image"), raw.get("instruction"), raw.get("seed")
+    given = raw.get("row_id")
+    if any(col == "row_id" for col, _ in problems):
+        row_id = f"row-{index}"  # a duplicate/invalid id must not collide with a good row's id
+    elif given is not None:
+        row_id = str(given)
+    elif isinstance(image, str) and isinstance(instruction, str) and instruction.strip() \
+            and isinstance(seed, int) and seed >= 0:
+        row_id = derive_row_id(image, instruction.strip(), seed)
+    else:
+        row_id = f"row-{index}"
+
+    def text(v: object) -> str | None:
+        return None if v is None else str(v)
+
+    return BadRow(index, row_id, reason, text(image), text(instruction),
+                  seed if isinstance(seed, int) else None, text(raw.get("product_id")),
+                  text(raw.get("variant")))
+
+
+def _iter_skipping_bad(checked: CheckedManifest, batch_rows: int
+                       ) -> Iterator[list[ManifestRow | BadRow]]:
+    # manifests' public iter_rows stops at the first batch holding a bad row; the run wants
+    # the good rows of that batch too, so the batch's bad rows are cut out before the same
+    # checker builds the rest. TODO(manifests): replace with a public "skip bad rows" iterator.
+    from manifests.paths import ImageResolver, manifest_folder
+    from manifests.schema import check_schema, open_manifest
+    from manifests.validate import _BatchChecker
+
+    raw_columns = ("row_id", "image", "instruction", "seed", "product_id", "variant")
+    with open_manifest(checked.path) as pf:
+        schema_check = check_schema(pf.schema_arrow)
+        checker = _BatchChecker(schema_check,
+                                ImageResolver(manifest_folder(checked.path), None), False)
+        columns = schema_check.checked_columns + schema_check.meta_columns
+        present_raw = [c for c in raw_columns if c in pf.schema_arrow.names]
+        start = 0
+        for batch in pf.iter_batches(batch_size=batch_rows,
+                                     columns=list(dict.fromkeys(columns + present_raw))):
+            n = batch.num_rows
+            bad_local = [i for i in range(n) if start + i in checked.row_problems]
+            if not bad_local:
+                rows, problems, _ = checker.check(batch.select(columns), start, build_rows=True)
+                if problems:
+                    raise ConfigError(f"manifest {checked.path!r} changed while the run read "
+                                      f"it (row {problems[0].row}); run again")
+                yield list(rows)
+                start += n
+                continue
+            keep = [i for i in range(n) if start + i not in checked.row_problems]
+            good_rows: list[ManifestRow] = []
+            if keep:
+                good = batch.select(columns).take(pa.array(keep, type=pa.int64()))
+                built, problems, _ = checker.check(good, 0, build_rows=True)
+                if problems:
+                    raise ConfigError(f"manifest {checked.path!r} changed while the run read "
+                                      "it; run again")
+                good_rows = [replace(r, row_index=start + keep[j]) for j, r in enumerate(built)]
+            raw = {c: batch.column(c).to_pylist() for c in present_raw}
+            bad = [_bad_row(start + i, checked.row_problems[start + i],
+                            {c: raw[c][i] for c in present_raw}) for i in bad_local]
+            merged: list[ManifestRow | BadRow] = sorted([*good_rows, *bad],
+                                                        key=lambda r: r.row_index)
+            yield merged
+            start += n

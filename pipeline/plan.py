@@ -1,0 +1,211 @@
+"""Planning: a cache key per row; committed rows are hits and never reach a model.
+
+Streams the manifest once (batches of 8192 rows): per batch it digests the source images
+(pipeline.digests, indexed by path/size/mtime), resolves each row's settings (manifest
+value, else the CLI value, else the model preset's default) and computes its key. Then it
+asks the store which keys are committed, in one listing pass (pipeline.store). Rows whose
+key is committed are cache hits (or stay ``done`` when an earlier invocation of the same
+run computed them); rows whose key another row already owns wait for that row; the rest
+become tasks, ordered so rows sharing (steps, guidance, size), then source image, then
+instruction, sit next to each other and land in the same batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from manifests import ManifestRow
+from pipeline.cache import ModelSettings, RowSettings, cache_key, normalise_instruction
+from pipeline.digests import SourceDigests
+from pipeline.encode import extension, normalise_format, output_spec
+from pipeline.errors import BAD_ROW, PipelineError, describe
+from pipeline.ledger import LedgerWriter
+from pipeline.manifest_input import BadRow, CheckedManifest, iter_manifest
+from pipeline.outcomes import Outcomes
+from pipeline.records import Task, attempt_fields, task_attempt
+from pipeline.resume import RunHistory
+from pipeline.store import Store, StoredObject
+
+_FLUSH_RECORDS = 8192
+
+
+@dataclass(frozen=True)
+class RowDefaults:
+    """Values for rows that leave a column empty (CLI flag, else the preset's default)."""
+
+    steps: int
+    guidance: float
+    output_format: str
+
+
+@dataclass
+class Plan:
+    tasks: list[Task] = field(default_factory=list)  # one per key to compute, batch order
+    followers: dict[str, list[Task]] = field(default_factory=dict)  # same key, later rows
+    hits: int = 0
+    done_before: int = 0  # computed by an earlier invocation of this run
+    failed: int = 0
+    hashed_sources: int = 0
+
+
+class _Records:
+    """Buffers attempt records and appends them in chunks (one fsync per chunk)."""
+
+    def __init__(self, ledger: LedgerWriter) -> None:
+        self.ledger = ledger
+        self.buffer: list[dict] = []
+
+    def add(self, fields: dict) -> None:
+        self.buffer.append(self.ledger.record("attempt", **fields))
+        if len(self.buffer) >= _FLUSH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.ledger.append(self.buffer)
+        self.buffer = []
+
+
+def _row_settings(row: ManifestRow, defaults: RowDefaults
+                  ) -> tuple[int, float, tuple[int, int] | None, str]:
+    if (row.width is None) != (row.height is None):
+        raise ValueError("give both width and height, or neither (the model's size policy)")
+    size = (int(row.width), int(row.height)) if row.width is not None else None
+    steps = int(row.steps) if row.steps is not None else defaults.steps
+    guidance = float(row.guidance) if row.guidance is not None else defaults.guidance
+    fmt = normalise_format(row.output_format or defaults.output_format)
+    return steps, guidance, size, fmt
+
+
+def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
+             defaults: RowDefaults, digests: SourceDigests, store: Store,
+             history: RunHistory, ledger: LedgerWriter, outcomes: Outcomes,
+             verify_cache: bool = False,
+             progress: Callable[[int], None] | None = None) -> Plan:
+    """Keys for every row, hits recorded; returns the rows still to compute."""
+    plan = Plan()
+    records = _Records(ledger)
+    candidates: list[Task] = []
+    now = time.time()
+
+    def fail_row(index: int, row_id: str, reason: str, image, instruction, seed, product_id,
+                 variant, error_class: str = BAD_ROW) -> None:
+        prev = history.rows.get(index)
+        attempt = (prev.attempts if prev else 0) + 1
+        records.add(attempt_fields(
+            row_id=row_id, row_index=index, key=None, attempt=attempt,
+            outcome="failed-permanent", error_class=error_class, error=reason, start=now,
+            end=now, image=image, instruction=instruction, seed=seed, product_id=product_id,
+            variant=variant))
+        outcomes.set(index, status="failed", row_id=row_id, attempts=attempt,
+                     error_class=error_class, reason=reason)
+        plan.failed += 1
+
+    hashed_before = digests.hashed
+    for batch in iter_manifest(checked):
+        good = [r for r in batch if isinstance(r, ManifestRow)]
+        sources = digests.digest_many(r.image for r in good)
+        for row in batch:
+            if isinstance(row, BadRow):
+                fail_row(row.row_index, row.row_id, row.reason, row.image, row.instruction,
+                         row.seed, row.product_id, row.variant)
+                continue
+            outcomes.row_id[row.row_index] = row.row_id
+            digest = sources[row.image]
+            if not isinstance(digest, str):
+                known = isinstance(digest, PipelineError)
+                fail_row(row.row_index, row.row_id, str(digest) if known else describe(digest),
+                         row.image, row.instruction, row.seed, row.product_id, row.variant,
+                         digest.error_class if known else BAD_ROW)
+                continue
+            try:
+                steps, guidance, size, fmt = _row_settings(row, defaults)
+            except ValueError as exc:
+                fail_row(row.row_index, row.row_id, str(exc), row.image, row.instruction,
+                         row.seed, row.product_id, row.variant)
+                continue
+            instruction = normalise_instruction(row.instruction)
+            key = cache_key(digest, instruction, row.seed, model,
+                            RowSettings(steps, guidance, size, output_spec(fmt)))
+            outcomes.key[row.row_index] = key
+            candidates.append(Task(row.row_index, row.row_id, row.image, digest, instruction,
+                                   int(row.seed), steps, guidance, size, fmt, extension(fmt),
+                                   key, row.product_id, row.variant))
+        if progress is not None:
+            progress(len(batch))
+    plan.hashed_sources = digests.hashed - hashed_before
+
+    wanted = {t.key: t.ext for t in candidates}
+    present = store.present(wanted)
+    if verify_cache:
+        for key in [k for k in present if not store.verify(k, wanted[k])]:
+            store.delete(key, wanted[key])
+            del present[key]
+
+    owners: dict[str, Task] = {}
+    for task in candidates:
+        stored = present.get(task.key)
+        if stored is not None:
+            _classify_present(task, stored, run_id, history, store, records, outcomes, plan)
+        elif task.key in owners:
+            plan.followers.setdefault(task.key, []).append(task)
+        else:
+            owners[task.key] = task
+            plan.tasks.append(task)
+    records.flush()
+    plan.tasks.sort(key=lambda t: (t.steps, t.guidance, t.size or (0, 0), t.image_sha256,
+                                   t.instruction, t.row_index))
+    return plan
+
+
+def _classify_present(task: Task, stored: StoredObject, run_id: str, history: RunHistory,
+                      store: Store, records: _Records, outcomes: Outcomes, plan: Plan) -> None:
+    """A row whose output is committed: done earlier in this run, recovered, or a hit."""
+    uri = store.uri(task.key, task.ext)
+    prev = history.rows.get(task.row_index)
+    if prev is not None and prev.key == task.key and prev.final in ("ok", "cache-hit"):
+        done = prev.final == "ok"
+        outcomes.set(task.row_index, status="done" if done else "cache-hit", key=task.key,
+                     output_uri=uri, attempts=prev.attempts,
+                     seconds=prev.seconds if done else None)
+        plan.done_before += done
+        plan.hits += not done
+        return
+    origin = _committed_by_this_run(task, stored, run_id, history, store)
+    if origin is not None:
+        # Committed by a killed invocation of this run before its ledger line was written.
+        attempt = (prev.attempts if prev else 0) + 1
+        records.add(task_attempt(task, attempt=attempt, outcome="ok",
+                                 actor=origin.get("actor"), start=origin.get("start"),
+                                 end=origin.get("end"), phases=origin.get("phases"),
+                                 output_uri=uri, nbytes=stored.size, recovered=True))
+        seconds = sum(float(v) for k, v in (origin.get("phases") or {}).items()
+                      if k in ("text_encode", "context_encode", "denoise", "decode_latents",
+                               "file_encode"))
+        outcomes.set(task.row_index, status="done", key=task.key, output_uri=uri,
+                     attempts=attempt, seconds=seconds)
+        plan.done_before += 1
+        return
+    now = time.time()
+    records.add(task_attempt(task, attempt=1, outcome="cache-hit", start=now, end=now,
+                             output_uri=uri, nbytes=stored.size))
+    outcomes.set(task.row_index, status="cache-hit", key=task.key, output_uri=uri,
+                 attempts=prev.attempts if prev else 0)
+    plan.hits += 1
+
+
+def _committed_by_this_run(task: Task, stored: StoredObject, run_id: str,
+                           history: RunHistory, store: Store) -> dict | None:
+    if not history.exists or history.first_start is None:
+        return None
+    if stored.mtime_ns / 1e9 < history.first_start - 1.0:
+        return None  # older than this run: cannot be its work (no sidecar read needed)
+    try:
+        side = store.read_sidecar(task.key)
+    except (OSError, ValueError):
+        return None
+    origin = side.get("origin") or {}
+    if origin.get("run_id") == run_id and origin.get("row_index") == task.row_index:
+        return origin
+    return None

@@ -1,0 +1,107 @@
+"""Run ids, and what an earlier (killed or interrupted) invocation of a run left behind.
+
+The run id is derived from the manifest's content digest and the settings that change
+outputs, so the same command finds the same run directory. A run that was killed (no
+``run-end``) or interrupted (``run-end`` with status ``interrupted``) is resumed: its ledger
+is appended to, and rows it finished stay done. A run that finished is not reopened: the
+same command then starts ``<id>-2`` (then ``-3`` ...), whose committed rows are cache hits
+(a nightly re-run gets its own report). ``--run-id`` picks a directory explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.cache import canonical_json
+from pipeline.ledger import read_ledger
+
+RESUMABLE_END_STATUSES = ("interrupted",)
+
+
+def base_run_id(manifest_digest: str, settings: Mapping[str, Any]) -> str:
+    """Deterministic id: the manifest's content digest plus the output-changing settings."""
+    doc = {"manifest": manifest_digest, "settings": dict(settings)}
+    return "run-" + hashlib.sha256(canonical_json(doc)).hexdigest()[:16]
+
+
+@dataclass
+class RowHistory:
+    key: str | None = None
+    final: str | None = None  # "ok" | "cache-hit" | "failed-permanent" | "retry-scheduled"
+    attempts: int = 0  # attempts that reached (or tried to reach) a model
+    seconds: float | None = None
+    output_uri: str | None = None
+    error_class: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunHistory:
+    exists: bool = False
+    first_start: float | None = None
+    finished_status: str | None = None  # status of the last run-end, None when killed
+    invocations: int = 0
+    rows: dict[int, RowHistory] = field(default_factory=dict)
+    actor_pids: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def resumable(self) -> bool:
+        return not self.exists or self.finished_status in (None, *RESUMABLE_END_STATUSES)
+
+
+_MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
+
+
+def read_history(ledger_path: Path) -> RunHistory:
+    """Summarise a run's ledger (tolerant of a truncated last line)."""
+    history = RunHistory()
+    if not ledger_path.exists():
+        return history
+    history.exists = True
+    for rec in read_ledger(ledger_path):
+        kind = rec.get("type")
+        if kind == "run-start":
+            history.invocations += 1
+            history.finished_status = None
+            if history.first_start is None:
+                history.first_start = float(rec.get("ts") or 0.0)
+        elif kind == "run-end":
+            history.finished_status = rec.get("status") or "complete"
+        elif kind == "actor-load":
+            history.actor_pids.add((str(rec.get("actor")), int(rec.get("pid") or 0)))
+        elif kind == "attempt":
+            index = rec.get("row_index")
+            if index is None:
+                continue
+            row = history.rows.setdefault(int(index), RowHistory())
+            outcome = rec.get("outcome")
+            if outcome != "cache-hit":
+                row.attempts += 1
+            row.key = rec.get("key")
+            row.final = outcome
+            if outcome in ("ok", "cache-hit"):
+                row.output_uri = rec.get("output_uri")
+                row.error_class = row.error = None
+                if outcome == "ok":
+                    phases = rec.get("phases") or {}
+                    row.seconds = sum(float(phases.get(p) or 0.0) for p in _MODEL_PHASES)
+            else:
+                row.error_class, row.error = rec.get("error_class"), rec.get("error")
+    return history
+
+
+def choose_run(runs_dir: Path, base_id: str, explicit: str | None) -> tuple[str, RunHistory]:
+    """The run id to use and its history: resume an unfinished run, else the next free id."""
+    if explicit:
+        return explicit, read_history(runs_dir / explicit / "ledger.jsonl")
+    n = 1
+    while True:
+        run_id = base_id if n == 1 else f"{base_id}-{n}"
+        history = read_history(runs_dir / run_id / "ledger.jsonl")
+        if history.resumable:
+            return run_id, history
+        n += 1

@@ -1,0 +1,380 @@
+"""One batch run, end to end: check, plan, dispatch, commit, results, reports.
+
+Order matters for the error classes: everything that can be a config error (flags, model,
+manifest file, cluster address) is checked before any work and before a local Ray starts;
+a run that is all cache hits never starts Ray nor loads a model.
+
+    OUT/store/objects/<key[:2]>/<key>.<ext>   outputs (+ .json sidecar)   (or --store URI)
+    OUT/runs/<run_id>/config.json, ledger.jsonl, results.parquet, report.*, sheets/, review.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.cache import ModelSettings, numerics_version
+from pipeline.cluster import (
+    actor_layout,
+    cluster_resources,
+    connect,
+    default_dtype,
+    resolve_device,
+)
+from pipeline.digests import SourceDigests, default_index_path
+from pipeline.dispatch import ActorSlot, Dispatcher, DispatchSettings, RunAborted
+from pipeline.encode import normalise_format
+from pipeline.errors import ConfigError
+from pipeline.ledger import LedgerWriter
+from pipeline.manifest_input import check_manifest
+from pipeline.model_info import DTYPES, ModelInfo, resolve_model_info
+from pipeline.outcomes import Outcomes
+from pipeline.plan import RowDefaults, plan_run
+from pipeline.progress import RunProgress
+from pipeline.records import Task
+from pipeline.resume import base_run_id, choose_run
+from pipeline.store import Store
+
+DEFAULT_MODEL = "kontext-tiny"
+DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "demo" / \
+    "manifest.parquet"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; the CLI fills it from flags."""
+
+    manifest: str
+    out: str = "runs"
+    store: str | None = None  # default OUT/store; any pyarrow filesystem URI works
+    model: str = DEFAULT_MODEL
+    address: str | None = None  # None: start a local Ray; "auto", "ray://host:10001", ...
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 4
+    actors: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    output_format: str = "png"
+    run_id: str | None = None
+    max_attempts: int = 3
+    retry_backoff_s: float = 1.0
+    in_flight_per_actor: int = 2
+    verify_cache: bool = False
+    num_cpus: int | None = None  # local Ray only
+    reports: bool = True
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_dir: Path
+    store: str
+    results: Path | None
+    status: str  # complete | failed-rows | interrupted
+    counts: dict[str, int]
+    exit_code: int
+    actors_started: int = 0
+    hashed_sources: int = 0
+    reports: dict[str, str] = field(default_factory=dict)
+    report_error: str | None = None
+
+
+def check_flags(config: RunConfig) -> None:
+    """Flag values a user can get wrong; ConfigError with the fix."""
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {config.batch_size})")
+    if config.actors is not None and config.actors < 1:
+        raise ConfigError(f"--actors must be at least 1 (got {config.actors})")
+    if config.steps is not None and not 1 <= config.steps <= 200:
+        raise ConfigError(f"--steps must be between 1 and 200 (got {config.steps})")
+    if config.guidance is not None and not 0.0 <= config.guidance <= 20.0:
+        raise ConfigError(f"--guidance must be between 0 and 20 (got {config.guidance})")
+    if config.max_attempts < 1:
+        raise ConfigError(f"--max-attempts must be at least 1 (got {config.max_attempts})")
+    if config.dtype != "auto" and config.dtype not in DTYPES:
+        raise ConfigError(f"--dtype {config.dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {config.device!r} is not one of auto, cpu, cuda")
+    try:
+        normalise_format(config.output_format)
+    except ValueError as exc:
+        raise ConfigError(f"--output-format: {exc}") from None
+    out = Path(config.out)
+    if "://" in config.out:
+        raise ConfigError(f"--out {config.out!r} must be a local folder (ledgers are fsynced "
+                          "files); put outputs on an object store with --store s3://...")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {config.out!r} exists and is not a folder; pick another path")
+
+
+def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _params_for(run_id: str, info: ModelInfo, dtype: str):
+    try:
+        from pipeline.reports.provenance import provenance_params
+    except ImportError:
+        provenance_params = None
+
+    def params(task: Task) -> dict[str, Any]:
+        sampler = {"steps": task.steps, "guidance": task.guidance,
+                   "size": list(task.size) if task.size else None, "dtype": dtype}
+        if provenance_params is not None:
+            return provenance_params(run_id=run_id, row_id=task.row_id,
+                                     instruction=task.instruction, seed=task.seed,
+                                     model=info.spec, fingerprint=info.fingerprint,
+                                     sampler=sampler, key=task.key)
+        return {"run_id": run_id, "row_id": task.row_id, "instruction": task.instruction,
+                "seed": task.seed, "model": info.spec, "fingerprint": info.fingerprint,
+                "sampler": sampler, "key": task.key}
+    return params
+
+
+def _sidecar_for(task: Task, params: dict[str, Any], data: bytes,
+                 origin: dict[str, Any]) -> dict[str, Any]:
+    """Store sidecar: the reports' provenance sidecar (schema, params) plus the origin."""
+    try:
+        from pipeline.reports.provenance import sidecar_json
+
+        doc = json.loads(sidecar_json(params, image_bytes=data))
+    except ImportError:
+        doc = {"params": params}
+    doc["origin"] = origin
+    return doc
+
+
+def _node_alive(node_id: str | None) -> bool:
+    import ray
+
+    if node_id is None:
+        return True
+    try:
+        for node in ray.nodes():
+            if node.get("NodeID") == node_id:
+                return bool(node.get("Alive"))
+    except Exception:
+        return True
+    return False
+
+
+def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
+                  editor_factory: Any, faults: Sequence[Mapping[str, Any]]) -> list[ActorSlot]:
+    import ray
+
+    from pipeline.actors import EditorActor
+
+    cpus, gpus = cluster_resources()
+    layout = actor_layout(device, config.actors, cpus, gpus)
+    remote = ray.remote(EditorActor)
+    slots = []
+    for i in range(layout.count):
+        name = f"editor-{i}"
+        handle = remote.options(
+            num_cpus=layout.num_cpus, num_gpus=layout.num_gpus, max_restarts=-1,
+            max_task_retries=0, max_concurrency=2, scheduling_strategy="SPREAD",
+        ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
+                 layout.torch_threads)
+        slots.append(ActorSlot(name=name, handle=handle))
+    return slots
+
+
+def _build_reports(run_dir: Path, progress: bool) -> tuple[dict[str, str], str | None]:
+    """Reports, contact sheets and review page (pipeline.reports), when that module exists."""
+    try:
+        from pipeline.reports import generate_reports
+    except ImportError:
+        return {}, None
+    try:
+        outputs = generate_reports(run_dir, progress=progress)
+    except Exception as exc:  # a report problem must not turn a finished run into a failure
+        return {}, f"{type(exc).__name__}: {exc}"
+    paths = {name: str(path) for name, path in outputs.files.items()}
+    if outputs.review_page is not None:
+        paths["review"] = str(outputs.review_page)
+    if outputs.sheets:
+        paths["sheets"] = str(Path(outputs.sheets[0]).parent)
+    return paths, None
+
+
+class _RaySession:
+    """Ray as this run uses it: joined or started on demand, shut down only if ours."""
+
+    def __init__(self, address: str | None, num_cpus: int | None) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.ours = False
+
+    def ensure(self) -> None:
+        if connect(self.address, self.num_cpus):
+            self.ours = True
+
+    def close(self) -> None:
+        import ray
+
+        if self.ours and ray.is_initialized():
+            ray.shutdown()
+        self.ours = False
+
+
+def run_batch(config: RunConfig, *, editor_factory: Any = None,
+              faults: Sequence[Mapping[str, Any]] = ()) -> RunSummary:
+    """Run a manifest. Raises ConfigError (before any work) for config problems.
+
+    ``editor_factory(model, device, dtype) -> editor`` replaces KontextEditor.load in the
+    actors (tests); ``faults`` are injected failures (pipeline.faults)."""
+    import ray
+
+    check_flags(config)
+    info = resolve_model_info(config.model)
+    checked = check_manifest(config.manifest)
+    session = _RaySession(config.address, config.num_cpus)
+    try:
+        if config.address is not None or ray.is_initialized():
+            session.ensure()  # joining a cluster is cheap and tells which devices it has
+            device = resolve_device(config.device, cluster_resources()[1])
+        else:
+            device = resolve_device(config.device, None)  # local: start Ray only if needed
+        return _run(config, info, checked, device, editor_factory, faults, session)
+    finally:
+        session.close()
+
+
+def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factory: Any,
+         faults: Sequence[Mapping[str, Any]], session: _RaySession) -> RunSummary:
+    dtype = default_dtype(device) if config.dtype == "auto" else config.dtype
+    fmt = normalise_format(config.output_format)
+    defaults = RowDefaults(
+        steps=config.steps if config.steps is not None else info.default_steps,
+        guidance=config.guidance if config.guidance is not None else info.default_guidance,
+        output_format=fmt)
+    model_settings = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype)
+    identity = {"model": info.fingerprint, "dtype": dtype, "steps": defaults.steps,
+                "guidance": defaults.guidance, "output_format": fmt,
+                "numerics": numerics_version()}
+    out = Path(config.out).resolve()
+    runs_dir = out / "runs"
+    run_id, history = choose_run(runs_dir, base_run_id(checked.digest, identity), config.run_id)
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store_root = config.store or str(out / "store")
+    store = Store(store_root)
+    settings = {**{k: v for k, v in asdict(config).items() if k not in ("manifest", "out")},
+                "device": device, "dtype": dtype, "steps": defaults.steps,
+                "guidance": defaults.guidance, "output_format": fmt,
+                "numerics": numerics_version(), "store": store_root}
+    manifest_abs = str(Path(checked.path).resolve())
+    _write_json(run_dir / "config.json", {
+        "run_id": run_id, "manifest": manifest_abs, "manifest_sha256": checked.digest,
+        "rows_total": checked.rows_total, "model": info.spec, "preset": info.preset,
+        "fingerprint": info.fingerprint, "settings": settings, "out": str(out),
+        "store": store_root})
+
+    ledger = LedgerWriter(run_dir / "ledger.jsonl", run_id)
+    ledger.write("run-start", manifest=manifest_abs, rows_total=checked.rows_total,
+                 model=info.spec, fingerprint=info.fingerprint, settings=settings,
+                 invocation=history.invocations + 1, resumed=history.exists)
+    outcomes = Outcomes(checked.rows_total)
+    digests = SourceDigests(default_index_path(store_root))
+    status, actors_started, hashed = "interrupted", 0, 0
+    try:
+        plan_bar = RunProgress(checked.rows_total, desc="planning",
+                               disable=not config.progress)
+        plan = plan_run(checked, run_id=run_id, model=model_settings, defaults=defaults,
+                        digests=digests, store=store, history=history, ledger=ledger,
+                        outcomes=outcomes, verify_cache=config.verify_cache,
+                        progress=plan_bar.row_done)
+        plan_bar.close()
+        hashed = plan.hashed_sources
+        progress = RunProgress(checked.rows_total, desc="rows",
+                               disable=not config.progress)
+        progress.hits = plan.hits
+        progress.failed = plan.failed
+        progress.done = plan.done_before
+        progress._bar.update(plan.hits + plan.failed + plan.done_before)
+        if plan.tasks:
+            actors_started = _dispatch(config, info, device, dtype, plan, store, ledger,
+                                       outcomes, progress, history, run_id, editor_factory,
+                                       faults, session)
+        progress.close()
+        counts = outcomes.counts()
+        status = "failed-rows" if counts["failed"] else "complete"
+    except RunAborted as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        digests.close()
+        results = outcomes.write(run_dir / "results.parquet", manifest_abs)
+        ledger.write("run-end", status=status, counts=outcomes.counts())
+        ledger.close()
+    reports, report_error = ({}, None)
+    if config.reports:
+        reports, report_error = _build_reports(run_dir, config.progress)
+    counts = outcomes.counts()
+    return RunSummary(run_id=run_id, run_dir=run_dir, store=store_root, results=results,
+                      status=status, counts=counts, exit_code=1 if counts["failed"] else 0,
+                      actors_started=actors_started, hashed_sources=hashed, reports=reports,
+                      report_error=report_error)
+
+
+def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan, store: Store,
+              ledger: LedgerWriter, outcomes: Outcomes, progress: RunProgress, history,
+              run_id: str, editor_factory: Any, faults: Sequence[Mapping[str, Any]],
+              session: _RaySession) -> int:
+    session.ensure()
+    slots = _start_actors(config, info, device, dtype, editor_factory, faults)
+    dispatcher = Dispatcher(
+        slots=slots, store=store, ledger=ledger, outcomes=outcomes, progress=progress,
+        settings=DispatchSettings(batch_size=config.batch_size,
+                                  in_flight_per_actor=config.in_flight_per_actor,
+                                  max_attempts=config.max_attempts,
+                                  backoff_s=config.retry_backoff_s),
+        prior_attempts={i: r.attempts for i, r in history.rows.items()},
+        followers=plan.followers, params_for=_params_for(run_id, info, dtype),
+        sidecar_for=_sidecar_for, node_alive=_node_alive)
+    try:
+        dispatcher.run(plan.tasks)
+    finally:
+        dispatcher.stop_actors(timeout_s=10.0)
+    return len(slots)
+
+
+def print_summary(summary: RunSummary, file=sys.stdout) -> None:
+    """Where everything is, for the person who ran the command."""
+    c = summary.counts
+    lines = [
+        f"run {summary.run_id}: {summary.status} — {c['done']} done, {c['cache-hit']} cache "
+        f"hits, {c['failed']} failed, {c['not-run']} not run",
+        f"  outputs:  {summary.store}/objects/",
+        f"  results:  {summary.results}",
+        f"  ledger:   {summary.run_dir / 'ledger.jsonl'}",
+    ]
+    if summary.reports:
+        for name in ("md", "html", "json"):
+            if name in summary.reports:
+                lines.append(f"  report:   {summary.reports[name]}")
+                break
+        if "review" in summary.reports:
+            lines.append(f"  review:   {summary.reports['review']}  (open in a browser)")
+        if "sheets" in summary.reports:
+            lines.append(f"  sheets:   {summary.reports['sheets']}")
+    elif summary.report_error:
+        lines.append(f"  report:   not written ({summary.report_error}); retry with "
+                     f"`kontext-batch report {summary.run_dir}`")
+    else:
+        lines.append(f"  report:   `kontext-batch report {summary.run_dir}`")
+    if c["failed"]:
+        lines.append("  failed rows and their reasons: status == 'failed' in the results table")
+    print("\n".join(lines), file=file)
+
+
+__all__ = ["DEFAULT_MODEL", "DEMO_MANIFEST", "RunConfig", "RunSummary", "check_flags",
+           "print_summary", "run_batch"]

@@ -1,0 +1,182 @@
+"""Content-addressed output store on a pyarrow filesystem (local path, s3://, gs://, ...).
+
+Layout under the store root::
+
+    objects/<key[:2]>/<key>.<ext>     the output file
+    objects/<key[:2]>/<key>.json      sidecar: sha256 + size of the output, key inputs, origin
+
+Commit order: sidecar first, then the output, each written to a temporary name in the same
+folder and renamed into place (object stores: a single put, which is atomic). So an output
+under its final name is always complete and has its sidecar: "present" means committed.
+Reading verifies the bytes against the sidecar's sha256 (``read_verified``); planning only
+lists names (cheap at 200k rows) unless asked to verify (``verify``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs as pafs
+
+OBJECTS = "objects"
+_LIST_THRESHOLD = 2000  # above this many keys, list prefix folders instead of stat per key
+
+
+class CorruptObjectError(Exception):
+    """A stored output does not match its sidecar (truncated, edited or bit-rotted)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    ext: str
+    size: int
+    mtime_ns: int
+
+
+def filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI pyarrow understands."""
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    from pathlib import Path
+
+    return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+
+
+class Store:
+    """The content-addressed store rooted at ``root`` (path or URI)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.fs, self.base = filesystem_for(root)
+        self._scheme = root.split("://", 1)[0] if "://" in root and not root.startswith(
+            "file://") else None
+        self._atomic_rename = isinstance(self.fs, pafs.LocalFileSystem)
+        self._made_dirs: set[str] = set()
+
+    # -- names --------------------------------------------------------------------------
+    def _dir(self, key: str) -> str:
+        return f"{self.base}/{OBJECTS}/{key[:2]}"
+
+    def object_path(self, key: str, ext: str) -> str:
+        return f"{self._dir(key)}/{key}.{ext}"
+
+    def sidecar_path(self, key: str) -> str:
+        return f"{self._dir(key)}/{key}.json"
+
+    def uri(self, key: str, ext: str) -> str:
+        """What results and ledgers record: a local absolute path or scheme://path."""
+        path = self.object_path(key, ext)
+        return f"{self._scheme}://{path}" if self._scheme else path
+
+    # -- writing ------------------------------------------------------------------------
+    def _ensure_dir(self, path: str) -> None:
+        if path not in self._made_dirs:
+            self.fs.create_dir(path, recursive=True)
+            self._made_dirs.add(path)
+
+    def _put(self, path: str, data: bytes) -> None:
+        if not self._atomic_rename:
+            with self.fs.open_output_stream(path) as out:
+                out.write(data)
+            return
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            self.fs.move(tmp, path)
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass
+            raise
+
+    def commit(self, key: str, ext: str, data: bytes, sidecar: Mapping[str, Any]) -> str:
+        """Atomically store ``data`` as the output of ``key``; returns its URI.
+
+        The sidecar records sha256 and size of ``data`` (plus whatever ``sidecar`` holds)."""
+        self._ensure_dir(self._dir(key))
+        doc = dict(sidecar)
+        doc.update({"key": key, "ext": ext, "sha256": hashlib.sha256(data).hexdigest(),
+                    "bytes": len(data)})
+        self._put(self.sidecar_path(key), json.dumps(doc, sort_keys=True).encode("utf-8"))
+        self._put(self.object_path(key, ext), data)
+        return self.uri(key, ext)
+
+    # -- reading ------------------------------------------------------------------------
+    def read_sidecar(self, key: str) -> dict[str, Any]:
+        with self.fs.open_input_stream(self.sidecar_path(key)) as f:
+            return json.loads(f.read())
+
+    def read_verified(self, key: str, ext: str) -> bytes:
+        """The output bytes of ``key``; raises CorruptObjectError when they do not match
+        the sidecar, FileNotFoundError when absent."""
+        try:
+            with self.fs.open_input_stream(self.object_path(key, ext)) as f:
+                data = f.read()
+        except (FileNotFoundError, OSError) as exc:
+            raise FileNotFoundError(f"no stored output for key {key}") from exc
+        try:
+            side = self.read_sidecar(key)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            raise CorruptObjectError(f"stored output {key}.{ext} has no readable sidecar") from exc
+        if side.get("bytes") != len(data) or side.get("sha256") != hashlib.sha256(
+                data).hexdigest():
+            raise CorruptObjectError(f"stored output {key}.{ext} does not match its sidecar "
+                                     f"sha256; it will be recomputed")
+        return data
+
+    def verify(self, key: str, ext: str) -> bool:
+        """True when the output of ``key`` exists and matches its sidecar."""
+        try:
+            self.read_verified(key, ext)
+        except (FileNotFoundError, CorruptObjectError):
+            return False
+        return True
+
+    def delete(self, key: str, ext: str) -> None:
+        for path in (self.object_path(key, ext), self.sidecar_path(key)):
+            try:
+                self.fs.delete_file(path)
+            except (FileNotFoundError, OSError):
+                pass
+
+    # -- membership ---------------------------------------------------------------------
+    def present(self, wanted: Mapping[str, str]) -> dict[str, StoredObject]:
+        """Which of ``wanted`` (key -> ext) have a non-empty committed output.
+
+        Few keys: one stat each. Many keys: one listing per needed prefix folder, which
+        is far cheaper than 200k stats on object stores and local disks alike."""
+        found: dict[str, StoredObject] = {}
+        if not wanted:
+            return found
+        if len(wanted) <= _LIST_THRESHOLD:
+            keys = list(wanted)
+            infos = self.fs.get_file_info([self.object_path(k, wanted[k]) for k in keys])
+            for key, info in zip(keys, infos, strict=True):
+                if info.type == pafs.FileType.File and (info.size or 0) > 0:
+                    found[key] = StoredObject(key, wanted[key], int(info.size),
+                                              int(info.mtime_ns or 0))
+            return found
+        for prefix in sorted({k[:2] for k in wanted}):
+            for obj in self._list_prefix(prefix):
+                if wanted.get(obj.key) == obj.ext and obj.size > 0:
+                    found[obj.key] = obj
+        return found
+
+    def _list_prefix(self, prefix: str) -> Iterable[StoredObject]:
+        selector = pafs.FileSelector(f"{self.base}/{OBJECTS}/{prefix}", allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            if info.type != pafs.FileType.File:
+                continue
+            name = info.base_name
+            stem, dot, ext = name.partition(".")
+            if not dot or ext == "json" or "." in ext or len(stem) != 64:
+                continue
+            yield StoredObject(stem, ext, int(info.size or 0), int(info.mtime_ns or 0))
