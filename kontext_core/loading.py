@@ -1,77 +1,192 @@
-"""Turning a model spec (preset name, weights folder or file) into ready modules.
+"""Turning a model spec (preset name, weights folder or file, HF repo id) into ready modules.
 
-Layouts understood:
-- a shipped preset (``kontext-tiny``; ``tiny-random`` builds seeded random weights),
-- a native folder: ``kontext.json`` (a preset) + ``transformer.safetensors`` + ``ae.safetensors``
-  (BFL key names) + text encoder folders — the format our own training writes.
+Specs understood by :func:`resolve_model`:
+- a shipped preset (``tiny-random`` builds seeded random weights; a preset with ``weights`` points
+  at a folder below),
+- a folder in any of these layouts (see ``checkpoint.layout``):
+  - diffusers: ``transformer/`` and ``vae/`` (config.json + safetensors, sharded with an index or
+    not), ``text_encoder/``, ``tokenizer/``, ``text_encoder_2/``, ``tokenizer_2/``, ``scheduler/``;
+  - BFL single files: ``flux1-kontext-dev.safetensors`` + ``ae.safetensors`` + the text folders;
+  - native (what our training writes): BFL-named ``transformer.safetensors`` + ``ae.safetensors``,
+    the text folders and ``kontext.json``;
+- a BFL transformer ``.safetensors`` file (the rest beside it),
+- a Hugging Face repo id (``owner/name[@revision]``), found in the local HF cache only.
+
+An optional ``kontext.json`` beside the weights (a preset, possibly partial) names the model, sets
+sampler/resolution/text settings and supplies what BFL files cannot tell (RoPE axes, GroupNorm
+groups, latent scale/shift); shapes always come from the weights (+ diffusers config.json).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from .autoencoder import AutoEncoder
-from .config import PRESET_DIR, Preset, available_presets, load_preset, preset_from_dict
+from .checkpoint.errors import CheckpointError, ModelNotFoundError
+from .checkpoint.infer import (
+    BFL_UNDERIVABLE,
+    bfl_autoencoder_fields,
+    bfl_transformer_fields,
+    diffusers_autoencoder_fields,
+    diffusers_transformer_fields,
+    merge_declared,
+)
+from .checkpoint.layout import (
+    SIDECAR,
+    TEXT_FOLDERS,
+    WHERE_TO_PUT_FILES,
+    ComponentWeights,
+    check_text_folders,
+    find_autoencoder,
+    find_hf_snapshot,
+    find_transformer,
+    folder_files,
+    looks_like_repo_id,
+    read_json,
+)
+from .checkpoint.stream import fill_module, identity_rules
+from .checkpoint.tables import autoencoder_rules, transformer_rules
+from .config import (
+    PRESET_DIR,
+    AutoencoderConfig,
+    Preset,
+    TransformerConfig,
+    available_presets,
+    load_preset,
+    preset_from_dict,
+)
 from .text import TextEncoders
 from .transformer import KontextTransformer
 
-NATIVE_PRESET_FILE = "kontext.json"
+NATIVE_PRESET_FILE = SIDECAR  # "kontext.json"
+BASE_PRESET = "flux.1-kontext-dev"  # settings (sampler, resolution, text) for weights without kontext.json
+T5_MAX_LENGTH_LIMIT = 512  # T5 v1.1's relative attention was trained up to 512 tokens (FLUX's limit)
 
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model spec that names nothing on disk; the message says where files must go."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is wrong or incomplete; names the file, the key and the shapes."""
+__all__ = [
+    "CheckpointError",
+    "ModelNotFoundError",
+    "ModelSource",
+    "build_random",
+    "load_components",
+    "resolve_model",
+]
 
 
 @dataclass
 class ModelSource:
-    kind: str  # "random" | "native" | ...
+    kind: str  # "random" | "native" | "bfl" | "diffusers" | "diffusers+bfl" | "bfl+diffusers"
     preset: Preset
     root: Path | None = None
-    files: list[Path] = field(default_factory=list)  # weight files, for the fingerprint
+    files: list[Path] = field(default_factory=list)  # every file that shapes outputs (fingerprint)
+    transformer: ComponentWeights | None = None
+    autoencoder: ComponentWeights | None = None
 
 
 def resolve_model(spec: str | Path) -> ModelSource:
-    """Find what ``spec`` names, without loading any weights."""
+    """Find what ``spec`` names and describe it (shapes from headers), without loading weights."""
     spec_str = str(spec)
     if (PRESET_DIR / f"{spec_str}.json").is_file():
         preset = load_preset(spec_str)
         if preset.random_init_seed is not None:
             return ModelSource("random", preset)
         if preset.weights is None:
-            raise ModelNotFoundError(
-                f"preset {preset.name!r} ships no weights: download them and pass their folder as the model "
-                "(the diffusers folder of black-forest-labs/FLUX.1-Kontext-dev, or a folder holding "
-                "flux1-kontext-dev.safetensors + ae.safetensors + the text encoder folders)"
-            )
-        return _native_source((PRESET_DIR / preset.weights).resolve())
+            raise ModelNotFoundError(f"preset {preset.name!r} ships no weights. " + WHERE_TO_PUT_FILES)
+        folder = (PRESET_DIR / preset.weights).resolve()
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"preset {preset.name!r}: its weights folder {folder} is missing; reinstall the "
+                                     "package or pass a folder holding the weights")
+        return _folder_source(folder, preset.name)
     path = Path(spec_str).expanduser()
-    if path.is_dir() and (path / NATIVE_PRESET_FILE).is_file():
-        return _native_source(path.resolve())
-    if path.exists():
-        raise ModelNotFoundError(f"{path} is not a model folder this version understands (no {NATIVE_PRESET_FILE})")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ModelNotFoundError(f"{path} is a file but not a .safetensors transformer checkpoint. "
+                                     + WHERE_TO_PUT_FILES)
+        return _folder_source(path.resolve().parent, path.stem, transformer_file=path.resolve())
+    if path.is_dir():
+        return _folder_source(path.resolve(), path.resolve().name)
+    if looks_like_repo_id(spec_str):
+        return _folder_source(find_hf_snapshot(spec_str), spec_str.partition("@")[0])
     raise ModelNotFoundError(
-        f"model {spec_str!r} is neither a known preset ({', '.join(available_presets())}) nor a folder on disk. "
-        "Nothing is downloaded at run time: download the weights yourself and pass their folder."
+        f"model {spec_str!r} is neither a known preset ({', '.join(available_presets())}), a folder or file on "
+        "disk, nor a Hugging Face repo id. " + WHERE_TO_PUT_FILES
     )
 
 
-def _native_source(root: Path) -> ModelSource:
-    preset = preset_from_dict(json.loads((root / NATIVE_PRESET_FILE).read_text()))
-    files = [root / "transformer.safetensors", root / "ae.safetensors"]
-    for f in files:
-        if not f.is_file():
-            raise ModelNotFoundError(f"{f} is missing: a native model folder needs transformer.safetensors and ae.safetensors")
-    files += sorted(root.glob("text_encoder*/*.safetensors"))
-    return ModelSource("native", preset, root, files)
+def _folder_source(root: Path, name: str, transformer_file: Path | None = None) -> ModelSource:
+    sidecar_path = root / SIDECAR
+    sidecar = read_json(sidecar_path) if sidecar_path.is_file() else None
+    transformer = find_transformer(root, transformer_file)
+    autoencoder = find_autoencoder(root)
+    check_text_folders(root)
+    preset = _preset_for(root, name, transformer, autoencoder, sidecar, sidecar_path)
+    files = [p for p in (sidecar_path, root / "model_index.json") if p.is_file()]
+    files += folder_files(root / "scheduler") + transformer.files() + autoencoder.files()
+    for folder in TEXT_FOLDERS:
+        files += folder_files(root / folder)
+    if transformer.format == autoencoder.format:
+        kind = "native" if transformer.format == "bfl" and sidecar is not None else transformer.format
+    else:
+        kind = f"{transformer.format}+{autoencoder.format}"
+    return ModelSource(kind, preset, root, files, transformer, autoencoder)
+
+
+def _component_fields(weights: ComponentWeights, declared: dict[str, Any] | None, sidecar: Path) -> dict[str, Any]:
+    where = weights.tensors.describe()
+    if weights.format == "diffusers":
+        derive = diffusers_transformer_fields if weights.component == "transformer" else diffusers_autoencoder_fields
+        derived, underivable = derive(weights.config(), str(weights.config_file)), ()
+    else:
+        derive = bfl_transformer_fields if weights.component == "transformer" else bfl_autoencoder_fields
+        derived, underivable = derive(weights.tensors.shapes(), where), BFL_UNDERIVABLE[weights.component]
+    return merge_declared(derived, declared, underivable, weights.component, where, str(sidecar))
+
+
+def _tokenizer_max_length(folder: Path, limit: int) -> int | None:
+    config = folder / "tokenizer_config.json"
+    value = read_json(config).get("model_max_length") if config.is_file() else None
+    return value if isinstance(value, int) and 0 < value <= limit else None
+
+
+def _scheduler_settings(root: Path) -> dict[str, Any]:
+    path = root / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        return {}
+    config = read_json(path)
+    if not config.get("use_dynamic_shifting", True):
+        raise CheckpointError(f"{path}: use_dynamic_shifting is false; Kontext's sampler shifts the schedule by "
+                              "the image token count (FLUX.1 scheduler settings)")
+    names = {"base_shift": "base_shift", "max_shift": "max_shift", "base_image_seq_len": "base_seq_len",
+             "max_image_seq_len": "max_seq_len"}
+    return {ours: config[theirs] for theirs, ours in names.items() if theirs in config}
+
+
+def _preset_for(root: Path, name: str, transformer: ComponentWeights, autoencoder: ComponentWeights,
+                sidecar: dict[str, Any] | None, sidecar_path: Path) -> Preset:
+    declared = sidecar or {}
+    base = load_preset(BASE_PRESET)
+    d = base.to_dict()
+    d["transformer"] = _component_fields(transformer, declared.get("transformer"), sidecar_path)
+    d["autoencoder"] = _component_fields(autoencoder, declared.get("autoencoder"), sidecar_path)
+    lengths = {"t5_max_length": _tokenizer_max_length(root / "tokenizer_2", T5_MAX_LENGTH_LIMIT),
+               "clip_max_length": _tokenizer_max_length(root / "tokenizer", 10_000)}
+    d["text"].update({k: v for k, v in lengths.items() if v is not None})
+    d["sampler"].update(_scheduler_settings(root))
+    for section in ("text", "sampler", "resolution"):
+        d[section].update(declared.get(section) or {})
+    same_as_base = (TransformerConfig(**d["transformer"]) == base.transformer
+                    and AutoencoderConfig(**d["autoencoder"]) == base.autoencoder)
+    d["name"] = declared.get("name") or (base.name if same_as_base else name)
+    d["description"] = declared.get("description") or f"FLUX.1 Kontext weights ({transformer.format} transformer, {autoencoder.format} autoencoder)"
+    d["weights"], d["random_init_seed"] = None, None
+    try:
+        return preset_from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{root}: inconsistent model settings ({e}); check {sidecar_path.name}") from e
 
 
 def build_random(preset: Preset, seed: int) -> tuple[KontextTransformer, AutoEncoder, TextEncoders]:
@@ -83,41 +198,36 @@ def build_random(preset: Preset, seed: int) -> tuple[KontextTransformer, AutoEnc
     return transformer, autoencoder, TextEncoders.from_config(preset.text, seed + 1)
 
 
-def load_state_streaming(module: torch.nn.Module, path: Path, device: torch.device | str, dtype: torch.dtype) -> None:
-    """Copy tensors one at a time from a safetensors file into ``module`` (never two host copies).
+def _summary(cfg: TransformerConfig | AutoencoderConfig) -> str:
+    return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items())
 
-    Every key the module expects must be present with the same shape; errors name the file, the key,
-    and expected vs found.
-    """
-    expected = module.state_dict()
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        keys = set(f.keys())
-        missing = sorted(set(expected) - keys)
-        if missing:
-            raise CheckpointError(f"{path}: {len(missing)} expected key(s) missing, e.g. {missing[:3]}")
-        unexpected = sorted(keys - set(expected))
-        if unexpected:
-            raise CheckpointError(f"{path}: unexpected key(s) {unexpected[:3]}: is this the right model/config?")
-        for name, target in expected.items():
-            shape = tuple(f.get_slice(name).get_shape())
-            if shape != tuple(target.shape):
-                raise CheckpointError(f"{path}: key {name!r} has shape {shape}, expected {tuple(target.shape)}")
-            with torch.no_grad():
-                target.copy_(f.get_tensor(name).to(device=target.device, dtype=target.dtype))
-    module.to(device=device, dtype=dtype)
+
+def load_transformer(weights: ComponentWeights, cfg: TransformerConfig, device: torch.device | str,
+                     dtype: torch.dtype) -> KontextTransformer:
+    """Build on the meta device, then stream the weights in (converting diffusers names)."""
+    with torch.device("meta"):
+        module = KontextTransformer(cfg)
+    rules = transformer_rules(cfg) if weights.format == "diffusers" else identity_rules(module)
+    return fill_module(module, weights, rules, torch.device(device), dtype, _summary(cfg))
+
+
+def load_autoencoder(weights: ComponentWeights, cfg: AutoencoderConfig, device: torch.device | str,
+                     dtype: torch.dtype) -> AutoEncoder:
+    with torch.device("meta"):
+        module = AutoEncoder(cfg)
+    rules = autoencoder_rules(cfg) if weights.format == "diffusers" else identity_rules(module)
+    return fill_module(module, weights, rules, torch.device(device), dtype, _summary(cfg))
 
 
 def load_components(source: ModelSource, device: torch.device | str, dtype: torch.dtype
                     ) -> tuple[KontextTransformer, AutoEncoder, TextEncoders]:
     if source.kind == "random":
         transformer, autoencoder, text = build_random(source.preset, source.preset.random_init_seed or 0)
-    elif source.kind == "native":
-        transformer = KontextTransformer(source.preset.transformer)
-        autoencoder = AutoEncoder(source.preset.autoencoder)
-        load_state_streaming(transformer, source.root / "transformer.safetensors", device, dtype)
-        load_state_streaming(autoencoder, source.root / "ae.safetensors", device, dtype)
+    elif source.transformer is not None and source.autoencoder is not None and source.root is not None:
+        transformer = load_transformer(source.transformer, source.preset.transformer, device, dtype)
+        autoencoder = load_autoencoder(source.autoencoder, source.preset.autoencoder, device, dtype)
         text = TextEncoders.from_folders(source.root, source.preset.text, dtype)
     else:
-        raise ValueError(f"unknown model source kind {source.kind!r}")
+        raise ValueError(f"model source of kind {source.kind!r} names no weights")
     return (transformer.to(device=device, dtype=dtype).eval(), autoencoder.to(device=device, dtype=dtype).eval(),
             text.to(device=device, dtype=dtype).eval())

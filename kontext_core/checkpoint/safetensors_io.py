@@ -1,0 +1,158 @@
+"""Reading safetensors checkpoints one tensor at a time, with errors that name the file and key.
+
+Headers are parsed directly (8-byte length + JSON) so that finding a model, inferring its shape
+and fingerprinting it never touch tensor data; a truncated file is caught here, before loading.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .errors import CheckpointError
+
+MAX_HEADER_BYTES = 100_000_000
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Key -> (file, dtype, shape) from a safetensors header; checks the file is complete."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: file is truncated ({size} bytes): not a complete safetensors file")
+            header_len = int.from_bytes(head, "little")
+            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+                raise CheckpointError(
+                    f"{path}: file is truncated or not safetensors: header claims {header_len} bytes, "
+                    f"file holds {size} bytes. Re-download the file."
+                )
+            header = json.loads(f.read(header_len))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: header is not valid safetensors JSON ({e}); is this a safetensors file?") from e
+    header.pop("__metadata__", None)
+    infos, data_end = {}, 0
+    for key, meta in header.items():
+        try:
+            infos[key] = TensorInfo(path, meta["dtype"], tuple(int(s) for s in meta["shape"]))
+            data_end = max(data_end, int(meta["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise CheckpointError(f"{path}: malformed header entry for key {key!r} ({e})") from e
+    if 8 + header_len + data_end > size:
+        raise CheckpointError(
+            f"{path}: file is truncated: its header needs {8 + header_len + data_end} bytes, the file holds "
+            f"{size}. Re-download or re-save it."
+        )
+    return infos
+
+
+class TensorSource:
+    """The tensors of one model component across one or more safetensors files.
+
+    ``index``: a Hugging Face ``*.safetensors.index.json`` (``weight_map`` key -> shard file).
+    ``prefix``: stripped from every key; keys without it are ignored (e.g. ComfyUI's
+    ``model.diffusion_model.`` in a file that also holds other models).
+    """
+
+    def __init__(self, files: Sequence[Path] = (), index: Path | None = None, prefix: str = ""):
+        self.index = index
+        self.prefix = prefix
+        if index is not None:
+            files = self._shards_from_index(index)
+        self.files = tuple(files)
+        self.infos: dict[str, TensorInfo] = {}
+        for path in self.files:
+            for key, info in read_header(path).items():
+                if prefix and not key.startswith(prefix):
+                    continue
+                key = key[len(prefix):]
+                if key in self.infos:
+                    raise CheckpointError(f"key {key!r} is in both {self.infos[key].file} and {path}")
+                self.infos[key] = info
+        if index is not None:
+            self._check_index(index)
+
+    def _shards_from_index(self, index: Path) -> list[Path]:
+        try:
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{index}: not a readable safetensors index with a 'weight_map' ({e})") from e
+        self._weight_map = weight_map
+        shards: dict[str, str] = {}
+        for key, name in weight_map.items():
+            shards.setdefault(name, key)
+        paths = []
+        for name, key in shards.items():
+            path = index.parent / name
+            if not path.is_file():
+                raise CheckpointError(
+                    f"{index}: shard {name} is missing (expected at {path}; it holds e.g. key {key!r}). "
+                    "The download is incomplete: fetch the missing shard."
+                )
+            paths.append(path)
+        return paths
+
+    def _check_index(self, index: Path) -> None:
+        for key, name in self._weight_map.items():
+            key = key[len(self.prefix):] if self.prefix and key.startswith(self.prefix) else key
+            info = self.infos.get(key)
+            if info is None or info.file.name != name:
+                raise CheckpointError(f"{index}: key {key!r} is listed in shard {name} but that shard does not hold it")
+
+    def describe(self) -> str:
+        if self.index is not None:
+            return str(self.index)
+        return ", ".join(str(f) for f in self.files)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: v.shape for k, v in self.infos.items()}
+
+    def all_files(self) -> list[Path]:
+        return ([self.index] if self.index is not None else []) + list(self.files)
+
+    @contextmanager
+    def open(self) -> Iterator[Callable[[str], torch.Tensor]]:
+        """A ``read(key) -> CPU tensor`` function over open files; each call reads one tensor."""
+        with ExitStack() as stack:
+            handles: dict[Path, object] = {}
+
+            def read(key: str) -> torch.Tensor:
+                info = self.infos.get(key)
+                if info is None:
+                    raise CheckpointError(f"{self.describe()}: key {key!r} is missing")
+                try:
+                    if info.file not in handles:
+                        handles[info.file] = stack.enter_context(safe_open(str(info.file), framework="pt", device="cpu"))
+                    return handles[info.file].get_tensor(self.prefix + key)
+                except CheckpointError:
+                    raise
+                except Exception as e:  # safetensors raises its own error types
+                    raise CheckpointError(f"{info.file}: cannot read key {key!r} ({e})") from e
+
+            yield read
+
+
+def read_state_dict(source: TensorSource) -> dict[str, torch.Tensor]:
+    """Every tensor of ``source`` in host memory (tests and small models only)."""
+    with source.open() as read:
+        return {key: read(key) for key in source.infos}
+
+
+def shapes_of(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
