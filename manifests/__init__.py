@@ -27,4 +27,3 @@ __all__ = [
     "read_manifest_schema",
     "validate_manifest",
 ]
-

@@ -2,7 +2,8 @@
 
 The file is read in record batches (``ParquetFile.iter_batches``), so memory is bounded by
 one batch (and one Parquet row group), not by the manifest. The only state that grows with the
-manifest is the set of 128-bit row-id hashes used to find duplicates across batches.
+manifest is the set of 64-bit row-id hashes (8 bytes a row, manifests.seen) used to find
+duplicates across batches.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import os
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from . import rules
 from .paths import ImageRefError, ImageResolver, manifest_folder
 from .problems import ManifestError, Problem
 from .schema import COLUMN_SPECS, ManifestRow, SchemaCheck, check_schema, open_manifest
+from .seen import SeenHashes, hash64
 
 DEFAULT_BATCH_ROWS = 8192
 # Past this many problems validate_manifest only counts them: a manifest broken on every row
@@ -52,10 +55,6 @@ def derive_row_id(image_ref: str, instruction: str, seed: int) -> str:
     """Content-derived row id: sha256 over (image reference as written, stripped instruction, seed)."""
     payload = json.dumps([image_ref, instruction, seed], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-def _id_hash(row_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(row_id.encode("utf-8"), digest_size=16).digest(), "big")
 
 
 def _duplicate_reason(row_id: str, derived: bool, earlier: str) -> str:
@@ -103,7 +102,7 @@ class _BatchChecker:
         self._meta = schema_check.meta_columns
         self._resolver = resolver
         self._check_exists = check_images_exist
-        self._seen_ids: set[int] = set()
+        self._seen_ids = SeenHashes()
 
     def check(
         self, batch: pa.RecordBatch, start: int, build_rows: bool
@@ -143,19 +142,15 @@ class _BatchChecker:
             ]
         ids = _effective_ids(id_inputs, n)
         duplicates: list[tuple[Problem, str, bool]] = []
-        for i, entry in enumerate(ids):
-            if entry is None:
-                continue
-            row_id, derived = entry
-            h = _id_hash(row_id)
-            if h in self._seen_ids:
-                # A repeated row (derived id) is not any one column's fault: column None.
-                reason = _duplicate_reason(row_id, derived, "an earlier row")
-                problem = Problem(start + i, None if derived else "row_id", reason)
-                duplicates.append((problem, row_id, derived))
-                found.append((start + i, len(_RANK), problem))
-            else:
-                self._seen_ids.add(h)
+        with_id = [i for i, entry in enumerate(ids) if entry is not None]
+        repeated = self._seen_ids.add([hash64(ids[i][0]) for i in with_id])
+        for i in (i for i, rep in zip(with_id, repeated, strict=True) if rep):
+            row_id, derived = ids[i]
+            # A repeated row (derived id) is not any one column's fault: column None.
+            reason = _duplicate_reason(row_id, derived, "an earlier row")
+            problem = Problem(start + i, None if derived else "row_id", reason)
+            duplicates.append((problem, row_id, derived))
+            found.append((start + i, len(_RANK), problem))
 
         found.sort(key=lambda item: (item[0], item[1]))
         problems = [p for _, _, p in found]
@@ -293,17 +288,19 @@ def validate_manifest(
 
 
 def _name_earlier_rows(
-    pf,
+    pf: pq.ParquetFile,
     schema_check: SchemaCheck,
     batch_rows: int,
     slots: dict[str, list[tuple[int, bool]]],
     problems: list[Problem],
 ) -> None:
-    """Second, light pass (only when duplicates exist): find each duplicated id's first row."""
+    """Second, light pass (only when duplicates were flagged): name each id's first row, and
+    drop flags that were 64-bit hash collisions rather than repeated ids."""
     wanted = [
         c for c in ("row_id", "image", "instruction", "seed") if c in schema_check.checked_columns
     ]
     first: dict[str, int] = {}
+    count: dict[str, int] = dict.fromkeys(slots, 0)
     start = 0
     for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
         columns: dict[str, list] = {}
@@ -316,19 +313,21 @@ def _name_earlier_rows(
                 values = [None if v is None else check(v)[0] for v in values]
             columns[name] = values
         for i, entry in enumerate(_effective_ids(columns, batch.num_rows)):
-            if entry is not None and entry[0] in slots:
+            if entry is not None and entry[0] in count:
+                count[entry[0]] += 1
                 first.setdefault(entry[0], start + i)
         start += batch.num_rows
-        if len(first) == len(slots):
-            break
+    drop: set[int] = set()
     for row_id, entries in slots.items():
-        if row_id not in first:
-            continue
         for index, derived in entries:
-            old = problems[index]
-            problems[index] = Problem(
-                old.row, old.column, _duplicate_reason(row_id, derived, f"row {first[row_id]}")
-            )
+            if count[row_id] < 2:
+                drop.add(index)
+            else:
+                old = problems[index]
+                reason = _duplicate_reason(row_id, derived, f"row {first[row_id]}")
+                problems[index] = Problem(old.row, old.column, reason)
+    if drop:
+        problems[:] = [p for i, p in enumerate(problems) if i not in drop]
 
 
 def iter_rows(

@@ -24,6 +24,7 @@ from manifests import (
 )
 from manifests.__main__ import main as cli_main
 from manifests.paths import ImageRefError, ImageResolver, is_within, resolve_image_ref
+from manifests.seen import SeenHashes
 
 
 def write(folder, columns: dict | pa.Table, name: str = "manifest.parquet", **kwargs) -> str:
@@ -439,6 +440,34 @@ def test_invalid_given_row_id_does_not_fall_back_to_a_derived_one(tmp_path):
     assert [(r, c) for r, c, _ in found] == [(0, "row_id")]
 
 
+def test_hash_collisions_are_not_reported_as_duplicates(tmp_path, monkeypatch):
+    import manifests.validate
+
+    monkeypatch.setattr(manifests.validate, "hash64", lambda text: 42)  # everything collides
+    path = write(tmp_path, {**good_columns(5), "row_id": ["a", "b", "c", "a", "d"]})
+    assert problems_of(path, batch_rows=2) == [
+        (
+            3,
+            "row_id",
+            "row_id 'a' is already used by row 0; row ids must be unique across the whole manifest",
+        ),
+    ]
+
+
+@settings(database=None, max_examples=60, deadline=None)
+@given(batches=st.lists(st.lists(st.integers(0, 40), max_size=12), max_size=25))
+def test_seen_hashes_matches_a_python_set(batches):
+    seen, reference = SeenHashes(), set()
+    for batch in batches:
+        expected = []
+        for value in batch:
+            expected.append(value in reference)
+            reference.add(value)
+        assert seen.add(batch).tolist() == expected
+    assert len(seen) == len(reference)
+    assert seen.add([2**64 - 1, 0]).tolist() == [False, 0 in reference]
+
+
 # ----------------------------------------------------------------------------- streaming
 
 
@@ -701,7 +730,10 @@ def random_tables(draw):
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    database=None,  # no .hypothesis/ folder in the repository
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(table=random_tables(), batch_rows=st.integers(1, 4), check=st.booleans())
 def test_fuzz_random_manifests_only_ever_report_problems(tmp_path, table, batch_rows, check):
@@ -751,7 +783,10 @@ def well_typed_tables(draw):
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    database=None,  # no .hypothesis/ folder in the repository
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(table=well_typed_tables(), batch_rows=st.integers(1, 4))
 def test_fuzz_row_values_are_reported_per_row_and_iteration_agrees(tmp_path, table, batch_rows):
@@ -769,7 +804,10 @@ def test_fuzz_row_values_are_reported_per_row_and_iteration_agrees(tmp_path, tab
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    database=None,  # no .hypothesis/ folder in the repository
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.binary(max_size=64))
 def test_fuzz_random_bytes_are_reported_not_raised(tmp_path, data):
