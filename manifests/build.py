@@ -4,6 +4,9 @@ Catalog: a folder of images (product_id = file stem), or a CSV / Parquet table w
 ``product_id`` and ``image`` plus any descriptive fields (product, category, colour, …).
 Variants: a YAML list of ``{name, instruction, [steps, guidance, output_format, width, height],
 [any template fields]}``; the instruction is a template such as "place the {product} on {backdrop}".
+Template fields: every catalog column but image (``product`` defaults to the product id with
+'_' and '-' as spaces), ``variant`` (the variant's name), and the variant's own fields, which win
+over catalog fields of the same name.
 
 Seeds and row ids are derived from (product_id, variant, k) alone, so re-building after adding
 products or variants leaves every existing row — and therefore its cache key — unchanged.
@@ -396,7 +399,11 @@ def _parse_variant(entry: object, where: str) -> tuple[Variant | None, list[Prob
             problems.append(
                 _problem(f"{where}: field name {key!r} must be a plain name (letters, digits, _)")
             )
-        elif value is not None and not isinstance(value, str | int | float | bool):
+        elif _is_missing(value):
+            problems.append(
+                _problem(f"{where}: field {key!r} is empty; give it a value or remove it")
+            )
+        elif not isinstance(value, str | int | float | bool):
             problems.append(
                 _problem(
                     f"{where}: field {key!r} must be a single value (text or number), not {type(value).__name__}"
@@ -491,13 +498,16 @@ def build_manifest(
         ]
     )
     out_dir = os.path.dirname(out_path)
-    # Images outside the manifest's folder stay absolute; validating such a manifest needs
-    # their folders as image_roots (path safety), so the builder says which ones.
+    # Images outside the manifest's folder (after resolving symlinks, as validation does) need
+    # their folders passed as image_roots when the manifest is validated, so say which ones.
+    real_out_dir = os.path.realpath(out_dir)
     outside = sorted(
         {
-            os.path.dirname(p.image)
-            for p in cat.products
-            if uri_scheme(p.image) is None and not is_within(p.image, out_dir)
+            os.path.dirname(real)
+            for real in (
+                os.path.realpath(p.image) for p in cat.products if uri_scheme(p.image) is None
+            )
+            if not is_within(real, real_out_dir)
         }
     )
     os.makedirs(out_dir, exist_ok=True)

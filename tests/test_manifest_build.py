@@ -225,6 +225,20 @@ def test_images_outside_the_manifest_folder_stay_absolute(project, caplog):
     assert validate_manifest(out, image_roots=[str(tmp / "images")]) == (9, [])
 
 
+def test_symlinked_image_folder_inside_the_manifest_folder(tmp_path, caplog):
+    make_images(tmp_path / "store", ["a.png"])
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "images").symlink_to(tmp_path / "store", target_is_directory=True)
+    catalog = write_text(tmp_path / "shop" / "c.csv", "product_id,image\np1,images/a.png\n")
+    variants = write_text(tmp_path / "v.yaml", "- name: red\n  instruction: put {product} on red\n")
+    out = tmp_path / "shop" / "m.parquet"
+    with caplog.at_level(logging.WARNING, logger="manifests.build"):
+        assert build_manifest(catalog, variants, out=out) == 1
+    assert read(out)[0]["image"] == os.path.join("images", "a.png")
+    assert str(tmp_path / "store") in caplog.text  # the root to allow when validating
+    assert validate_manifest(out, image_roots=[str(tmp_path / "store")]) == (1, [])
+
+
 def test_remote_catalog_images_are_kept_as_uris(tmp_path):
     catalog = write_text(tmp_path / "c.csv", "product_id,image\np1,s3://bucket/p1.png\n")
     variants = write_text(tmp_path / "v.yaml", "- name: red\n  instruction: put {product} on red\n")
@@ -373,7 +387,8 @@ def test_variant_entry_problems_are_all_reported(project):
         "- name: b\n"
         "- name: c\n  instruction: x\n  steps: 500\n  width: 100\n  nested: {k: v}\n"
         "- name: a\n  instruction: again\n"
-        "- just a string\n",
+        "- just a string\n"
+        "- name: d\n  instruction: on {backdrop}\n  backdrop:\n",
     )
     err = build_error(catalog, variants, out=tmp / "m.parquet")
     reasons = [p.reason.removeprefix(f"variants file {variants!r}").lstrip() for p in err.problems]
@@ -384,6 +399,7 @@ def test_variant_entry_problems_are_all_reported(project):
         "line 5, variant 'c': width must be a positive multiple of 16 and at most 4096 (got 100); leave it null to keep the model's size policy",
         "line 5, variant 'c': field 'nested' must be a single value (text or number), not dict",
         "line 12: each variant must be a mapping with name and instruction (got 'just a string')",
+        "line 13, variant 'd': field 'backdrop' is empty; give it a value or remove it",
         ": variant 'a' is defined twice; variant names must be unique",
     ]
 
