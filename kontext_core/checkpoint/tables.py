@@ -65,7 +65,10 @@ class Rule:
             out.copy_(read(self.diffusers[0]).reshape(out.shape))
 
     def to_native(self, pieces: Mapping[str, torch.Tensor], native_shape: tuple[int, ...]) -> torch.Tensor:
+        """The native tensor; for COPY/CONV1X1 a view of the diffusers tensor (no extra memory)."""
         first = pieces[self.diffusers[0]]
+        if self.op in (Op.COPY, Op.CONV1X1):
+            return first.reshape(native_shape)
         out = torch.empty(native_shape, dtype=first.dtype, device=first.device)
         self.fill_native(out, pieces.__getitem__)
         return out
@@ -263,7 +266,10 @@ def to_diffusers(state: Mapping[str, torch.Tensor], rules: list[Rule]) -> dict[s
 
 def to_native(state: Mapping[str, torch.Tensor], rules: list[Rule],
               native_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Diffusers state dict -> native state dict; ``native_shapes`` from the target module."""
+    """Diffusers state dict -> native state dict; ``native_shapes`` from the target module.
+
+    Renamed tensors are shared with ``state`` (no copy); fused ones are new tensors.
+    """
     _check_keys(state, (k for r in rules for k in r.diffusers), "diffusers state dict")
     out = {}
     for rule in rules:
