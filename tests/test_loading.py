@@ -328,3 +328,14 @@ def test_fingerprint_covers_every_file_of_the_layout(tmp_path, diffusers_dir):
     state["decoder.conv_out.bias"] = state["decoder.conv_out.bias"] + 1e-3
     save_file(state, str(weights))
     assert model_fingerprint(root) != first
+
+
+def test_loaded_weights_do_not_alias_the_files(tmp_path, bfl_dir, native):
+    root = shutil.copytree(bfl_dir, tmp_path / "rewritten")
+    editor = KontextEditor.load(root)
+    path = root / "flux1-kontext-dev.safetensors"
+    with path.open("r+b") as f:  # overwrite the tensor data in place (same inode, e.g. a re-export)
+        header_len = int.from_bytes(f.read(8), "little")
+        f.seek(8 + header_len)
+        f.write(bytes(path.stat().st_size - 8 - header_len))
+    assert_same_weights(editor, native)

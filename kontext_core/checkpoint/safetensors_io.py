@@ -2,22 +2,31 @@
 
 Headers are parsed directly (8-byte length + JSON) so that finding a model, inferring its shape
 and fingerprinting it never touch tensor data; a truncated file is caught here, before loading.
+Tensor bytes are read (``readinto``) straight into a fresh tensor, not memory-mapped: a loaded
+model owns its memory (rewriting or truncating the file later cannot change or crash it) and the
+process holds one copy of the weights, plus one tensor in flight when converting dtype or device.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors import safe_open
 
 from .errors import CheckpointError
 
 MAX_HEADER_BYTES = 100_000_000
+DTYPES = {  # safetensors dtype names (little-endian data)
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,8 @@ class TensorInfo:
     file: Path
     dtype: str
     shape: tuple[int, ...]
+    offset: int = 0  # absolute byte offset of the data in the file
+    nbytes: int = 0
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
@@ -50,10 +61,18 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     infos, data_end = {}, 0
     for key, meta in header.items():
         try:
-            infos[key] = TensorInfo(path, meta["dtype"], tuple(int(s) for s in meta["shape"]))
-            data_end = max(data_end, int(meta["data_offsets"][1]))
+            begin, end = (int(o) for o in meta["data_offsets"])
+            info = TensorInfo(path, meta["dtype"], tuple(int(s) for s in meta["shape"]), 8 + header_len + begin,
+                              end - begin)
         except (KeyError, TypeError, IndexError, ValueError) as e:
             raise CheckpointError(f"{path}: malformed header entry for key {key!r} ({e})") from e
+        dtype = DTYPES.get(info.dtype)
+        numel = math.prod(info.shape)
+        if dtype is None or numel * dtype.itemsize != info.nbytes:
+            raise CheckpointError(f"{path}: key {key!r}: dtype {info.dtype} and shape {info.shape} do not match its "
+                                  f"{info.nbytes} bytes (unsupported dtype or corrupt header)")
+        infos[key] = info
+        data_end = max(data_end, end)
     if 8 + header_len + data_end > size:
         raise CheckpointError(
             f"{path}: file is truncated: its header needs {8 + header_len + data_end} bytes, the file holds "
@@ -130,20 +149,27 @@ class TensorSource:
     def open(self) -> Iterator[Callable[[str], torch.Tensor]]:
         """A ``read(key) -> CPU tensor`` function over open files; each call reads one tensor."""
         with ExitStack() as stack:
-            handles: dict[Path, object] = {}
+            handles: dict[Path, BinaryIO] = {}
 
             def read(key: str) -> torch.Tensor:
                 info = self.infos.get(key)
                 if info is None:
                     raise CheckpointError(f"{self.describe()}: key {key!r} is missing")
+                tensor = torch.empty(info.shape, dtype=DTYPES[info.dtype])
+                if info.nbytes == 0:
+                    return tensor
                 try:
                     if info.file not in handles:
-                        handles[info.file] = stack.enter_context(safe_open(str(info.file), framework="pt", device="cpu"))
-                    return handles[info.file].get_tensor(self.prefix + key)
-                except CheckpointError:
-                    raise
-                except Exception as e:  # safetensors raises its own error types
+                        handles[info.file] = stack.enter_context(info.file.open("rb"))
+                    f = handles[info.file]
+                    f.seek(info.offset)
+                    got = f.readinto(tensor.view(-1).view(torch.uint8).numpy())
+                except OSError as e:
                     raise CheckpointError(f"{info.file}: cannot read key {key!r} ({e})") from e
+                if got != info.nbytes:
+                    raise CheckpointError(f"{info.file}: key {key!r}: read {got} of {info.nbytes} bytes: the file is "
+                                          "truncated or was changed while loading")
+                return tensor
 
             yield read
 
