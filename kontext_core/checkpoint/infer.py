@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from ..config import AutoencoderConfig, TransformerConfig
@@ -222,6 +222,3 @@ def diffusers_vae_config(cfg: AutoencoderConfig) -> dict[str, Any]:
         "use_quant_conv": False, "use_post_quant_conv": False, "mid_block_add_attention": True,
     }
 
-
-def as_dict(cfg: TransformerConfig | AutoencoderConfig) -> dict[str, Any]:
-    return asdict(cfg)
