@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,14 +78,16 @@ class _SourceCache:
 
     def __init__(self, bases: list[Path], run_dir: Path, size: int, limit: int = 64) -> None:
         self.bases, self.run_dir, self.size, self.limit = bases, run_dir, size, limit
+        self.lock = threading.Lock()
         self.items: OrderedDict[str, tuple[Image.Image | None, tuple[int, int] | None, str | None, str | None]] = OrderedDict()
 
     def get(self, ref: str | None) -> tuple[Image.Image | None, tuple[int, int] | None, str | None, str | None]:
         """(thumbnail, original size, thumbnail URL, problem)."""
         key = ref or ""
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
         located = locate(ref, self.bases)
         try:
             img, original = open_image(located, draft_size=self.size)
@@ -94,9 +98,10 @@ class _SourceCache:
             entry = (thumb, original, url_path(path, self.run_dir), None)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             entry = (None, None, None, f"source {key or '(none)'} unavailable: {exc}")
-        self.items[key] = entry
-        if len(self.items) > self.limit:
-            self.items.popitem(last=False)
+        with self.lock:  # two threads may decode the same source once each; harmless
+            self.items[key] = entry
+            if len(self.items) > self.limit:
+                self.items.popitem(last=False)
         return entry
 
 
@@ -128,66 +133,87 @@ def source_bases(run_dir: Path, manifest: str | None) -> list[Path]:
     return bases
 
 
+@dataclass
+class _Context:
+    """What every group's build needs (shared by the worker threads)."""
+
+    run_dir: Path
+    out_root: Path
+    sources: _SourceCache
+    thresholds: ReviewThresholds
+    layout: SheetLayout
+    size: int
+    currency: str
+    bar: Any
+
+
+def _build_group(ctx: _Context, title: str, members: list[RowView]) -> tuple[list[RowReview], SheetGroup]:
+    """Review entries and contact sheet(s) of one product / source image."""
+    src_thumb, _, src_url, src_problem = ctx.sources.get(members[0].image)
+    source_cell = Cell(src_thumb, ["source", members[0].image or ""], "source",
+                       placeholder="NO SOURCE", placeholder_detail=src_problem or "")
+    cells: list[Cell] = []
+    group_reviews: list[RowReview] = []
+    for view in members:
+        review, cell_image = _review_row(view, ctx)
+        placeholder = {"failed": "FAILED", "not-run": "NOT RUN"}.get(view.status, "MISSING")
+        detail = (view.reason or view.error_class or "") if view.status == "failed" else (review.notes[0] if review.notes else "")
+        cells.append(Cell(cell_image, _caption(view, ctx.currency), view.status, placeholder=placeholder,
+                          placeholder_detail=detail, flags=[f for f in review.flags if f != "failed"]))
+        group_reviews.append(review)
+        ctx.bar.update(1)
+    paths = write_sheets(title, source_cell, cells, ctx.layout, ctx.run_dir / "sheets", safe_name(title))
+    urls = [url_path(p, ctx.run_dir) for p in paths]
+    per_page = ctx.layout.columns * ctx.layout.max_grid_rows - 1
+    for i, review in enumerate(group_reviews):
+        review.sheet = urls[min(i // per_page, len(urls) - 1)]
+        if review.source_thumb is None:
+            review.source_thumb = src_url
+    return group_reviews, SheetGroup(title, urls, len(members))
+
+
 def build_review_assets(run_dir: str | Path, views: list[RowView], *, manifest: str | None,
                         currency: str = "USD", thresholds: ReviewThresholds | None = None,
-                        layout: SheetLayout | None = None, progress: bool = True) -> ReviewBuild:
-    """Thumbnails, heat maps, flags and contact sheets for every row (review.html is separate)."""
+                        layout: SheetLayout | None = None, progress: bool = True,
+                        workers: int | None = None) -> ReviewBuild:
+    """Thumbnails, heat maps, flags and contact sheets for every row (review.html is separate).
+
+    Groups are built on `workers` threads (default: up to 2; Pillow and numpy release the GIL
+    while decoding, resizing and encoding, and threads are safe inside a Ray driver, unlike fork)."""
     run_dir = Path(run_dir)
     thresholds = thresholds or ReviewThresholds()
     layout = layout or SheetLayout()
     size = max(thresholds.analysis_size, layout.cell)
-    out_root = run_dir.parent.parent
-    sources = _SourceCache(source_bases(run_dir, manifest), run_dir, size)
     for stale in (run_dir / "review", run_dir / "sheets"):  # ours alone: rebuilt from scratch
         shutil.rmtree(stale, ignore_errors=True)
-    thumbs_dir, heat_dir = run_dir / "review" / "thumbs", run_dir / "review" / "heat"
-    thumbs_dir.mkdir(parents=True, exist_ok=True)
-    heat_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("thumbs", "heat", "sources"):
+        (run_dir / "review" / sub).mkdir(parents=True, exist_ok=True)
     groups: OrderedDict[str, list[RowView]] = OrderedDict()
     for view in views:
         groups.setdefault(view.group, []).append(view)
-
-    reviews: list[RowReview] = []
-    sheet_groups: list[SheetGroup] = []
-    notes: list[str] = []
-    bar = tqdm(total=len(views), desc="review", unit="row", disable=not progress)
-    for title, members in groups.items():
-        src_thumb, src_size, src_url, src_problem = sources.get(members[0].image)
-        source_cell = Cell(src_thumb, ["source", members[0].image or ""], "source",
-                           placeholder="NO SOURCE", placeholder_detail=src_problem or "")
-        cells: list[Cell] = []
-        group_reviews: list[RowReview] = []
-        for view in members:
-            review, cell_image = _review_row(view, run_dir, out_root, sources, thresholds, size, heat_dir, thumbs_dir)
-            placeholder = {"failed": "FAILED", "not-run": "NOT RUN"}.get(view.status, "MISSING")
-            detail = (view.reason or view.error_class or "") if view.status == "failed" else (review.notes[0] if review.notes else "")
-            cells.append(Cell(cell_image, _caption(view, currency), view.status, placeholder=placeholder,
-                              placeholder_detail=detail, flags=[f for f in review.flags if f != "failed"]))
-            group_reviews.append(review)
-            bar.update(1)
-        paths = write_sheets(title, source_cell, cells, layout, run_dir / "sheets", safe_name(title))
-        urls = [url_path(p, run_dir) for p in paths]
-        per_page = layout.columns * layout.max_grid_rows - 1
-        for i, review in enumerate(group_reviews):
-            review.sheet = urls[min(i // per_page, len(urls) - 1)]
-            if review.source_thumb is None:
-                review.source_thumb = src_url
-        sheet_groups.append(SheetGroup(title, urls, len(members)))
-        reviews += group_reviews
-    bar.close()
-    return ReviewBuild(reviews, sheet_groups, notes)
+    workers = workers or min(2, os.cpu_count() or 1)
+    with tqdm(total=len(views), desc="review", unit="row", disable=not progress) as bar:
+        ctx = _Context(run_dir, run_dir.parent.parent, _SourceCache(source_bases(run_dir, manifest), run_dir, size),
+                       thresholds, layout, size, currency, bar)
+        if workers <= 1 or len(groups) <= 1:
+            built = [_build_group(ctx, title, members) for title, members in groups.items()]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="review") as pool:
+                futures = [pool.submit(_build_group, ctx, title, members) for title, members in groups.items()]
+                built = [f.result() for f in futures]
+    reviews = [review for group_reviews, _ in built for review in group_reviews]
+    return ReviewBuild(reviews, [sheet for _, sheet in built], [])
 
 
-def _review_row(view: RowView, run_dir: Path, out_root: Path, sources: _SourceCache,
-                thresholds: ReviewThresholds, size: int, heat_dir: Path,
-                thumbs_dir: Path) -> tuple[RowReview, Image.Image | None]:
+def _review_row(view: RowView, ctx: _Context) -> tuple[RowReview, Image.Image | None]:
     """The row's review entry and its output thumbnail (None when there is no output image)."""
+    run_dir, size = ctx.run_dir, ctx.size
     review = RowReview(view=view)
     if view.status == "failed":
         review.flags.append("failed")
     if view.status not in ("done", "cache-hit"):
         return review, None
-    located = locate(view.output_uri, [out_root, run_dir])
+    located = locate(view.output_uri, [ctx.out_root, run_dir])
     try:
         output, output_size = open_image(located, draft_size=size)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -213,19 +239,19 @@ def _review_row(view: RowView, run_dir: Path, out_root: Path, sources: _SourceCa
                                 + " differ from the row")
     thumb = fit(output, size)
     name = safe_name(view.row_id)
-    thumb_path = thumbs_dir / f"{name}.jpg"
+    thumb_path = run_dir / "review" / "thumbs" / f"{name}.jpg"
     thumb.save(thumb_path, "JPEG", quality=85)
     review.thumb = url_path(thumb_path, run_dir)
-    src_thumb, src_size, src_url, src_problem = sources.get(view.image)
+    src_thumb, src_size, src_url, src_problem = ctx.sources.get(view.image)
     review.source_thumb = src_url
     if src_thumb is None:
         review.flags.append("no-source")
         review.notes.append(src_problem or "source unavailable")
         return review, thumb
-    change = compare_to_source(src_thumb, thumb, thresholds, source_size=src_size, output_size=output_size)
+    change = compare_to_source(src_thumb, thumb, ctx.thresholds, source_size=src_size, output_size=output_size)
     review.mean_diff, review.changed_fraction = change.mean_diff, change.changed_fraction
     review.flags += list(change.flags)
-    heat_path = heat_dir / f"{name}.png"
+    heat_path = run_dir / "review" / "heat" / f"{name}.png"
     change.heat.save(heat_path, "PNG", compress_level=1)
     review.heat = url_path(heat_path, run_dir)
     return review, thumb

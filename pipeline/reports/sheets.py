@@ -151,7 +151,7 @@ def write_sheets(title: str, source: Cell, variants: list[Cell], layout: SheetLa
         image = render_page(page_title, cells, layout)
         path = out_dir / (f"{stem}.{ext}" if len(pages) == 1 else f"{stem}-p{number}.{ext}")
         if layout.format == "png":
-            image.save(path, "PNG", compress_level=3)
+            image.save(path, "PNG", compress_level=1)  # fast; sheets are for viewing, not archiving
         else:
             image.save(path, "JPEG", quality=88)
         paths.append(path)

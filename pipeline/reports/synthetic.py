@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,19 @@ def variant_image(source: Image.Image, variant: int, size: int) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+@lru_cache(maxsize=2)
+def _noise_field(height: int, width: int, grain: float) -> np.ndarray:
+    return np.random.default_rng(0).normal(0.0, grain, size=(height, width, 3)).astype(np.float32)
+
+
+def _grainy(img: Image.Image, grain: float, seed: int) -> Image.Image:
+    """Add noise: one field per size, shifted per image (drawing fresh noise is the slow part)."""
+    if grain <= 0:
+        return img
+    noise = np.roll(_noise_field(img.height, img.width, grain), shift=(seed * 7919) % (img.height * img.width), axis=None)
+    return Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8))
+
+
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -71,11 +85,12 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
                        retried: tuple[int, ...] = (), unchanged: tuple[int, ...] = (),
                        spread: tuple[int, ...] = (), not_run: tuple[int, ...] = (),
                        instructions: dict[int, str] | None = None, actor_dies: bool = False,
-                       pricing: dict[str, Any] | None = None) -> SyntheticRun:
+                       pricing: dict[str, Any] | None = None, grain: float = 0.0) -> SyntheticRun:
     """Write OUT/runs/<run_id>/ with a consistent ledger, results.parquet and images.
 
     Row indices in `failed`, `cache_hits`, ... select what happens to those rows. With
-    `actor_dies`, the last actor writes no actor-stop (charged until its last attempt)."""
+    `actor_dies`, the last actor writes no actor-stop (charged until its last attempt). `grain`
+    adds sensor-like noise (std in 0..255 units) so files compress and decode like photos."""
     out_root = Path(out_root)
     run_dir = out_root / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +120,7 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
     params_by_row: dict[str, dict[str, Any]] = {}
     next_actor = 0
     for p in range(products):
-        source = product_image(p, image_size)
+        source = _grainy(product_image(p, image_size), grain, p)
         source_name = f"product-{p}.png"
         source.save(src_dir / source_name)
         for v in range(variants):
@@ -150,7 +165,8 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
                 output = Image.fromarray(255 - np.asarray(output))
             else:
                 output = variant_image(source, v + 1, image_size)
-            data = encode_image_with_provenance(output, fmt, params)
+            fast = {"compress_level": 1} if fmt == "png" else {}  # set-up speed; decodes alike
+            data = encode_image_with_provenance(_grainy(output, grain, 7_000 + index), fmt, params, **fast)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             path.with_suffix(".json").write_bytes(sidecar_json(params, image_bytes=data))

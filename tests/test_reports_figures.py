@@ -1,0 +1,172 @@
+"""Report figures equal sums over the ledger; the report is deterministic; --verify catches edits."""
+
+import argparse
+import json
+
+import pytest
+
+from pipeline.reports import build_report, generate_reports, rollup
+from pipeline.reports.command import main, register
+from pipeline.reports.synthetic import make_synthetic_run
+
+H100 = 2.99  # pipeline/pricing.yaml
+MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
+
+
+@pytest.fixture()
+def run(tmp_path):
+    return make_synthetic_run(tmp_path / "out", products=3, variants=4, failed=(1,), cache_hits=(2,),
+                              retried=(3, 7), not_run=(11,))
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_totals_equal_sums_over_the_ledger(run):
+    records = _records(run.run_dir)
+    attempts = [r for r in records if r["type"] == "attempt"]
+    worked = [a for a in attempts if a["outcome"] != "cache-hit"]
+    loads = {r["actor"]: r for r in records if r["type"] == "actor-load"}
+    stops = {r["actor"]: r for r in records if r["type"] == "actor-stop"}
+    held = sum(stops[a]["end"] - loads[a]["start"] for a in loads)
+    load = sum(r["end"] - r["start"] for r in loads.values())
+    busy = sum(a["phases"][p] for a in worked for p in MODEL_PHASES)
+    failed_busy = sum(a["phases"][p] for a in worked if a["outcome"] != "ok" for p in MODEL_PHASES)
+
+    f = build_report(run.run_dir)["figures"]
+    assert f["rows"] == {"total": 12, "done": 9, "cache_hits": 1, "failed": 1, "retried": 2,
+                         "unfinished": 1, "delivered": 10}
+    assert f["attempts"]["total"] == len(attempts) == 13
+    assert f["attempts"]["retry_scheduled"] == 2 and f["attempts"]["failed_permanent"] == 1
+    for phase in MODEL_PHASES:
+        assert f["time"]["busy_by_phase"][phase] == pytest.approx(sum(a["phases"][phase] for a in worked), abs=2e-6)
+    assert f["time"]["held_seconds"] == pytest.approx(held, abs=2e-6)
+    assert f["time"]["load_seconds"] == pytest.approx(load, abs=2e-6)
+    assert f["time"]["busy_seconds"] == pytest.approx(busy, abs=2e-6)
+    assert f["time"]["idle_seconds"] == pytest.approx(held - load - busy, abs=2e-6)
+    assert f["time"]["utilisation"] == pytest.approx(busy / held, abs=2e-6)
+    assert f["devices"]["H100"]["actors"] == 2
+    cost = f["cost"]
+    assert cost["total"] == pytest.approx(held / 3600 * H100, abs=2e-6)
+    assert cost["failed_attempts"] == pytest.approx(failed_busy / 3600 * H100, abs=2e-6)
+    assert cost["failed_attempts"] > 0  # the retried rows' first tries are shown, not hidden
+    assert cost["per_delivered_image"] == pytest.approx(held / 3600 * H100 / 9, abs=2e-6)
+    assert cost["hosted_api"]["flux.1-kontext-pro"]["cost"] == pytest.approx(10 * 0.04, abs=2e-6)
+    assert cost["hosted_api"]["flux.1-kontext-dev"]["cost"] == pytest.approx(10 * 0.025, abs=2e-6)
+    assert cost["cache_saved"] == pytest.approx(1 * cost["per_delivered_image"], abs=2e-6)
+    assert sum(a["cost"] for a in f["actors"]) == pytest.approx(cost["total"], abs=2e-6)
+
+
+def test_actor_that_died_is_charged_until_its_last_attempt(tmp_path):
+    run = make_synthetic_run(tmp_path / "out", products=2, variants=3, actor_dies=True)
+    records = _records(run.run_dir)
+    last_end = max(r["end"] for r in records if r["type"] == "attempt" and r["actor"] == "actor-1")
+    start = next(r["start"] for r in records if r["type"] == "actor-load" and r["actor"] == "actor-1")
+    actor = next(a for a in build_report(run.run_dir)["figures"]["actors"] if a["actor"] == "actor-1")
+    assert actor["end_source"] == "last-attempt"
+    assert actor["held_seconds"] == pytest.approx(last_end - start, abs=2e-6)
+
+
+def test_report_json_is_byte_identical_and_carries_no_generation_time(run):
+    first = generate_reports(run.run_dir, review=False, generated_at="2031-01-01T00:00:00Z")
+    data1 = first.files["json"].read_bytes()
+    generate_reports(run.run_dir, review=False, generated_at="2032-02-02T00:00:00Z")
+    assert first.files["json"].read_bytes() == data1
+    assert b"2032-02-02" not in data1
+    assert "2032-02-02" in first.files["md"].read_text()
+    md = first.files["md"].read_text()
+    assert "list prices of common GPU clouds" in md and "as of 2026-11-27" in md
+    assert "of which failed attempts" in md
+
+
+def test_report_tolerates_a_truncated_last_line(run):
+    ledger = run.run_dir / "ledger.jsonl"
+    before = build_report(run.run_dir)["figures"]
+    with open(ledger, "a") as handle:
+        handle.write('{"v":1,"type":"attempt","run_id":"run-synthetic","row_')
+    report = build_report(run.run_dir)
+    assert report["figures"] == before
+    assert any("incomplete" in note for note in report["notes"])
+
+
+def _verify(run_dir, capsys):
+    code = main([str(run_dir), "--verify"])
+    return code, capsys.readouterr()
+
+
+def test_verify_passes_on_an_untouched_run_and_catches_an_altered_record(run, capsys):
+    assert main([str(run.run_dir), "--no-review", "--print", "none", "--quiet"]) == 0
+    assert _verify(run.run_dir, capsys)[0] == 0
+
+    ledger = run.run_dir / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        if rec["type"] == "attempt" and rec["outcome"] == "ok":
+            rec["phases"]["denoise"] += 30.0  # someone edits one record after the fact
+            lines[i] = json.dumps(rec)
+            break
+    ledger.write_text("\n".join(lines) + "\n")
+    code, out = _verify(run.run_dir, capsys)
+    assert code == 1
+    assert "figures.time.busy_by_phase.denoise" in out.out
+    assert "figures.time.utilisation" in out.out
+    assert "ledger.jsonl changed since report.json was written" in out.err
+
+
+def test_verify_catches_an_altered_outcome(run, capsys):
+    main([str(run.run_dir), "--no-review", "--print", "none", "--quiet"])
+    ledger = run.run_dir / "ledger.jsonl"
+    text = ledger.read_text()
+    ledger.write_text(text.replace('"outcome":"ok"', '"outcome":"failed-permanent"', 1))
+    code, out = _verify(run.run_dir, capsys)
+    assert code == 1
+    assert "figures.rows.done: stored 9, recomputed from ledger 8" in out.out
+    assert "figures.rows.failed: stored 1, recomputed from ledger 2" in out.out
+
+
+def test_verify_catches_an_edited_stored_report(run, capsys):
+    main([str(run.run_dir), "--no-review", "--print", "none", "--quiet"])
+    path = run.run_dir / "report.json"
+    report = json.loads(path.read_text())
+    report["figures"]["cost"]["total"] = 0.01
+    path.write_text(json.dumps(report))
+    code, out = _verify(run.run_dir, capsys)
+    assert code == 1 and "figures.cost.total: stored 0.01" in out.out
+
+
+def test_verify_without_a_stored_report_is_a_usage_error(run, capsys):
+    code, out = _verify(run.run_dir, capsys)
+    assert code == 2 and "report.json does not exist" in out.err
+
+
+def test_unknown_device_type_stops_the_report_naming_it(tmp_path, capsys):
+    run = make_synthetic_run(tmp_path / "out", products=1, variants=2, device_type="T4")
+    assert main([str(run.run_dir), "--no-review", "--quiet"]) == 2
+    assert "'T4'" in capsys.readouterr().err
+
+
+def test_register_adds_the_report_subcommand(run, capsys):
+    parser = argparse.ArgumentParser(prog="kontext-batch")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(run.run_dir), "--no-review", "--print", "json", "--quiet"])
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((run.run_dir / "report.json").read_text())
+
+
+def test_rollup_sums_runs_and_recomputes_ratios(tmp_path):
+    a = make_synthetic_run(tmp_path / "out", run_id="night-1", products=2, variants=3, failed=(0,))
+    b = make_synthetic_run(tmp_path / "out", run_id="night-2", products=2, variants=3, cache_hits=(1, 2, 3))
+    fa, fb = build_report(a.run_dir)["figures"], build_report(b.run_dir)["figures"]
+    total = rollup([a.run_dir, b.run_dir])
+    assert [r["run_id"] for r in total["runs"]] == ["night-1", "night-2"]
+    assert total["rows"]["done"] == fa["rows"]["done"] + fb["rows"]["done"] == 5 + 3
+    assert total["rows"]["cache_hits"] == 3
+    assert total["cost"]["total"] == pytest.approx(fa["cost"]["total"] + fb["cost"]["total"], abs=2e-6)
+    assert total["cost"]["per_delivered_image"] == pytest.approx(total["cost"]["total"] / 8, abs=2e-6)
+    assert total["cost"]["cache_saved"] == pytest.approx(3 * total["cost"]["total"] / 8, abs=2e-6)
+    held = fa["time"]["held_seconds"] + fb["time"]["held_seconds"]
+    busy = fa["time"]["busy_seconds"] + fb["time"]["busy_seconds"]
+    assert total["time"]["utilisation"] == pytest.approx(busy / held, abs=2e-6)
