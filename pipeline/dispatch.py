@@ -8,8 +8,9 @@
 - Results: an ``ok`` row is committed to the store first, then its ``ok`` attempt record is
   appended to the ledger (one fsync per batch). Failures are classified (pipeline.errors):
   bad rows fail at once; transient and poisoned-device failures are retried with
-  exponential backoff up to ``max_attempts`` tries, rows of a dead actor one by one (so a
-  row that kills its actor ends up failing alone), OOM rows in halved batches.
+  exponential backoff up to ``max_attempts`` tries, OOM rows in halved batches, and rows
+  of a dead actor one by one, each alone in its actor process (so a row that kills its
+  actor ends up failing alone and takes no neighbour with it).
 - An actor that dies mid-batch (``os._exit``, lost node) raises ``RayActorError`` here;
   Ray restarts it (``max_restarts=-1``) and the rows go to whichever actor is free first.
 """
@@ -50,9 +51,27 @@ class ActorSlot:
     name: str
     handle: Any
     in_flight: int = 0
-    alive: bool = True
+    alive: bool = True  # False: can never come back (model failed to load, gave up waiting)
+    # Batches go only to an actor that answered a probe since it (re)started, so its
+    # actor-load record always precedes its attempts and a restarting actor gets nothing.
+    ready: bool = False
+    waiting_since: float = field(default_factory=time.time)
+    probe_at: float | None = None  # when to ask a restarting actor again whether it is up
     node: str | None = None
     death: str | None = None
+    exclusive: bool = False  # running an isolated batch: nothing else may share the process
+
+    @property
+    def usable(self) -> bool:
+        return self.alive and self.ready and not self.exclusive
+
+
+@dataclass
+class Batch:
+    tasks: list[Task]
+    # Retry after an actor died: run with nothing else in that actor process, so that if
+    # it dies again the death belongs to this batch's row alone.
+    isolate: bool = False
 
 
 @dataclass
@@ -61,6 +80,7 @@ class _Flight:
     tasks: dict[int, Task]
     read: dict[int, float]
     submitted: float
+    isolate: bool = False
 
 
 @dataclass
@@ -70,6 +90,7 @@ class DispatchSettings:
     max_attempts: int = 3
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
+    restart_timeout_s: float = 1800.0  # an actor not up (load/restart) this long is given up
 
 
 @dataclass
@@ -77,12 +98,12 @@ class _Counters:
     tries: dict[int, int] = field(default_factory=dict)  # row -> attempts this invocation
 
 
-def make_batches(tasks: Sequence[Task], batch_size: int) -> list[list[Task]]:
+def make_batches(tasks: Sequence[Task], batch_size: int) -> list[Batch]:
     """Consecutive tasks of one group, at most ``batch_size`` each (tasks come sorted)."""
-    batches: list[list[Task]] = []
+    batches: list[Batch] = []
     for _, group in itertools.groupby(tasks, key=lambda t: t.group):
         rows = list(group)
-        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        batches += [Batch(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
     return batches
 
 
@@ -111,8 +132,8 @@ class Dispatcher:
         self.sidecar_for = sidecar_for
         self.node_alive = node_alive or (lambda node: True)
         self.batch_cap = settings.batch_size
-        self.queue: deque[list[Task]] = deque()
-        self.delayed: list[tuple[float, int, list[Task]]] = []
+        self.queue: deque[Batch] = deque()
+        self.delayed: list[tuple[float, int, Batch]] = []
         self.in_flight: dict[Any, _Flight] = {}
         self.describing: dict[Any, ActorSlot] = {}
         self.counters = _Counters()
@@ -126,22 +147,15 @@ class Dispatcher:
         self.queue.extend(make_batches(tasks, self.settings.batch_size))
         while self.queue or self.delayed or self.in_flight:
             self._release_due()
+            self._probe_restarting()
             self._fill()
             waiting = list(self.in_flight) + list(self.describing)
-            if not self.in_flight:
-                if not any(s.alive for s in self.slots):
-                    raise RunAborted(self._no_actor_reason())
-                if self.delayed:
-                    pause = max(0.0, min(self.delayed[0][0] - time.time(), 0.5))
-                    if self.describing:
-                        self._ray.wait(waiting, num_returns=1, timeout=pause)
-                        self._collect_described()
-                    else:
-                        time.sleep(pause)
-                    continue
-                if not self.queue:
-                    break
-            ready, _ = self._ray.wait(waiting, num_returns=1, timeout=0.5)
+            if not any(s.alive for s in self.slots):
+                raise RunAborted(self._no_actor_reason())
+            if not waiting:
+                time.sleep(self._idle_pause())
+                continue
+            ready, _ = self._ray.wait(waiting, num_returns=1, timeout=self._idle_pause())
             if ready:
                 more, _ = self._ray.wait(waiting, num_returns=len(waiting), timeout=0)
                 for ref in dict.fromkeys([*ready, *more]):
@@ -149,6 +163,14 @@ class Dispatcher:
                         self._described(ref)
                     elif ref in self.in_flight:
                         self._complete(ref)
+
+    def _idle_pause(self) -> float:
+        """Until the next delayed retry or restart probe is due (at most 0.5 s)."""
+        now = time.time()
+        due = [t for t in [self.delayed[0][0] if self.delayed else None,
+                           *(s.probe_at for s in self.slots if s.probe_at is not None)]
+               if t is not None]
+        return max(0.01, min([0.5, *(t - now for t in due)]))
 
     def stop_actors(self, timeout_s: float = 30.0) -> None:
         """Ask live actors for their stop time (actor-stop records), then end them."""
@@ -173,22 +195,38 @@ class Dispatcher:
                 pass
 
     # -- actors ---------------------------------------------------------------------------
-    def _collect_described(self) -> None:
-        if not self.describing:
-            return
-        ready, _ = self._ray.wait(list(self.describing), num_returns=len(self.describing),
-                                  timeout=0)
-        for ref in ready:
-            self._described(ref)
-
     def _described(self, ref: Any) -> None:
+        """A readiness probe returned: the actor is up (again), or still restarting."""
         slot = self.describing.pop(ref)
         try:
             info = self._ray.get(ref)
         except Exception as exc:
-            self._actor_failed(slot, exc)
+            if not self._actor_failed(slot, exc):
+                self._pause(slot, probe_in=0.5)
             return
+        slot.ready, slot.probe_at = True, None
         self._note_actor(info, slot)
+
+    def _pause(self, slot: ActorSlot, probe_in: float = 0.0) -> None:
+        """Stop sending batches to a restarting actor; probe it until it answers."""
+        now = time.time()
+        if slot.ready:
+            slot.ready, slot.waiting_since = False, now
+        if slot not in self.describing.values():
+            slot.probe_at = now + probe_in
+
+    def _probe_restarting(self) -> None:
+        now = time.time()
+        for slot in self.slots:
+            if not slot.alive or slot.ready:
+                continue
+            if now - slot.waiting_since > self.settings.restart_timeout_s:
+                slot.alive = False
+                slot.death = (f"{slot.name} was not up within "
+                              f"{self.settings.restart_timeout_s:.0f} s (model load or restart)")
+            elif slot.probe_at is not None and slot.probe_at <= now:
+                slot.probe_at = None
+                self.describing[slot.handle.describe.remote()] = slot
 
     def _note_actor(self, info: Mapping[str, Any], slot: ActorSlot) -> None:
         slot.node = info.get("node")
@@ -230,20 +268,22 @@ class Dispatcher:
         progressed = True
         while self.queue and progressed:
             progressed = False
-            for slot in sorted((s for s in self.slots if s.alive), key=lambda s: s.in_flight):
+            for slot in sorted((s for s in self.slots if s.usable), key=lambda s: s.in_flight):
                 if not self.queue or slot.in_flight >= per_actor:
                     continue
+                if self.queue[0].isolate and slot.in_flight:
+                    continue  # an isolated batch waits for an idle actor
                 batch = self.queue.popleft()
-                if len(batch) > self.batch_cap:
-                    self.queue.appendleft(batch[self.batch_cap:])
-                    batch = batch[:self.batch_cap]
+                if len(batch.tasks) > self.batch_cap:
+                    self.queue.appendleft(Batch(batch.tasks[self.batch_cap:], batch.isolate))
+                    batch = Batch(batch.tasks[:self.batch_cap], batch.isolate)
                 self._submit(slot, batch)
                 progressed = True
 
-    def _submit(self, slot: ActorSlot, batch: list[Task]) -> None:
+    def _submit(self, slot: ActorSlot, batch: Batch) -> None:
         rows, tasks, read = [], {}, {}
         failed_records = []
-        for task in batch:
+        for task in batch.tasks:
             t0 = time.perf_counter()
             try:
                 data = read_source_bytes(task.image)
@@ -262,17 +302,20 @@ class Dispatcher:
         self.ledger.append(failed_records)
         if not rows:
             return
-        first = batch[0]
+        first = batch.tasks[0]
         payload = {"steps": first.steps, "guidance": first.guidance,
                    "size": list(first.size) if first.size else None, "rows": rows}
         ref = slot.handle.edit_batch.remote(payload)
         slot.in_flight += 1
-        self.in_flight[ref] = _Flight(slot, tasks, read, time.time())
+        slot.exclusive = batch.isolate
+        self.in_flight[ref] = _Flight(slot, tasks, read, time.time(), batch.isolate)
 
     # -- results --------------------------------------------------------------------------
     def _complete(self, ref: Any) -> None:
         flight = self.in_flight.pop(ref)
         flight.slot.in_flight -= 1
+        if flight.isolate:
+            flight.slot.exclusive = False
         ray = self._ray
         try:
             result = ray.get(ref)
@@ -309,20 +352,24 @@ class Dispatcher:
         slot = flight.slot
         if self._actor_failed(slot, exc):
             # The model never loaded there: not the rows' fault, requeue without an attempt.
-            self.queue.appendleft(list(flight.tasks.values()))
+            self.queue.appendleft(Batch(list(flight.tasks.values()), flight.isolate))
             return
+        self._pause(slot)  # Ray restarts it; no new batches until it answers a probe
         node_lost = slot.node is not None and not self.node_alive(slot.node)
         error_class = TRANSIENT if node_lost else POISONED_DEVICE
         what = "its node was lost" if node_lost else "the actor process died"
         self._batch_failed(flight, error_class,
-                           f"{what} mid-batch ({type(exc).__name__}); retried elsewhere")
+                           f"{what} mid-batch ({type(exc).__name__}); retried elsewhere",
+                           isolate=True)
 
-    def _batch_failed(self, flight: _Flight, error_class: str, message: str) -> None:
+    def _batch_failed(self, flight: _Flight, error_class: str, message: str,
+                      isolate: bool = False) -> None:
         now = time.time()
         records = []
         for task in flight.tasks.values():
             records += self._failure(task, error_class, message, None, flight.submitted, now,
-                                     {"read": flight.read.get(task.row_index, 0.0)})
+                                     {"read": flight.read.get(task.row_index, 0.0)},
+                                     isolate=isolate)
         self.ledger.append(records)
 
     def _commit(self, task: Task, res: Mapping[str, Any], info: Mapping[str, Any],
@@ -379,7 +426,7 @@ class Dispatcher:
     def _failure(self, task: Task, error_class: str, error: str | None,
                  info: Mapping[str, Any] | None, start: float, end: float,
                  phases: Mapping[str, float], retry_later: bool = True,
-                 counted: bool = False) -> list[dict[str, Any]]:
+                 counted: bool = False, isolate: bool = False) -> list[dict[str, Any]]:
         """Record one failed try; schedule a retry (one row alone) or fail the row."""
         attempt = (self.prior.get(task.row_index, 0) + self.counters.tries[task.row_index]
                    if counted else self._next_attempt(task))
@@ -391,7 +438,7 @@ class Dispatcher:
         if retry:
             self.progress.retry()
             if retry_later:
-                self._schedule([task], task)
+                self._schedule([task], task, isolate)
             return records
         self.outcomes.set(task.row_index, status="failed", key=task.key, attempts=attempt,
                           error_class=error_class, reason=error)
@@ -403,10 +450,11 @@ class Dispatcher:
             self.progress.row_failed()
         return records
 
-    def _schedule(self, batch: list[Task], lead: Task) -> None:
+    def _schedule(self, tasks: list[Task], lead: Task, isolate: bool = False) -> None:
         tries = self.counters.tries.get(lead.row_index, 1)
         delay = min(self.settings.backoff_s * 2 ** (tries - 1), self.settings.backoff_max_s)
-        heapq.heappush(self.delayed, (time.time() + delay, next(self._seq), batch))
+        heapq.heappush(self.delayed, (time.time() + delay, next(self._seq),
+                                      Batch(tasks, isolate)))
 
 
 def _first_lines(text: str, n: int = 3) -> str:

@@ -3,7 +3,7 @@
 Written only by the driver. Each ``append`` call writes its records, flushes and fsyncs,
 so a record that is on disk stays there when the driver is killed. A kill in the middle
 of a write can leave a truncated last line: the reader skips it, and a writer that
-reopens the file first ends that fragment with a newline so new records start clean.
+reopens the file first cuts that fragment off, so the file stays complete lines only.
 """
 
 from __future__ import annotations
@@ -35,18 +35,23 @@ class LedgerWriter:
         self.run_id = run_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")
-        self._end_partial_line()
+        self._drop_partial_line()
 
-    def _end_partial_line(self) -> None:
+    def _drop_partial_line(self) -> None:
+        """Cut a fragment left by a kill mid-write (it was never durable as a record), so
+        the file stays a clean sequence of complete lines."""
         size = self.path.stat().st_size
         if size == 0:
             return
         with open(self.path, "rb") as f:
-            f.seek(size - 1)
-            last = f.read(1)
-        if last != b"\n":
-            self._file.write(b"\n")
-            self._sync()
+            f.seek(max(0, size - (1 << 20)))
+            tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        keep = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= (1 << 20) else size)
+        os.truncate(self.path, keep)
+        self._sync()
 
     def _sync(self) -> None:
         self._file.flush()

@@ -50,6 +50,7 @@ def attempt_fields(*, row_id: str | None, row_index: int, key: str | None, attem
         "row_id": row_id, "row_index": row_index, "key": key, "attempt": attempt,
         "outcome": outcome, "error_class": error_class, "error": error,
         "actor": actor.get("actor") if actor else None,
+        "pid": actor.get("pid") if actor else None,
         "node": actor.get("node") if actor else None,
         "device": actor.get("device") if actor else None,
         "device_type": actor.get("device_type") if actor else None,

@@ -347,7 +347,7 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
     return len(slots)
 
 
-def print_summary(summary: RunSummary, file=sys.stdout) -> None:
+def print_summary(summary: RunSummary, file=None) -> None:
     """Where everything is, for the person who ran the command."""
     c = summary.counts
     lines = [
@@ -373,7 +373,7 @@ def print_summary(summary: RunSummary, file=sys.stdout) -> None:
         lines.append(f"  report:   `kontext-batch report {summary.run_dir}`")
     if c["failed"]:
         lines.append("  failed rows and their reasons: status == 'failed' in the results table")
-    print("\n".join(lines), file=file)
+    print("\n".join(lines), file=file or sys.stdout)
 
 
 __all__ = ["DEFAULT_MODEL", "DEMO_MANIFEST", "RunConfig", "RunSummary", "check_flags",

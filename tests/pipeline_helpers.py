@@ -1,0 +1,110 @@
+"""Shared helpers for the pipeline tests: small manifests, images, Ray, ledger reading."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_MODEL = "tiny-random"
+
+
+def write_images(folder: Path, count: int, size: int = 32) -> list[str]:
+    """``count`` distinct small PNGs (a colour ramp); returns their file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        img = Image.new("RGB", (size, size), ((i * 37) % 256, (i * 91) % 256, 120))
+        for x in range(size // 2):
+            img.putpixel((x, x), (255, 255, 255))
+        name = f"product_{i}.png"
+        img.save(folder / name)
+        names.append(name)
+    return names
+
+
+def make_manifest(folder: Path, products: int = 10, variants: int = 4, **columns: Any) -> Path:
+    """products x variants rows over ``products`` images in folder/images; extra columns
+    (lists of the right length) are added as given."""
+    names = write_images(folder / "images", products)
+    rows = []
+    for p, name in enumerate(names):
+        for v in range(variants):
+            rows.append({"image": f"images/{name}",
+                         "instruction": f"put the product on background number {v}",
+                         "seed": 1000 + v, "row_id": f"p{p}-v{v}", "product_id": f"p{p}",
+                         "variant": f"v{v}", "meta_sku": f"SKU-{p:03d}"})
+    frame = pd.DataFrame(rows)
+    for name, values in columns.items():
+        frame[name] = values
+    path = folder / "manifest.parquet"
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def rewrite_manifest(path: Path, **changes: dict[int, Any]) -> Path:
+    """Change single cells: column -> {row: value}; writes back in place."""
+    frame = pd.read_parquet(path)
+    for column, cells in changes.items():
+        for row, value in cells.items():
+            frame.loc[row, column] = value
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in (run_dir / "ledger.jsonl").read_bytes().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def ok_counts(run_dir: Path) -> Counter:
+    return Counter(r["key"] for r in read_records(run_dir)
+                   if r["type"] == "attempt" and r["outcome"] == "ok")
+
+
+def short_tmp(prefix: str) -> str:
+    """Ray's socket paths must stay short: a temp dir directly under /tmp."""
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def start_ray(num_cpus: int = 2) -> None:
+    import ray
+    from ray import cloudpickle
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Test doubles below are shipped to actors by value (workers cannot import tests/).
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=short_tmp("kbray"),
+             object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+
+
+class CountingFactory:
+    """Editor factory that leaves a marker file per model load (loads happen in actors)."""
+
+    def __init__(self, marker_dir: Path) -> None:
+        self.marker_dir = str(marker_dir)
+
+    def __call__(self, model: str, device: str, dtype: Any) -> Any:
+        from kontext_core import KontextEditor
+
+        Path(self.marker_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.marker_dir) / f"load-{os.getpid()}-{time.time_ns()}").touch()
+        return KontextEditor.load(model, device=device, dtype=dtype)
+
+
+def loads(marker_dir: Path) -> int:
+    return len(list(marker_dir.glob("load-*"))) if marker_dir.exists() else 0
