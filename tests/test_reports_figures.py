@@ -170,3 +170,23 @@ def test_rollup_sums_runs_and_recomputes_ratios(tmp_path):
     held = fa["time"]["held_seconds"] + fb["time"]["held_seconds"]
     busy = fa["time"]["busy_seconds"] + fb["time"]["busy_seconds"]
     assert total["time"]["utilisation"] == pytest.approx(busy / held, abs=2e-6)
+
+
+def test_all_cache_hits_cost_nothing_and_say_cache_saving_has_no_basis(tmp_path):
+    run = make_synthetic_run(tmp_path / "out", products=1, variants=3, cache_hits=(0, 1, 2), actors=0)
+    outputs = generate_reports(run.run_dir, review=False)
+    cost = outputs.report["figures"]["cost"]
+    assert cost["total"] == 0 and cost["per_delivered_image"] is None and cost["cache_saved"] is None
+    assert cost["hosted_api"]["flux.1-kontext-pro"]["cost"] == pytest.approx(3 * 0.04, abs=2e-6)
+    assert "n/a (0 images generated this run)" in outputs.files["md"].read_text()
+
+
+def test_a_driver_killed_after_run_start_still_gets_a_report(tmp_path):
+    run_dir = tmp_path / "out" / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    start = {"v": 1, "type": "run-start", "run_id": "r1", "ts": 5.0, "rows_total": 4}
+    (run_dir / "ledger.jsonl").write_text(json.dumps(start) + '\n{"v":1,"type":"actor-lo')
+    outputs = generate_reports(run_dir, progress=False)
+    f = outputs.report["figures"]
+    assert f["run"]["status"] == "unfinished" and f["rows"]["unfinished"] == 4
+    assert outputs.review_page.exists() and outputs.sheets == []

@@ -7,6 +7,7 @@ ledger or manifest is escaped for the target format.
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +24,18 @@ class Section:
 
 
 def money(value: float | None, currency: str = "USD") -> str:
+    """Cents for large sums, 4 decimals below 1, three significant digits below a cent."""
     if value is None:
         return "n/a"
-    digits = 2 if abs(value) >= 1 else 4
-    return f"${value:,.{digits}f}" if currency == "USD" else f"{value:,.{digits}f} {currency}"
+    magnitude = abs(value)
+    if magnitude >= 1:
+        digits = 2
+    elif magnitude >= 0.01 or magnitude == 0:
+        digits = 4
+    else:
+        digits = min(9, 2 - math.floor(math.log10(magnitude)))
+    sign = "-" if value < 0 else ""
+    return f"{sign}${magnitude:,.{digits}f}" if currency == "USD" else f"{value:,.{digits}f} {currency}"
 
 
 def seconds(value: float | None) -> str:

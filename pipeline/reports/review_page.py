@@ -106,7 +106,7 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
             "tile": i, "row_id": r.view.row_id, "status": r.view.status, "failed": r.failed,
             "flagged": r.flagged and not r.failed, "flags": r.flags, "instruction": r.view.instruction,
             "seed": r.view.seed, "product_id": r.view.product_id, "variant": r.view.variant,
-            "cost": round(r.view.cost, 6), "mean_diff": r.mean_diff, "changed_fraction": r.changed_fraction,
+            "cost": round(r.view.cost, 9), "mean_diff": r.mean_diff, "changed_fraction": r.changed_fraction,
             "thumb": r.thumb, "heat": r.heat, "sheet": r.sheet,
         } for i, r in enumerate(rows)],
     }

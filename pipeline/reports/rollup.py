@@ -17,7 +17,7 @@ DEVICE_KEYS = ("actors", "held_seconds", "load_seconds", "busy_seconds", "idle_s
 
 
 def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
+    return None if value is None else round(value, 9)
 
 
 def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> dict[str, Any]:

@@ -172,8 +172,9 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
             path.with_suffix(".json").write_bytes(sidecar_json(params, image_bytes=data))
             row["output_uri"] = str(path)
             if index in cache_hits:
-                rec("attempt", clocks[0], **common, attempt=1, outcome="cache-hit", error_class=None, error=None,
-                    actor=None, node=None, device=None, device_type=None, start=clocks[0], end=clocks[0],
+                now = clocks[0] if clocks else T0 + 1
+                rec("attempt", now, **common, attempt=1, outcome="cache-hit", error_class=None, error=None,
+                    actor=None, node=None, device=None, device_type=None, start=now, end=now,
                     phases=dict.fromkeys(PHASES, 0.0), output_uri=str(path), bytes=len(data))
                 row.update(status="cache-hit", cache_hit=True)
                 continue
@@ -194,7 +195,7 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
                     phases=phases, output_uri=str(path) if last else None, bytes=len(data) if last else None)
             row.update(attempts=tries, seconds=sum(PHASES[k] for k in ("text_encode", "context_encode", "denoise",
                                                                         "decode_latents", "file_encode")))
-    last_end = max(clocks)
+    last_end = max(clocks, default=T0 + 1)
     for a in range(actors):
         if actor_dies and a == actors - 1:
             continue

@@ -44,8 +44,8 @@ def _num(value: Any) -> float:
 
 
 def _r(value: float | None) -> float | None:
-    """Round for the report: stable text across runs, far below a cent or a microsecond."""
-    return None if value is None else round(value, 6)
+    """Round for the report: stable text, still exact for sub-cent CPU costs (nano-units)."""
+    return None if value is None else round(value, 9)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -247,7 +247,8 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
         if h_idle < -1e-6:
             warnings.append(
                 f"actor {h.actor!r}: busy+load ({h.busy + h_load:.3f} s) exceeds held time ({h_held:.3f} s); "
-                "phase timings may be counted twice (batch timings written on every row?)"
+                "phases overlapped (e.g. file encoding on a thread while the next batch ran) or were "
+                "counted twice, so idle is negative and utilisation is overstated"
             )
         price = pricing.price_per_hour(h.device_type)
         h_cost = h_held / 3600.0 * price

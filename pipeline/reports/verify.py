@@ -41,7 +41,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     if isinstance(a, int | float) and isinstance(b, int | float):
-        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9)
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15)
     return a == b
 
 
