@@ -60,6 +60,7 @@ class ActorSlot:
     node: str | None = None
     death: str | None = None
     exclusive: bool = False  # running an isolated batch: nothing else may share the process
+    info: dict[str, Any] = field(default_factory=dict)  # last describe(): actor, pid, node...
 
     @property
     def usable(self) -> bool:
@@ -230,6 +231,7 @@ class Dispatcher:
 
     def _note_actor(self, info: Mapping[str, Any], slot: ActorSlot) -> None:
         slot.node = info.get("node")
+        slot.info = dict(info)
         instance = (str(info["actor"]), int(info.get("pid") or 0))
         if instance in self.seen_instances:
             return
@@ -367,7 +369,8 @@ class Dispatcher:
         now = time.time()
         records = []
         for task in flight.tasks.values():
-            records += self._failure(task, error_class, message, None, flight.submitted, now,
+            records += self._failure(task, error_class, message, flight.slot.info or None,
+                                     flight.submitted, now,
                                      {"read": flight.read.get(task.row_index, 0.0)},
                                      isolate=isolate)
         self.ledger.append(records)

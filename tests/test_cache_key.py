@@ -174,7 +174,6 @@ def test_normalise_instruction_keeps_case() -> None:
 
 def test_numerics_version_comes_from_kontext_core() -> None:
     import kontext_core
-
     from pipeline.cache import numerics_version
 
     assert numerics_version() == str(kontext_core.NUMERICS_VERSION)

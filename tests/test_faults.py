@@ -1,0 +1,181 @@
+"""Faults: the driver killed mid-run, an actor dying mid-batch, a node lost mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pipeline_helpers import (
+    REPO,
+    TEST_MODEL,
+    make_manifest,
+    ok_counts,
+    read_records,
+    short_tmp,
+    start_ray,
+)
+
+from pipeline.runner import RunConfig, run_batch
+
+
+def _sleep_faults(manifest: Path, marker_dir: Path, seconds: float) -> list[dict]:
+    """Slow every row down once (a batch sleeps per row it holds) so a test can act mid-run."""
+    ids = pq.read_table(manifest, columns=["row_id"]).column("row_id").to_pylist()
+    return [{"kind": "sleep", "row_id": rid, "seconds": seconds, "marker_dir": str(marker_dir)}
+            for rid in ids]
+
+
+def _cli(manifest: Path, out: Path, faults: list[dict] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+           "RAY_TMPDIR": short_tmp("kbcli")}
+    env.pop("KONTEXT_BATCH_FAULTS", None)
+    if faults:
+        env["KONTEXT_BATCH_FAULTS"] = json.dumps(faults)
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(out),
+           "--model", TEST_MODEL, "--device", "cpu", "--batch-size", "2", "--actors", "1",
+           "--no-report", "--quiet"]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _ok_lines(out: Path) -> int:
+    ledgers = list((out / "runs").glob("*/ledger.jsonl"))
+    if not ledgers:
+        return 0
+    return sum(1 for line in ledgers[0].read_bytes().splitlines() if b'"outcome":"ok"' in line)
+
+
+def test_driver_sigkill_then_rerun_finishes_every_row_once(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", products=6, variants=4)  # 24 rows
+    out = tmp_path / "out"
+    first = _cli(manifest, out, _sleep_faults(manifest, tmp_path / "faults", 0.3))
+    try:
+        _wait_for(lambda: _ok_lines(out) >= 6 or first.poll() is not None, 240,
+                  "6 committed rows")
+        assert first.poll() is None, first.stdout.read().decode()[-2000:]
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started
+    finally:
+        first.wait(timeout=60)
+    run_dir = next((out / "runs").iterdir())
+    assert not [r for r in read_records(run_dir) if r["type"] == "run-end"]
+    done_before = sum(ok_counts(run_dir).values())
+    assert 6 <= done_before < 24
+
+    second = _cli(manifest, out)
+    log = second.communicate(timeout=300)[0].decode()
+    assert second.returncode == 0, log[-3000:]
+    assert [p.name for p in (out / "runs").iterdir()] == [run_dir.name]  # same run resumed
+    rows = pq.read_table(run_dir / "results.parquet").to_pylist()
+    assert len(rows) == 24 and {r["status"] for r in rows} == {"done"}
+    oks = ok_counts(run_dir)
+    assert set(oks) == {r["key"] for r in rows} and set(oks.values()) == {1}
+    records = read_records(run_dir)
+    assert sum(r["type"] == "run-start" for r in records) == 2
+    # The audited (strict) ledger reader of the reports accepts the resumed ledger.
+    from pipeline.reports.ledger import read_ledger as strict_read
+
+    assert len(strict_read(run_dir).records) == len(records)
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    start_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def test_actor_dying_mid_batch_is_restarted_and_its_rows_retried(tmp_path: Path,
+                                                                  local_ray) -> None:
+    manifest = make_manifest(tmp_path / "m", products=3, variants=4)
+    faults = [{"kind": "exit", "row_id": "p1-v2", "marker_dir": str(tmp_path / "faults")}]
+    summary = run_batch(RunConfig(manifest=str(manifest), out=str(tmp_path / "out"),
+                                  model=TEST_MODEL, device="cpu", batch_size=4, actors=1,
+                                  reports=False, progress=False, retry_backoff_s=0.05),
+                        faults=faults)
+    assert summary.exit_code == 0 and summary.counts["done"] == 12
+    records = read_records(summary.run_dir)
+    loads = [r for r in records if r["type"] == "actor-load"]
+    assert [r["actor"] for r in loads] == ["editor-0", "editor-0"]
+    first_pid, second_pid = loads[0]["pid"], loads[1]["pid"]
+    assert first_pid != second_pid
+    attempts = [r for r in records if r["type"] == "attempt"]
+    lost = [r for r in attempts if r["outcome"] == "retry-scheduled"]
+    assert "p1-v2" in {r["row_id"] for r in lost}
+    assert {r["error_class"] for r in lost} == {"poisoned-device"}
+    for r in lost:  # each row of the dead batch succeeded later, on the restarted actor
+        ok = [a for a in attempts if a["row_id"] == r["row_id"] and a["outcome"] == "ok"]
+        assert len(ok) == 1 and ok[0]["pid"] == second_pid and ok[0]["attempt"] == 2
+    assert set(ok_counts(summary.run_dir).values()) == {1}
+
+
+def test_losing_a_node_mid_run_still_completes(tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "object_store_memory": 100 * 1024 ** 2})
+    worker = cluster.add_node(num_cpus=1, object_store_memory=100 * 1024 ** 2)
+    try:
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        manifest = make_manifest(tmp_path / "m", products=5, variants=4)  # 20 rows
+        config = RunConfig(manifest=str(manifest), out=str(tmp_path / "out"), model=TEST_MODEL,
+                           device="cpu", batch_size=2, actors=2, reports=False,
+                           progress=False, retry_backoff_s=0.05)
+        faults = _sleep_faults(manifest, tmp_path / "faults", 0.25)
+        outcome: dict = {}
+
+        def drive() -> None:
+            try:
+                outcome["summary"] = run_batch(config, faults=faults)
+            except BaseException as exc:  # surfaced by the assertions below
+                outcome["error"] = exc
+
+        driver = threading.Thread(target=drive)
+        driver.start()
+
+        def worker_actor_busy() -> bool:
+            ledgers = list((tmp_path / "out" / "runs").glob("*/ledger.jsonl"))
+            if not ledgers:
+                return False
+            recs = read_records(ledgers[0].parent)
+            on_worker = {r["actor"] for r in recs
+                         if r["type"] == "actor-load" and r["node"] == worker.node_id}
+            return any(r["type"] == "attempt" and r["outcome"] == "ok"
+                       and r["actor"] in on_worker for r in recs)
+
+        _wait_for(lambda: worker_actor_busy() or not driver.is_alive(), 180,
+                  "the worker node's actor to commit a row")
+        assert driver.is_alive(), outcome
+        cluster.remove_node(worker)
+        driver.join(timeout=300)
+        assert not driver.is_alive() and "error" not in outcome, outcome
+        summary = outcome["summary"]
+        assert summary.exit_code == 0 and summary.counts["done"] == 20
+        records = read_records(summary.run_dir)
+        lost = [r for r in records if r["type"] == "attempt"
+                and r["outcome"] == "retry-scheduled"]
+        assert lost and all("mid-batch" in r["error"] for r in lost)
+        assert set(ok_counts(summary.run_dir).values()) == {1}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
