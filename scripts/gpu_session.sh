@@ -12,7 +12,7 @@ python3 -c "import torch, transformers, diffusers; print('torch', torch.__versio
 train() {  # name lr batch
   timeout 420 python3 -m kontext_core.tiny.train --out "/tmp/$1" --device cuda --lr "$2" --batch "$3" \
     --ae-steps 100000 --ae-max-minutes "${AE_MIN:-1.0}" --steps 1000000 --max-minutes "${TF_MIN:-3.4}" \
-    --workers 6 --eval-every 2000 --eval-n 48 --checkpoint-every 2000 > "/tmp/$1.log" 2>&1
+    --workers ${WORKERS:-6} --reuse ${REUSE:-1} --eval-every 0 --eval-n 48 --checkpoint-every 2000 > "/tmp/$1.log" 2>&1
   echo "[$1 exit $?]" >> "/tmp/$1.log"
 }
 

@@ -42,8 +42,8 @@ GUIDANCE = 2.5
 class SceneBatches(IterableDataset):
     """Batch k is sample_batch(seed·1e6 + k): the same stream whatever the worker count."""
 
-    def __init__(self, seed: int, batch: int, start: int, stop: int):
-        self.seed, self.batch, self.start, self.stop = seed, batch, start, stop
+    def __init__(self, seed: int, batch: int, start: int, stop: int, reuse: int = 1):
+        self.seed, self.batch, self.start, self.stop, self.reuse = seed, batch, start, stop, reuse
 
     def __iter__(self):
         info = get_worker_info()
@@ -52,15 +52,20 @@ class SceneBatches(IterableDataset):
             ex = sample_batch(self.seed * 1_000_000 + k, self.batch, size=IMAGE_SIZE, split="train")
             src = np.stack([e.source for e in ex])
             tgt = np.stack([e.target for e in ex])
-            yield torch.from_numpy(src), torch.from_numpy(tgt), [e.instruction for e in ex]
+            for _ in range(self.reuse):  # scene rendering is the bottleneck on a fast GPU
+                yield torch.from_numpy(src), torch.from_numpy(tgt), [e.instruction for e in ex]
 
 
 def _to_pixels(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+REUSE = 1  # set from --reuse
+
+
 def _loader(seed: int, batch: int, start: int, stop: int, workers: int) -> DataLoader:
-    return DataLoader(SceneBatches(seed, batch, start, stop), batch_size=None, num_workers=workers,
+    r = REUSE
+    return DataLoader(SceneBatches(seed, batch, start // r, -(-stop // r), r), batch_size=None, num_workers=workers,
                       prefetch_factor=4 if workers else None, persistent_workers=False)
 
 
@@ -232,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-minutes", type=float, default=0, help="transformer time budget (0: none)")
     ap.add_argument("--ae-max-minutes", type=float, default=0, help="autoencoder time budget (0: none)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--reuse", type=int, default=1, help="use each generated batch this many times")
     args = ap.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:
