@@ -1,34 +1,63 @@
-# Two set-up commands (see README): `make run` and `make test`. Both build .venv themselves.
+# The two set-up commands (see README): `make run` and `make test`. Both build .venv themselves.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 MANIFEST ?=
 OUT ?= runs
+MODEL ?=
+TINY_OUT ?= runs/kontext-tiny-retrained
 export HF_HUB_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 
-.PHONY: run test venv lint train-tiny eval-tiny bench-scale bench-gpu clean
+.PHONY: run test venv lint train-tiny eval-tiny finetune-tiny-decoder bench-gpu bench-scale bench-reports bench-manifest clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: the local CPU build (any other spec pulls a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): $(RUN_STAMP)
 	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-venv: $(STAMP)
+venv: $(TEST_STAMP)
 
-run: $(STAMP)
-	$(BIN)/kontext-batch run $(if $(MANIFEST),$(MANIFEST),--demo) --out $(OUT)
+## make run [MANIFEST=catalog.parquet] [OUT=runs] [MODEL=path-or-preset]: the main job (default: the shipped demo)
+run: $(RUN_STAMP)
+	$(BIN)/kontext-batch run $(if $(MANIFEST),$(MANIFEST),--demo) --out $(OUT) $(if $(MODEL),--model $(MODEL),)
 
-test: $(STAMP)
-	$(BIN)/ruff check kontext_core manifests pipeline jobs tests
+## make test: lint + the whole test suite (CPU only, no network)
+test: $(TEST_STAMP)
+	$(BIN)/ruff check kontext_core manifests pipeline jobs tests benchmarks
 	$(BIN)/python -m pytest tests
 
-lint: $(STAMP)
-	$(BIN)/ruff check kontext_core manifests pipeline jobs tests
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check kontext_core manifests pipeline jobs tests benchmarks
+
+## make train-tiny: train kontext-tiny from scratch (CPU or GPU) into TINY_OUT
+train-tiny: $(RUN_STAMP)
+	$(BIN)/python -m kontext_core.tiny.train --out $(TINY_OUT) --device auto
+
+## make eval-tiny [MODEL=...]: held-out edit metrics of kontext-tiny (or another tiny model folder)
+eval-tiny: $(RUN_STAMP)
+	$(BIN)/python -m kontext_core.tiny.evaluate --model $(if $(MODEL),$(MODEL),kontext-tiny)
+
+bench-gpu: $(TEST_STAMP)
+	$(BIN)/python benchmarks/bench_gpu.py --out $(OUT)/bench_gpu.json
+
+bench-scale: $(TEST_STAMP)
+	$(BIN)/python benchmarks/bench_scale.py
+
+bench-reports: $(TEST_STAMP)
+	$(BIN)/python benchmarks/bench_reports.py
+
+bench-manifest: $(TEST_STAMP)
+	$(BIN)/python benchmarks/bench_manifest.py
 
 clean:
 	rm -rf $(VENV) runs
