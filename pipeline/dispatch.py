@@ -13,6 +13,10 @@
   actor ends up failing alone and takes no neighbour with it).
 - An actor that dies mid-batch (``os._exit``, lost node) raises ``RayActorError`` here;
   Ray restarts it (``max_restarts=-1``) and the rows go to whichever actor is free first.
+- Budget (optional, jobs layer): before each batch the dispatcher asks
+  ``budget.may_dispatch(n_rows)``. On the first "no" it dispatches nothing more, lets the
+  batches in flight finish (and commit), marks every undispatched row ``not-run`` with the
+  reason "budget cap reached" and writes a ``budget-stop`` ledger record.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.digests import read_source_bytes
 from pipeline.errors import (
@@ -40,6 +44,21 @@ from pipeline.store import Store
 
 _MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
 _COMMIT_TRIES = 3
+
+
+BUDGET_REASON = "budget cap reached"
+
+
+class BudgetHook(Protocol):
+    """What the dispatcher asks before each batch (implemented by the jobs layer)."""
+
+    def may_dispatch(self, n_rows: int) -> bool:
+        """True when ``n_rows`` more rows may start without exceeding the cap."""
+        ...
+
+    def status(self) -> Mapping[str, Any]:
+        """``spent``, ``cap`` and ``currency`` for the ``budget-stop`` record."""
+        ...
 
 
 class RunAborted(Exception):
@@ -117,7 +136,8 @@ class Dispatcher:
                  params_for: Callable[[Task], dict[str, Any]],
                  sidecar_for: Callable[[Task, dict[str, Any], bytes, dict[str, Any]],
                                        dict[str, Any]],
-                 node_alive: Callable[[str | None], bool] | None = None) -> None:
+                 node_alive: Callable[[str | None], bool] | None = None,
+                 budget: BudgetHook | None = None) -> None:
         import ray  # the driver side only: planning and tests of it do not need Ray
 
         self._ray = ray
@@ -140,6 +160,9 @@ class Dispatcher:
         self.counters = _Counters()
         self.seen_instances: set[tuple[str, int]] = set()
         self._seq = itertools.count()
+        self.budget = budget
+        self.budget_stopped = False
+        self.rows_not_dispatched = 0
 
     # -- public -------------------------------------------------------------------------
     def run(self, tasks: Sequence[Task]) -> None:
@@ -266,6 +289,9 @@ class Dispatcher:
             self.queue.appendleft(batch)
 
     def _fill(self) -> None:
+        if self.budget_stopped:
+            self._drop_for_budget()  # retries scheduled after the stop are not run either
+            return
         per_actor = max(2, self.settings.in_flight_per_actor)
         progressed = True
         while self.queue and progressed:
@@ -279,8 +305,33 @@ class Dispatcher:
                 if len(batch.tasks) > self.batch_cap:
                     self.queue.appendleft(Batch(batch.tasks[self.batch_cap:], batch.isolate))
                     batch = Batch(batch.tasks[:self.batch_cap], batch.isolate)
+                if self.budget is not None and not self.budget.may_dispatch(len(batch.tasks)):
+                    self.queue.appendleft(batch)
+                    self.budget_stopped = True
+                    self._drop_for_budget()
+                    return
                 self._submit(slot, batch)
                 progressed = True
+
+    def _drop_for_budget(self) -> None:
+        """Mark every queued or delayed row not-run and record the stop (cumulative count)."""
+        batches = list(self.queue) + [entry[2] for entry in self.delayed]
+        self.queue.clear()
+        self.delayed.clear()
+        dropped = 0
+        for batch in batches:
+            for task in batch.tasks:
+                for row in [task, *self.followers.get(task.key, [])]:
+                    self.outcomes.set(row.row_index, status="not-run", key=row.key,
+                                      error_class="budget", reason=BUDGET_REASON)
+                    dropped += 1
+        if not dropped:
+            return
+        self.rows_not_dispatched += dropped
+        status = dict(self.budget.status()) if self.budget is not None else {}
+        self.ledger.write("budget-stop", spent=status.get("spent"), cap=status.get("cap"),
+                          currency=status.get("currency"),
+                          rows_not_dispatched=self.rows_not_dispatched)
 
     def _submit(self, slot: ActorSlot, batch: Batch) -> None:
         rows, tasks, read = [], {}, {}

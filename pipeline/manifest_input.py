@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -45,6 +45,7 @@ class CheckedManifest:
     rows_total: int
     row_problems: dict[int, list[tuple[str | None, str]]]  # row -> [(column, reason)]
     digest: str  # sha256 of the file bytes: part of the run id
+    image_roots: tuple[str, ...] = ()  # extra folders local images may live in
 
 
 def file_digest(path: str) -> str:
@@ -55,9 +56,11 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def check_manifest(path: str) -> CheckedManifest:
-    """Validate the whole manifest (streaming). Raises ConfigError on whole-file problems."""
-    rows_total, problems = validate_manifest(path, max_problems=None)
+def check_manifest(path: str, image_roots: Sequence[str] | None = None) -> CheckedManifest:
+    """Validate the whole manifest (streaming). Raises ConfigError on whole-file problems.
+
+    ``image_roots``: folders besides the manifest's own that local images may live in."""
+    rows_total, problems = validate_manifest(path, image_roots=image_roots, max_problems=None)
     file_level = [p for p in problems if p.row is None]
     if file_level:
         lines = "\n".join(f"  - {p}" for p in file_level[:50])
@@ -68,14 +71,16 @@ def check_manifest(path: str) -> CheckedManifest:
     for p in problems:
         row_problems.setdefault(int(p.row), []).append((p.column, p.reason))
     return CheckedManifest(path=os.fspath(path), rows_total=rows_total,
-                           row_problems=row_problems, digest=file_digest(path))
+                           row_problems=row_problems, digest=file_digest(path),
+                           image_roots=tuple(image_roots or ()))
 
 
 def iter_manifest(checked: CheckedManifest, batch_rows: int = 8192
                   ) -> Iterator[list[ManifestRow | BadRow]]:
     """Rows in manifest order, in batches; rows with problems come as BadRow."""
     if not checked.row_problems:
-        yield from iter_rows(checked.path, batch_rows=batch_rows)
+        yield from iter_rows(checked.path, image_roots=checked.image_roots or None,
+                             batch_rows=batch_rows)
         return
     yield from _iter_skipping_bad(checked, batch_rows)
 
@@ -115,7 +120,8 @@ def _iter_skipping_bad(checked: CheckedManifest, batch_rows: int
     with open_manifest(checked.path) as pf:
         schema_check = check_schema(pf.schema_arrow)
         checker = _BatchChecker(schema_check,
-                                ImageResolver(manifest_folder(checked.path), None), False)
+                                ImageResolver(manifest_folder(checked.path),
+                                              checked.image_roots or None), False)
         columns = schema_check.checked_columns + schema_check.meta_columns
         present_raw = [c for c in raw_columns if c in pf.schema_arrow.names]
         start = 0

@@ -27,7 +27,7 @@ from pipeline.cluster import (
     resolve_device,
 )
 from pipeline.digests import SourceDigests, default_index_path
-from pipeline.dispatch import ActorSlot, Dispatcher, DispatchSettings, RunAborted
+from pipeline.dispatch import ActorSlot, BudgetHook, Dispatcher, DispatchSettings, RunAborted
 from pipeline.encode import normalise_format
 from pipeline.errors import ConfigError
 from pipeline.ledger import LedgerWriter
@@ -69,6 +69,11 @@ class RunConfig:
     num_cpus: int | None = None  # local Ray only
     reports: bool = True
     progress: bool = True
+    # Extra folders the manifest's local images may live in (besides the manifest's folder),
+    # e.g. a catalog's image folder for a manifest built elsewhere (jobs).
+    image_roots: list[str] | None = None
+    # Pricing file frozen into config.json, so the report prices the run as its budget did.
+    pricing: str | None = None
 
 
 @dataclass
@@ -77,7 +82,7 @@ class RunSummary:
     run_dir: Path
     store: str
     results: Path | None
-    status: str  # complete | failed-rows | interrupted
+    status: str  # complete | failed-rows | budget-stopped | interrupted
     counts: dict[str, int]
     exit_code: int
     actors_started: int = 0
@@ -227,16 +232,20 @@ class _RaySession:
 
 
 def run_batch(config: RunConfig, *, editor_factory: Any = None,
-              faults: Sequence[Mapping[str, Any]] = ()) -> RunSummary:
+              faults: Sequence[Mapping[str, Any]] = (),
+              budget: BudgetHook | None = None) -> RunSummary:
     """Run a manifest. Raises ConfigError (before any work) for config problems.
 
     ``editor_factory(model, device, dtype) -> editor`` replaces KontextEditor.load in the
-    actors (tests); ``faults`` are injected failures (pipeline.faults)."""
+    actors (tests); ``faults`` are injected failures (pipeline.faults); ``budget`` is asked
+    before each batch (pipeline.dispatch.BudgetHook): once it refuses, the run finishes what
+    is in flight and ends ``budget-stopped`` (exit code 3)."""
     import ray
 
     check_flags(config)
+    _frozen_pricing(config.pricing)  # a bad pricing file is a config error: before any work
     info = resolve_model_info(config.model)
-    checked = check_manifest(config.manifest)
+    checked = check_manifest(config.manifest, image_roots=config.image_roots)
     session = _RaySession(config.address, config.num_cpus)
     try:
         if config.address is not None or ray.is_initialized():
@@ -244,13 +253,26 @@ def run_batch(config: RunConfig, *, editor_factory: Any = None,
             device = resolve_device(config.device, cluster_resources()[1])
         else:
             device = resolve_device(config.device, None)  # local: start Ray only if needed
-        return _run(config, info, checked, device, editor_factory, faults, session)
+        return _run(config, info, checked, device, editor_factory, faults, session, budget)
     finally:
         session.close()
 
 
+def _frozen_pricing(path: str | None) -> dict[str, Any]:
+    """config.json's "pricing" entry (the reports read it), validated now, not at report time."""
+    if path is None:
+        return {}
+    from pipeline.reports.pricing import PricingError, load_pricing
+
+    try:
+        return {"pricing": load_pricing(path).to_dict()}
+    except PricingError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factory: Any,
-         faults: Sequence[Mapping[str, Any]], session: _RaySession) -> RunSummary:
+         faults: Sequence[Mapping[str, Any]], session: _RaySession,
+         budget: BudgetHook | None = None) -> RunSummary:
     dtype = default_dtype(device) if config.dtype == "auto" else config.dtype
     fmt = normalise_format(config.output_format)
     defaults = RowDefaults(
@@ -277,7 +299,7 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         "run_id": run_id, "manifest": manifest_abs, "manifest_sha256": checked.digest,
         "rows_total": checked.rows_total, "model": info.spec, "preset": info.preset,
         "fingerprint": info.fingerprint, "settings": settings, "out": str(out),
-        "store": store_root})
+        "store": store_root, **_frozen_pricing(config.pricing)})
 
     ledger = LedgerWriter(run_dir / "ledger.jsonl", run_id)
     ledger.write("run-start", manifest=manifest_abs, rows_total=checked.rows_total,
@@ -285,7 +307,7 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                  invocation=history.invocations + 1, resumed=history.exists)
     outcomes = Outcomes(checked.rows_total)
     digests = SourceDigests(default_index_path(store_root))
-    status, actors_started, hashed = "interrupted", 0, 0
+    status, actors_started, hashed, budget_stopped = "interrupted", 0, 0, False
     try:
         plan_bar = RunProgress(checked.rows_total, desc="planning",
                                disable=not config.progress)
@@ -302,12 +324,13 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         progress.done = plan.done_before
         progress._bar.update(plan.hits + plan.failed + plan.done_before)
         if plan.tasks:
-            actors_started = _dispatch(config, info, device, dtype, plan, store, ledger,
-                                       outcomes, progress, history, run_id, editor_factory,
-                                       faults, session)
+            actors_started, budget_stopped = _dispatch(
+                config, info, device, dtype, plan, store, ledger, outcomes, progress, history,
+                run_id, editor_factory, faults, session, budget)
         progress.close()
         counts = outcomes.counts()
-        status = "failed-rows" if counts["failed"] else "complete"
+        status = "budget-stopped" if budget_stopped else \
+            "failed-rows" if counts["failed"] else "complete"
     except RunAborted as exc:
         raise ConfigError(str(exc)) from None
     finally:
@@ -319,8 +342,9 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
     if config.reports:
         reports, report_error = _build_reports(run_dir, config.progress)
     counts = outcomes.counts()
+    exit_code = 3 if budget_stopped else 1 if counts["failed"] else 0
     return RunSummary(run_id=run_id, run_dir=run_dir, store=store_root, results=results,
-                      status=status, counts=counts, exit_code=1 if counts["failed"] else 0,
+                      status=status, counts=counts, exit_code=exit_code,
                       actors_started=actors_started, hashed_sources=hashed, reports=reports,
                       report_error=report_error)
 
@@ -328,7 +352,7 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
 def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan, store: Store,
               ledger: LedgerWriter, outcomes: Outcomes, progress: RunProgress, history,
               run_id: str, editor_factory: Any, faults: Sequence[Mapping[str, Any]],
-              session: _RaySession) -> int:
+              session: _RaySession, budget: BudgetHook | None = None) -> tuple[int, bool]:
     session.ensure()
     slots = _start_actors(config, info, device, dtype, editor_factory, faults)
     dispatcher = Dispatcher(
@@ -339,12 +363,12 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
                                   backoff_s=config.retry_backoff_s),
         prior_attempts={i: r.attempts for i, r in history.rows.items()},
         followers=plan.followers, params_for=_params_for(run_id, info, dtype),
-        sidecar_for=_sidecar_for, node_alive=_node_alive)
+        sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget)
     try:
         dispatcher.run(plan.tasks)
     finally:
         dispatcher.stop_actors(timeout_s=10.0)
-    return len(slots)
+    return len(slots), dispatcher.budget_stopped
 
 
 def print_summary(summary: RunSummary, file=None) -> None:
