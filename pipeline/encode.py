@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from PIL import Image
@@ -38,6 +39,16 @@ def output_spec(fmt: str) -> dict[str, Any]:
     name = normalise_format(fmt)
     return {"format": name,
             "encoder": {**ENCODERS[name], "provenance": PROVENANCE_VERSION}}
+
+
+@lru_cache(maxsize=16)
+def _shared_spec(fmt: str, settings: str) -> Mapping[str, Any]:
+    return output_spec(fmt)
+
+
+def shared_output_spec(fmt: str) -> Mapping[str, Any]:
+    """output_spec for planning many rows: one shared (read-only) dict per format."""
+    return _shared_spec(fmt, repr(sorted(ENCODERS.get(normalise_format(fmt), {}).items())))
 
 
 def extension(fmt: str) -> str:

@@ -12,6 +12,7 @@ instruction, sit next to each other and land in the same batch.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from manifests import ManifestRow
 from pipeline.cache import ModelSettings, RowSettings, cache_key, normalise_instruction
 from pipeline.digests import SourceDigests
-from pipeline.encode import extension, normalise_format, output_spec
+from pipeline.encode import extension, normalise_format, shared_output_spec
 from pipeline.errors import BAD_ROW, PipelineError, describe
 from pipeline.ledger import LedgerWriter
 from pipeline.manifest_input import BadRow, CheckedManifest, iter_manifest
@@ -78,6 +79,19 @@ def _row_settings(row: ManifestRow, defaults: RowDefaults
     return steps, guidance, size, fmt
 
 
+def make_task(row: ManifestRow, image_sha256: str, model: ModelSettings,
+              defaults: RowDefaults) -> Task:
+    """The row with its settings resolved and its cache key; ValueError for bad settings."""
+    steps, guidance, size, fmt = _row_settings(row, defaults)
+    # Rows share images and instructions: one string object each keeps 200k rows small.
+    instruction = sys.intern(normalise_instruction(row.instruction))
+    key = cache_key(image_sha256, instruction, row.seed, model,
+                    RowSettings(steps, guidance, size, shared_output_spec(fmt)))
+    return Task(row.row_index, row.row_id, sys.intern(row.image), image_sha256, instruction,
+                int(row.seed), steps, guidance, size, fmt, extension(fmt), key, row.product_id,
+                row.variant)
+
+
 def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
              defaults: RowDefaults, digests: SourceDigests, store: Store,
              history: RunHistory, ledger: LedgerWriter, outcomes: Outcomes,
@@ -120,18 +134,13 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
                          digest.error_class if known else BAD_ROW)
                 continue
             try:
-                steps, guidance, size, fmt = _row_settings(row, defaults)
+                task = make_task(row, digest, model, defaults)
             except ValueError as exc:
                 fail_row(row.row_index, row.row_id, str(exc), row.image, row.instruction,
                          row.seed, row.product_id, row.variant)
                 continue
-            instruction = normalise_instruction(row.instruction)
-            key = cache_key(digest, instruction, row.seed, model,
-                            RowSettings(steps, guidance, size, output_spec(fmt)))
-            outcomes.key[row.row_index] = key
-            candidates.append(Task(row.row_index, row.row_id, row.image, digest, instruction,
-                                   int(row.seed), steps, guidance, size, fmt, extension(fmt),
-                                   key, row.product_id, row.variant))
+            outcomes.key[row.row_index] = task.key
+            candidates.append(task)
         if progress is not None:
             progress(len(batch))
     plan.hashed_sources = digests.hashed - hashed_before
