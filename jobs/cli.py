@@ -1,0 +1,296 @@
+"""The ``kontext-batch`` entry point: ``job`` and ``manifest`` here, everything else
+(``run``, ``report``) handed to pipeline.cli unchanged.
+
+    kontext-batch manifest build --catalog DIR|CSV|PARQUET --variants V.yaml [--seeds N] -o M.parquet
+    kontext-batch job run NAME|FILE [--date YYYY-MM-DD]
+    kontext-batch job history NAME|FILE [--json]
+    kontext-batch job schedule NAME|FILE [--crontab | --print] [--dir DIR]
+    kontext-batch job validate NAME|FILE
+
+Exit codes of ``job run``: 0 ok or nothing to do (date already finished), 1 finished with
+failed rows, 2 config error, 3 stopped at the budget cap, 4 the date is running elsewhere,
+130 interrupted (trigger again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+JOB_COMMANDS = ("job", "manifest")
+
+JOB_RUN_DESCRIPTION = """\
+Run a job for one date (default: today in the job's timezone). The run id is <job>-<date>
+and its folder OUT/runs/<job>-<date> (OUT = the spec's output). Triggering a date again
+does nothing when it finished, and resumes it when it was interrupted or killed. With a
+budget, no new batch starts once the next would push the run's device cost past the cap;
+batches in flight finish and commit, the other rows are recorded as not-run ("budget cap
+reached"), the ledger gets a budget-stop record and the exit code is 3. After a complete run,
+run folders older than the retention are deleted (never store objects).
+
+Exit codes: 0 ok or nothing to do, 1 finished with failed rows, 2 config error (spec,
+catalog, manifest, model, cluster), 3 stopped at the budget cap, 4 the date is already
+running in another process, 130 interrupted (trigger again to resume)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kontext-batch", description="Nightly jobs and manifest building for kontext-batch "
+                                          "(`kontext-batch --help` lists run and report too).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_manifest(commands)
+    _add_job(commands)
+    return parser
+
+
+def _add_manifest(commands) -> None:
+    manifest = commands.add_parser("manifest", help="build a manifest from a catalog × variants")
+    sub = manifest.add_subparsers(dest="manifest_command", metavar="SUBCOMMAND", required=True)
+    build = sub.add_parser(
+        "build", help="write catalog × variants × seeds as a Parquet manifest",
+        description="Every product of the catalog gets every variant, each with --seeds seeds. "
+                    "Instructions are the variants' templates filled from product fields "
+                    "(e.g. 'place the {product} on {backdrop}'); seeds and row ids "
+                    "(<product>--<variant>--<k>) depend only on (product, variant, k), so "
+                    "rebuilding after adding products keeps every existing row and its cache "
+                    "key. Exit 0 when written, 2 listing every problem (missing images, "
+                    "duplicate products, unknown template fields, ...) otherwise.")
+    build.add_argument("--catalog", required=True, metavar="DIR|CSV|PARQUET",
+                       help="folder of images (product id = file stem) or a table with "
+                            "product_id, image and any descriptive columns")
+    build.add_argument("--variants", required=True, metavar="YAML", help="variants file")
+    build.add_argument("--seeds", type=int, default=1, metavar="N",
+                       help="seeds per (product, variant) (default 1)")
+    build.add_argument("-o", "--out", required=True, metavar="MANIFEST",
+                       help="manifest to write (.parquet); replaced only by a complete one")
+    build.set_defaults(func=_manifest_build)
+
+
+def _add_job(commands) -> None:
+    job = commands.add_parser("job", help="nightly jobs: run, history, schedule, validate")
+    sub = job.add_subparsers(dest="job_command", metavar="SUBCOMMAND", required=True)
+
+    def spec_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("job", metavar="NAME|FILE",
+                       help="a job spec file, or a job name looked up in --jobs-dir, "
+                            "$KONTEXT_BATCH_JOBS_DIR, ./jobs, ./jobs/examples")
+        p.add_argument("--jobs-dir", metavar="DIR", help="folder of job specs to search")
+
+    run = sub.add_parser("run", help="run (or resume) the job for a date",
+                         description=JOB_RUN_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    spec_arg(run)
+    run.add_argument("--date", metavar="YYYY-MM-DD",
+                     help="the date to run (default: today in the job's timezone)")
+    run.add_argument("--no-report", action="store_true",
+                     help="skip the report, contact sheets and review page")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_job_run)
+
+    history = sub.add_parser("history", help="the job's runs: date, status, images, hits, "
+                                              "failures, cost")
+    spec_arg(history)
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.set_defaults(func=_job_history)
+
+    schedule = sub.add_parser(
+        "schedule", help="write a systemd service + timer (or print a crontab line)",
+        description="Write kontext-batch-job-<name>.service and .timer (Persistent=true: a "
+                    "night missed while the machine was off runs at boot) into --dir, or "
+                    "print them (--print), or print a crontab line (--crontab).")
+    spec_arg(schedule)
+    how = schedule.add_mutually_exclusive_group()
+    how.add_argument("--crontab", action="store_true", help="print a crontab line instead")
+    how.add_argument("--print", dest="print_units", action="store_true",
+                     help="print the systemd units instead of writing them")
+    schedule.add_argument("--dir", metavar="DIR",
+                          help="where to write the units (default ~/.config/systemd/user)")
+    schedule.add_argument("--workdir", metavar="DIR",
+                          help="working directory of the scheduled run (default: here)")
+    schedule.set_defaults(func=_job_schedule)
+
+    validate = sub.add_parser("validate", help="check a job spec (files, model, schedule)")
+    spec_arg(validate)
+    validate.set_defaults(func=_job_validate)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _manifest_build(args: argparse.Namespace) -> int:
+    from manifests import BuildError, build_manifest
+
+    try:
+        rows = build_manifest(args.catalog, args.variants, args.seeds, out=args.out)
+    except BuildError as exc:
+        print(f"kontext-batch manifest build: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {rows} rows")
+    return 0
+
+
+def _load(args: argparse.Namespace, **checks: bool):
+    from jobs.spec import find_job_spec, load_job_spec
+
+    dirs = [Path(args.jobs_dir)] if args.jobs_dir else None
+    return load_job_spec(find_job_spec(args.job, dirs), **checks)
+
+
+def _job_run(args: argparse.Namespace) -> int:
+    from jobs.runner import EXIT_BUSY, EXIT_CONFIG, JobBusy, JobError, parse_date, run_job
+    from jobs.spec import SpecError
+    from pipeline.errors import ConfigError
+    from pipeline.faults import faults_from_env
+    from pipeline.runner import print_summary
+
+    try:
+        date = parse_date(args.date) if args.date else None
+        spec = _load(args, check_files=True, check_model=True)
+        result = run_job(spec, date, faults=faults_from_env(), progress=not args.quiet,
+                         reports=not args.no_report)
+    except (SpecError, JobError, ConfigError, ValueError) as exc:
+        print(f"kontext-batch job run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JobBusy as exc:
+        print(f"kontext-batch job run: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except KeyboardInterrupt:
+        print("kontext-batch job run: interrupted; trigger the same date again to resume",
+              file=sys.stderr)
+        return 130
+    if result.action == "nothing-to-do":
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts.items()))
+        print(f"job {result.job} {result.date}: already finished ({result.status}"
+              f"{'; ' + counts if counts else ''}); nothing to do\n  run folder: "
+              f"{result.run_dir}")
+        return result.exit_code
+    print(f"job {result.job} {result.date}: {result.action} as {result.run_id}")
+    print_summary(result.summary)
+    stop = result.budget_stop
+    if result.status == "budget-stopped" and stop:
+        print(f"  budget:   stopped at the cap: spent {stop.get('spent')} of "
+              f"{stop.get('cap')} {stop.get('currency')}; {stop.get('rows_not_dispatched')} "
+              "row(s) not run (reason 'budget cap reached'); exit code 3")
+    for path in result.deleted:
+        print(f"  retention: deleted {path}")
+    return result.exit_code
+
+
+def _job_history(args: argparse.Namespace) -> int:
+    from jobs.history import job_history, render_history
+    from jobs.spec import SpecError
+
+    try:
+        spec = _load(args, check_files=False)
+    except SpecError as exc:
+        print(f"kontext-batch job history: {exc}", file=sys.stderr)
+        return 2
+    rows, totals = job_history(spec)
+    if args.json:
+        doc = {"job": spec.name, "runs": [r.to_dict() for r in rows],
+               "totals": None if totals is None else
+               {"rows": totals["rows"], "cost": totals["cost"]}}
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(render_history(spec, rows, totals))
+    return 0
+
+
+def _job_schedule(args: argparse.Namespace) -> int:
+    from jobs.schedule import (
+        ScheduleError,
+        crontab_line,
+        systemd_units,
+        write_systemd_units,
+    )
+    from jobs.spec import SpecError
+
+    try:
+        spec = _load(args, check_files=False)
+        workdir = Path(args.workdir) if args.workdir else None
+        if args.crontab:
+            print(crontab_line(spec, workdir))
+            print("# add with `crontab -e`; CRON_TZ needs cronie, and cron does not catch up a "
+                  "missed night (the systemd timer does)", file=sys.stderr)
+            return 0
+        units = systemd_units(spec, workdir)
+    except (SpecError, ScheduleError) as exc:
+        print(f"kontext-batch job schedule: {exc}", file=sys.stderr)
+        return 2
+    if args.print_units:
+        print(f"# {units.service_name}\n{units.service}\n# {units.timer_name}\n{units.timer}")
+        return 0
+    user_dir = Path.home() / ".config" / "systemd" / "user"
+    folder = Path(args.dir).expanduser() if args.dir else user_dir
+    for path in write_systemd_units(units, folder):
+        print(f"wrote {path}")
+    user = "--user " if folder.resolve() == user_dir.resolve() else ""
+    print(f"enable with:\n  systemctl {user}daemon-reload\n  systemctl {user}enable --now "
+          f"{units.timer_name}\n  systemctl {user}list-timers {units.timer_name}")
+    if user:
+        print("  loginctl enable-linger $USER   # so user timers fire while you are logged out")
+    assert spec.schedule is not None
+    tz = spec.schedule.tz
+    moment = datetime.now(tz)
+    upcoming = []
+    for _ in range(3):
+        moment = spec.schedule.cron.next_after(moment, tz)
+        upcoming.append(moment.isoformat(timespec="minutes"))
+    print(f"next runs ({spec.schedule.timezone}): {', '.join(upcoming)}")
+    return 0
+
+
+def _job_validate(args: argparse.Namespace) -> int:
+    from jobs.spec import SpecError
+
+    try:
+        spec = _load(args, check_files=True, check_model=True)
+    except SpecError as exc:
+        print(f"kontext-batch job validate: {exc}", file=sys.stderr)
+        return 2
+    source = f"manifest {spec.manifest}" if spec.manifest else \
+        f"build {spec.build.catalog} × {spec.build.variants}"  # type: ignore[union-attr]
+    print(f"job spec {spec.path}: ok (job {spec.name}; {source}; model {spec.model}; "
+          f"output {spec.output})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _top_level_help() -> str:
+    from pipeline import cli as pipeline_cli
+
+    text = pipeline_cli.build_parser().format_help()
+    return text + (
+        "\nnightly jobs and manifests:\n"
+        "  manifest build      catalog × variants → manifest (kontext-batch manifest build -h)\n"
+        "  job run             run or resume a job for a date (kontext-batch job run -h)\n"
+        "  job history         a job's runs with images, hits, failures, cost\n"
+        "  job schedule        systemd timer (or crontab line) for a job\n"
+        "  job validate        check a job spec\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``job`` and ``manifest`` here, anything else to pipeline.cli.main."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in JOB_COMMANDS:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    if command is None and any(a in ("-h", "--help") for a in argv):
+        print(_top_level_help(), end="")
+        return 0
+    from pipeline import cli as pipeline_cli
+
+    return int(pipeline_cli.main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

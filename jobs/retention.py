@@ -1,0 +1,79 @@
+"""Which run folders of a job to keep, and deleting the others.
+
+Runs of job NAME are the folders ``OUT/runs/NAME-YYYY-MM-DD``. After a run completes,
+``apply_retention`` deletes the job's older run folders that no rule keeps:
+
+- ``keep_runs: N`` keeps the N newest dates (the current run counts as one);
+- ``keep_days: D`` keeps dates less than D days before the current run's date;
+- with both, a folder survives if either rule keeps it (nothing is deleted by surprise).
+
+Never deleted: the current run, runs dated after it (a back-fill must not delete the
+present), and a run another process is working on (its job.lock is held). Only run folders
+are deleted, never objects in the content-addressed store: an output can be shared by many
+runs (cache hits point at the object an earlier run committed), so removing store objects
+safely would need reference counting across every run and job sharing the store. Reclaim
+store space separately (e.g. delete objects no kept run's results.parquet mentions).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+from jobs.lock import RunLock
+from jobs.spec import Retention
+
+DATE_PATTERN = r"\d{4}-\d{2}-\d{2}"
+
+
+def job_run_dirs(runs_dir: Path, job: str) -> list[tuple[date, Path]]:
+    """(date, folder) of every run of ``job`` under ``runs_dir``, oldest first."""
+    if not runs_dir.is_dir():
+        return []
+    pattern = re.compile(rf"^{re.escape(job)}-({DATE_PATTERN})$")
+    found = []
+    for child in runs_dir.iterdir():
+        match = pattern.match(child.name)
+        if not match or not child.is_dir():
+            continue
+        try:
+            found.append((date.fromisoformat(match.group(1)), child))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def expired_runs(runs: list[tuple[date, Path]], current: date, rule: Retention
+                 ) -> list[Path]:
+    """The folders no retention rule keeps (pure: decides, deletes nothing)."""
+    if not rule.enabled:
+        return []
+    older = [(d, p) for d, p in runs if d < current]
+    kept_by_count: set[Path] = set()
+    if rule.keep_runs is not None:
+        newest_first = sorted(older, reverse=True)
+        kept_by_count = {p for _, p in newest_first[:max(0, rule.keep_runs - 1)]}
+    expired = []
+    for d, p in older:
+        keep_count = rule.keep_runs is not None and p in kept_by_count
+        keep_days = rule.keep_days is not None and d > current - timedelta(days=rule.keep_days)
+        if not keep_count and not keep_days:
+            expired.append(p)
+    return expired
+
+
+def apply_retention(runs_dir: Path, job: str, current: date, rule: Retention) -> list[Path]:
+    """Delete the job's expired run folders; returns those deleted."""
+    deleted = []
+    for path in expired_runs(job_run_dirs(runs_dir, job), current, rule):
+        lock = RunLock(path)
+        if not lock.acquire():
+            continue  # someone is (re)running that date right now
+        try:
+            shutil.rmtree(path)
+        finally:
+            lock.release()
+        deleted.append(path)
+    return deleted

@@ -1,0 +1,232 @@
+"""Run a job for one date: one run per job per date, resumable, capped, retention after.
+
+The run id is ``<job>-<date>`` and its folder ``OUT/runs/<job>-<date>`` (OUT = the spec's
+``output``). Triggering a date again:
+
+- finished (run-end complete / failed-rows / budget-stopped): nothing is run (exit 0);
+- interrupted or killed: the same run resumes; rows already committed stay done;
+- running in another process (its job.lock is held): refused (exit 4).
+
+A built manifest is written once per date into the run folder (``manifest.parquet``) and
+reused when the date resumes, so a catalog edited in between cannot shift the rows of a
+half-done run.
+
+Exit codes: 0 ok or nothing to do, 1 finished with failed rows, 2 config error (bad spec,
+catalog, manifest, model, cluster), 3 stopped at the budget cap, 4 the date is already
+running elsewhere, 130 interrupted (trigger again to resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date as Date
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jobs.budget import LedgerBudget
+from jobs.lock import RunLock
+from jobs.retention import apply_retention
+from jobs.spec import JobSpec
+
+EXIT_OK = 0
+EXIT_FAILED_ROWS = 1
+EXIT_CONFIG = 2
+EXIT_BUDGET = 3
+EXIT_BUSY = 4
+EXIT_INTERRUPTED = 130
+FINISHED = ("complete", "failed-rows", "budget-stopped")
+
+
+class JobError(Exception):
+    """A job cannot run (config-class: exit 2); the message says what to fix."""
+
+
+class JobBusy(Exception):
+    """Another process holds this job date's lock (exit 4)."""
+
+
+@dataclass
+class JobRunResult:
+    job: str
+    date: str
+    run_id: str
+    run_dir: Path
+    action: str  # ran | resumed | nothing-to-do
+    status: str  # complete | failed-rows | budget-stopped | interrupted
+    exit_code: int
+    counts: dict[str, int] = field(default_factory=dict)
+    budget_stop: dict[str, Any] | None = None
+    deleted: list[Path] = field(default_factory=list)
+    summary: Any = None  # pipeline.runner.RunSummary when something ran
+
+
+def parse_date(text: str) -> str:
+    """YYYY-MM-DD, checked; ValueError saying the format otherwise."""
+    try:
+        if len(text) == 10:
+            return Date.fromisoformat(text).isoformat()
+    except ValueError:
+        pass
+    raise ValueError(f"date {text!r} is not a calendar date in the form YYYY-MM-DD "
+                     "(e.g. 2026-11-27)")
+
+
+def today_for(spec: JobSpec, now: datetime | None = None) -> str:
+    """Today's date where the job is scheduled (its timezone), else on this machine."""
+    now = now or datetime.now().astimezone()
+    if spec.schedule is not None:
+        return now.astimezone(spec.schedule.tz).date().isoformat()
+    return now.date().isoformat()
+
+
+def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = None,
+            faults: Sequence[Mapping[str, Any]] = (), progress: bool = True,
+            reports: bool = True, num_cpus: int | None = None,
+            retry_backoff_s: float = 1.0) -> JobRunResult:
+    """Run (or resume, or skip) ``spec`` for ``date`` (default: today in its timezone).
+
+    Raises JobError (config), JobBusy (locked), pipeline ConfigError (the runner's checks)
+    and KeyboardInterrupt (the run is left resumable)."""
+    from pipeline.resume import read_history
+
+    date = parse_date(date) if date else today_for(spec)
+    run_id, run_dir = spec.run_id(date), spec.run_dir(date)
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        raise JobBusy(f"job {spec.name} for {date} is already running in another process "
+                      f"(lock {lock.path}); wait for it, or trigger another date")
+    try:
+        history = read_history(run_dir / "ledger.jsonl")
+        if history.exists and history.finished_status in FINISHED:
+            _note_trigger(spec, date, run_dir, "nothing-to-do", None)
+            return JobRunResult(spec.name, date, run_id, run_dir, "nothing-to-do",
+                                str(history.finished_status), EXIT_OK,
+                                counts=_result_counts(run_dir),
+                                budget_stop=last_budget_stop(run_dir))
+        action = "resumed" if history.exists else "ran"
+        manifest, image_roots = _manifest_for(spec, run_dir)
+        _note_trigger(spec, date, run_dir, action, manifest)
+        summary = _run(spec, run_id, run_dir, manifest, image_roots, editor_factory, faults,
+                       progress, reports, num_cpus, retry_backoff_s)
+    finally:
+        lock.release()
+    deleted = []
+    if summary.status == "complete":
+        deleted = apply_retention(spec.runs_dir, spec.name, Date.fromisoformat(date),
+                                  spec.retention)
+    return JobRunResult(spec.name, date, run_id, run_dir, action, summary.status,
+                        summary.exit_code, counts=dict(summary.counts),
+                        budget_stop=last_budget_stop(run_dir), deleted=deleted,
+                        summary=summary)
+
+
+def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots: list[str],
+         editor_factory: Any, faults: Sequence[Mapping[str, Any]], progress: bool,
+         reports: bool, num_cpus: int | None, retry_backoff_s: float) -> Any:
+    from pipeline.reports.pricing import DEFAULT_PRICING_FILE, PricingError, load_pricing
+    from pipeline.runner import RunConfig, run_batch
+
+    pricing_file = spec.pricing or DEFAULT_PRICING_FILE
+    budget = None
+    if spec.budget is not None:
+        try:
+            pricing = load_pricing(pricing_file)
+            budget = LedgerBudget(run_dir / "ledger.jsonl", spec.budget.amount,
+                                  spec.budget.currency, pricing)
+        except (PricingError, ValueError) as exc:
+            raise JobError(f"job {spec.name}: {exc}") from None
+    config = RunConfig(
+        manifest=str(manifest), out=str(spec.output), store=spec.store, model=spec.model,
+        address=spec.ray.address, device=spec.ray.device, dtype=spec.sampler.dtype,
+        batch_size=spec.sampler.batch_size, actors=spec.ray.actors, steps=spec.sampler.steps,
+        guidance=spec.sampler.guidance, output_format=spec.sampler.output_format,
+        run_id=run_id, max_attempts=spec.ray.max_attempts, retry_backoff_s=retry_backoff_s,
+        num_cpus=num_cpus, reports=reports, progress=progress,
+        image_roots=image_roots or None, pricing=str(pricing_file))
+    return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
+
+
+def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:
+    """The manifest to run, and the image folders outside its own folder it may read."""
+    if spec.manifest is not None:
+        if not spec.manifest.is_file():
+            raise JobError(f"job {spec.name}: manifest not found: {spec.manifest}; fix "
+                           f"manifest: in {spec.path}")
+        return spec.manifest, []
+    from manifests import BuildError, build_manifest
+
+    assert spec.build is not None
+    frozen = run_dir / "manifest.parquet"
+    if not frozen.is_file():
+        try:
+            build_manifest(spec.build.catalog, spec.build.variants, spec.build.seeds, out=frozen)
+        except BuildError as exc:
+            raise JobError(f"job {spec.name} ({spec.path}): {exc}") from None
+    return frozen, image_folders(frozen)
+
+
+def image_folders(manifest: Path) -> list[str]:
+    """Folders of the manifest's local images that lie outside the manifest's own folder (a
+    built manifest refers to the catalog's images where they are)."""
+    import pyarrow.parquet as pq
+
+    from manifests.paths import is_within, uri_scheme
+
+    base = os.path.realpath(manifest.parent)
+    folders = set()
+    for ref in pq.read_table(manifest, columns=["image"]).column("image").to_pylist():
+        if isinstance(ref, str) and uri_scheme(ref) is None and os.path.isabs(ref):
+            real = os.path.dirname(os.path.realpath(ref))
+            if not is_within(real, base):
+                folders.add(real)
+    return sorted(folders)
+
+
+def _note_trigger(spec: JobSpec, date: str, run_dir: Path, action: str,
+                  manifest: Path | None) -> None:
+    """RUN_DIR/job.json: which spec made this run, and every trigger of the date."""
+    path = run_dir / "job.json"
+    doc: dict[str, Any] = {}
+    if path.exists():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            doc = {}
+    spec_bytes = spec.path.read_bytes() if spec.path.exists() else b""
+    doc.update({"job": spec.name, "date": date, "run_id": spec.run_id(date),
+                "spec": str(spec.path), "spec_sha256": hashlib.sha256(spec_bytes).hexdigest()})
+    if manifest is not None:
+        doc["manifest"] = str(manifest)
+    if spec.budget is not None:
+        doc["budget"] = {"amount": spec.budget.amount, "currency": spec.budget.currency}
+    doc.setdefault("triggers", []).append({"ts": time.time(), "action": action,
+                                           "pid": os.getpid()})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def last_budget_stop(run_dir: Path) -> dict[str, Any] | None:
+    from pipeline.ledger import read_ledger
+
+    stops = [r for r in read_ledger(run_dir / "ledger.jsonl") if r.get("type") == "budget-stop"]
+    return stops[-1] if stops else None
+
+
+def _result_counts(run_dir: Path) -> dict[str, int]:
+    path = run_dir / "results.parquet"
+    if not path.exists():
+        return {}
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    for status in pq.read_table(path, columns=["status"]).column("status").to_pylist():
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -1,0 +1,119 @@
+"""Put a job on its schedule: a systemd service + timer, or a crontab line.
+
+systemd (preferred): ``kontext-batch-job-<name>.service`` runs ``job run <spec>`` once;
+``kontext-batch-job-<name>.timer`` fires it per the spec's cron in the spec's timezone
+(OnCalendar with a timezone needs systemd >= 235), with ``Persistent=true`` so a night
+missed while the machine was off runs at the next boot. cron has no such catch-up, and
+only cronie (RHEL, Fedora, Arch) honours ``CRON_TZ``; Debian's cron uses the system zone.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.spec import JobSpec
+
+UNIT_PREFIX = "kontext-batch-job-"
+
+
+class ScheduleError(ValueError):
+    """The job has no usable schedule; the message says what to add."""
+
+
+@dataclass(frozen=True)
+class SystemdUnits:
+    service_name: str
+    service: str
+    timer_name: str
+    timer: str
+
+
+def job_command(spec: JobSpec, python: str | None = None) -> list[str]:
+    """The command a scheduler runs: this interpreter (the venv's) running the jobs CLI, so
+    it works without PATH and without activating the venv."""
+    return [python or sys.executable, "-m", "jobs.cli", "job", "run", str(spec.path)]
+
+
+def _require_schedule(spec: JobSpec) -> None:
+    if spec.schedule is None:
+        raise ScheduleError(f"job {spec.name} has no schedule; add to {spec.path}:\n"
+                            "schedule:\n  cron: \"0 2 * * *\"\n  timezone: UTC")
+
+
+def systemd_units(spec: JobSpec, workdir: Path | None = None,
+                  python: str | None = None) -> SystemdUnits:
+    _require_schedule(spec)
+    assert spec.schedule is not None
+    name = f"{UNIT_PREFIX}{spec.name}"
+    workdir = (workdir or Path.cwd()).resolve()
+    command = " ".join(_systemd_quote(a) for a in job_command(spec, python))
+    service = "\n".join([
+        "[Unit]",
+        f"Description=kontext-batch job {spec.name} (one run per date)",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"WorkingDirectory={str(workdir).replace('%', '%%')}",
+        "Environment=HF_HUB_OFFLINE=1",
+        "Environment=RAY_AUTH_MODE=disabled",
+        f"ExecStart={command}",
+        "# exit 3 = stopped at the budget cap, 1 = some rows failed: both mark the unit failed",
+        "# so `systemctl --failed` shows them; see jobs/README.md for every exit code.",
+        "",
+    ])
+    calendars = spec.schedule.cron.on_calendar(spec.schedule.timezone)
+    timer = "\n".join([
+        "[Unit]",
+        f"Description=Schedule of kontext-batch job {spec.name} "
+        f"(cron {spec.schedule.cron.text!r}, {spec.schedule.timezone})",
+        "",
+        "[Timer]",
+        *(f"OnCalendar={c}" for c in calendars),
+        "Persistent=true",
+        f"Unit={name}.service",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+    ])
+    return SystemdUnits(f"{name}.service", service, f"{name}.timer", timer)
+
+
+def write_systemd_units(units: SystemdUnits, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in ((units.service_name, units.service), (units.timer_name, units.timer)):
+        path = folder / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def crontab_line(spec: JobSpec, workdir: Path | None = None, python: str | None = None,
+                 log: Path | None = None) -> str:
+    """``CRON_TZ=...`` plus the job's line (output appended to a log in its output folder)."""
+    _require_schedule(spec)
+    assert spec.schedule is not None
+    workdir = (workdir or Path.cwd()).resolve()
+    log = log or spec.output / "logs" / f"{spec.name}.log"
+    command = " ".join(shlex.quote(a) for a in job_command(spec, python))
+    body = (f"mkdir -p {shlex.quote(str(log.parent))} && cd {shlex.quote(str(workdir))} && "
+            f"HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled {command} >> {shlex.quote(str(log))} 2>&1")
+    body = body.replace("%", "\\%")  # cron turns a bare % into a newline
+    return f"CRON_TZ={spec.schedule.timezone}\n{spec.schedule.cron.text} {body}"
+
+
+def _systemd_quote(arg: str) -> str:
+    """Quote for systemd's ExecStart= / WorkingDirectory= (its own rules, close to shell)."""
+    if arg and all(ch.isalnum() or ch in "/._-+=:@," for ch in arg):
+        return arg.replace("%", "%%")
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'

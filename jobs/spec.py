@@ -1,0 +1,578 @@
+"""Job specs: one YAML file per nightly job, checked with every mistake named by file and line.
+
+    name: demo-nightly                 # letters, digits, '.', '_', '-'; run ids are <name>-<date>
+    description: ...                   # optional
+    manifest: catalog.parquet          # either a manifest ...
+    build:                             # ... or how to build one each run (frozen per date)
+      catalog: images/ | catalog.csv | catalog.parquet
+      variants: variants.yaml
+      seeds: 1                         # seeds per (product, variant)
+    model: kontext-tiny                # a preset name or a folder of downloaded weights
+    sampler: {steps: 8, guidance: 2.5, output_format: png, dtype: auto, batch_size: 4}
+    output: runs/jobs                  # OUT: OUT/store (shared outputs), OUT/runs/<name>-<date>
+    store: s3://bucket/prefix          # optional: outputs elsewhere (default OUT/store)
+    pricing: prices.yaml               # optional: default pipeline/pricing.yaml
+    budget: {amount: 25, currency: USD}  # optional cap per run, in the pricing file's currency
+    retention: {keep_runs: 14, keep_days: 30}  # optional; see jobs.retention
+    schedule: {cron: "0 2 * * *", timezone: Europe/London}
+    ray: {address: auto, actors: 2, device: auto, max_attempts: 3}
+
+Relative paths resolve against the spec file's folder, so a job runs the same from any
+working directory (cron, systemd). Validation reports every problem at once, each as
+``FILE:LINE: KEY: what is wrong; what to do``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobs.cron import Cron, CronError, parse_cron
+
+CURRENCIES = ("USD", "EUR", "GBP")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+_TOP_KEYS = ("name", "description", "manifest", "build", "model", "sampler", "output", "store",
+             "pricing", "budget", "retention", "schedule", "ray")
+_SECTIONS = {
+    "build": ("catalog", "variants", "seeds"),
+    "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size"),
+    "budget": ("amount", "currency"),
+    "retention": ("keep_runs", "keep_days"),
+    "schedule": ("cron", "timezone"),
+    "ray": ("address", "actors", "device", "max_attempts"),
+}
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    file: str
+    line: int | None  # 1-based
+    key: str  # dotted path, e.g. budget.amount ("" for the whole file)
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A job spec that cannot be used; ``.problems`` lists every mistake found."""
+
+    def __init__(self, problems: list[SpecProblem], path: str | os.PathLike | None = None) -> None:
+        self.problems = problems
+        self.path = os.fspath(path) if path is not None else None
+        n = len(problems)
+        header = f"job spec {self.path} has {n} problem{'s' if n != 1 else ''}:" if path \
+            else f"job spec has {n} problem{'s' if n != 1 else ''}:"
+        super().__init__("\n".join([header, *(f"  {p}" for p in problems)]))
+
+
+@dataclass(frozen=True)
+class BuildRecipe:
+    catalog: Path
+    variants: Path
+    seeds: int = 1
+
+
+@dataclass(frozen=True)
+class Sampler:
+    steps: int | None = None
+    guidance: float | None = None
+    output_format: str = "png"
+    dtype: str = "auto"
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class Budget:
+    amount: float
+    currency: str
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_runs: int | None = None
+    keep_days: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep_runs is not None or self.keep_days is not None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: Cron
+    timezone: str
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str | None = None
+    actors: int | None = None
+    device: str = "auto"
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    path: Path  # the spec file (absolute)
+    name: str
+    model: str
+    output: Path
+    manifest: Path | None = None
+    build: BuildRecipe | None = None
+    description: str = ""
+    sampler: Sampler = field(default_factory=Sampler)
+    store: str | None = None
+    pricing: Path | None = None
+    budget: Budget | None = None
+    retention: Retention = field(default_factory=Retention)
+    schedule: Schedule | None = None
+    ray: RaySettings = field(default_factory=RaySettings)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.output / "runs"
+
+    def run_id(self, date: str) -> str:
+        return f"{self.name}-{date}"
+
+    def run_dir(self, date: str) -> Path:
+        return self.runs_dir / self.run_id(date)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class _Checker:
+    """Collects problems while walking the composed YAML (nodes carry line numbers)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+        self.problems: list[SpecProblem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(SpecProblem(str(self.path), line, key, message))
+
+    def value(self, node: yaml.Node) -> Any:
+        return self._constructor.construct_document(node)
+
+    def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...]
+                ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """key -> (key node, value node) of a mapping; unknown and repeated keys reported."""
+        if not isinstance(node, yaml.MappingNode):
+            what = "the file" if not key else key
+            self.problem(node, key, f"{what} must be a mapping of keys to values, got "
+                                    f"{_kind(self.value(node))}")
+            return {}
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            name = self.value(key_node)
+            full = f"{key}.{name}" if key else str(name)
+            if not isinstance(name, str) or name not in allowed:
+                close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else \
+                    f"; known keys here: {', '.join(allowed)}"
+                self.problem(key_node, full, f"unknown key {name!r}{hint}")
+                continue
+            if name in out:
+                first = out[name][0].start_mark.line + 1
+                self.problem(key_node, full, f"given twice (first on line {first}); keep one")
+                continue
+            out[name] = (key_node, value_node)
+        return out
+
+    def path_value(self, entry: tuple[yaml.Node, yaml.Node] | None, key: str) -> Path | None:
+        text = self.typed(entry, key, str, "a path")
+        if text is None:
+            return None
+        if not text.strip():
+            self.problem(entry[1], key, "is empty; give a path (relative to the spec's folder)")
+            return None
+        return (self.base / Path(text).expanduser()).resolve()
+
+    def typed(self, entry: tuple[yaml.Node, yaml.Node] | None, key: str, kind: type,
+              what: str) -> Any:
+        if entry is None:
+            return None
+        value = self.value(entry[1])
+        if value is None:
+            return None
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            self.problem(entry[1], key, f"must be {what}, got {_kind(value)} {value!r}")
+            return None
+        return value
+
+    def int_in(self, entry, key: str, low: int, high: int | None = None) -> int | None:
+        value = self.typed(entry, key, int, "a whole number")
+        if value is None:
+            return None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.problem(entry[1], key, f"must be {bounds}, got {value}")
+            return None
+        return value
+
+    def choice(self, entry, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.typed(entry, key, str, f"one of {', '.join(choices)}")
+        if value is None:
+            return default
+        if value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            self.problem(entry[1], key, f"{value!r} is not one of {', '.join(choices)}{hint}")
+            return default
+        return value
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "text", bool: "true/false",
+             int: "a whole number", float: "a number", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)
+
+
+def load_job_spec(path: str | os.PathLike, *, check_files: bool = True,
+                  check_model: bool = False) -> JobSpec:
+    """Read and check a job spec. Raises SpecError listing every problem (file, line, key).
+
+    ``check_files``: the manifest (or catalog and variants) must exist now (a run needs them;
+    writing a schedule does not). ``check_model``: resolve the model (imports the model
+    library, so only where a run is about to happen)."""
+    spec_path = Path(path).expanduser().resolve()
+    where = str(spec_path)
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecProblem(where, None, "", "file not found; check the path")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecProblem(where, None, "", f"cannot be read ({exc})")]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        what = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecProblem(where, line, "", f"not valid YAML: {what}; fix the syntax "
+                                                      "there")], where) from None
+    if root is None:
+        raise SpecError([SpecProblem(where, 1, "", "the file is empty; see jobs/README.md for "
+                                                   "the keys a job spec has")], where)
+    checker = _Checker(spec_path)
+    spec = _check(checker, root, check_files, check_model)
+    if checker.problems:
+        raise SpecError(sorted(checker.problems, key=lambda p: p.line or 0), where)
+    assert spec is not None
+    return spec
+
+
+def _check(c: _Checker, root: yaml.Node, check_files: bool, check_model: bool
+           ) -> JobSpec | None:
+    top = c.mapping(root, "", _TOP_KEYS)
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    def required(key: str, example: str) -> tuple[yaml.Node, yaml.Node] | None:
+        entry = top.get(key)
+        if entry is None or c.value(entry[1]) is None:
+            c.problem(entry[1] if entry else root, key, f"is missing; add e.g. {example}")
+            return None
+        return entry
+
+    name = c.typed(required("name", "name: my-nightly-job"), "name", str, "text")
+    if name is not None and not NAME_PATTERN.match(name):
+        c.problem(top["name"][1], "name", f"{name!r} must start with a letter or digit and use "
+                                          "only letters, digits, '.', '_' and '-' (it names "
+                                          "run folders and systemd units)")
+    description = c.typed(top.get("description"), "description", str, "text") or ""
+
+    manifest, build = _check_source(c, top, root, check_files)
+    model = _check_model(c, required("model", "model: kontext-tiny"), check_model)
+    output = c.path_value(required("output", "output: runs/jobs"), "output")
+    if output is not None and output.exists() and not output.is_dir():
+        c.problem(top["output"][1], "output", f"{output} exists and is not a folder; pick "
+                                              "another path")
+    store = c.typed(top.get("store"), "store", str, "a folder or URI such as s3://bucket/prefix")
+    if store is not None and "://" not in store:
+        store = str((c.base / Path(store).expanduser()).resolve())
+    sampler = _check_sampler(c, top.get("sampler"))
+    pricing_path = c.path_value(top.get("pricing"), "pricing")
+    budget = _check_budget(c, top.get("budget"), pricing_path, top.get("pricing"))
+    retention = _check_retention(c, top.get("retention"))
+    schedule = _check_schedule(c, top.get("schedule"))
+    ray = _check_ray(c, top.get("ray"))
+    if c.problems or name is None or model is None or output is None:
+        return None
+    return JobSpec(path=c.path, name=name, model=model, output=output, manifest=manifest,
+                   build=build, description=description, sampler=sampler, store=store,
+                   pricing=pricing_path, budget=budget, retention=retention, schedule=schedule,
+                   ray=ray)
+
+
+def _section(c: _Checker, entry: tuple[yaml.Node, yaml.Node] | None, key: str
+             ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    if entry is None or c.value(entry[1]) is None:
+        return {}
+    return c.mapping(entry[1], key, _SECTIONS[key])
+
+
+def _check_source(c: _Checker, top: dict, root: yaml.Node, check_files: bool
+                  ) -> tuple[Path | None, BuildRecipe | None]:
+    has_manifest, has_build = "manifest" in top, "build" in top
+    if has_manifest and has_build:
+        c.problem(top["build"][0], "build", "give either manifest: or build:, not both")
+        return None, None
+    if not has_manifest and not has_build:
+        c.problem(root, "manifest", "is missing; add manifest: <file.parquet>, or build: "
+                                    "{catalog: ..., variants: ...} to build one each run")
+        return None, None
+    if has_manifest:
+        manifest = c.path_value(top["manifest"], "manifest")
+        if manifest is not None and check_files and not manifest.is_file():
+            c.problem(top["manifest"][1], "manifest",
+                      f"file not found: {manifest} (relative paths resolve against "
+                      f"{c.base}); fix the path, or use build: to make one from a catalog")
+        return manifest, None
+    section = _section(c, top["build"], "build")
+    if not section:
+        if isinstance(top["build"][1], yaml.MappingNode) or c.value(top["build"][1]) is None:
+            c.problem(top["build"][1], "build", "needs catalog: and variants:")
+        return None, None
+    found: dict[str, Path | None] = {}
+    for key, what in (("catalog", "a folder of images, a .csv or a .parquet catalog"),
+                      ("variants", "a variants YAML file")):
+        entry = section.get(key)
+        if entry is None:
+            c.problem(top["build"][0], f"build.{key}", f"is missing; give {what}")
+            found[key] = None
+            continue
+        found[key] = c.path_value(entry, f"build.{key}")
+        if found[key] is not None and check_files and not found[key].exists():
+            c.problem(entry[1], f"build.{key}", f"not found: {found[key]} (relative paths "
+                                                f"resolve against {c.base}); fix the path")
+    seeds = c.int_in(section.get("seeds"), "build.seeds", 1, 1000)
+    if found["catalog"] is None or found["variants"] is None:
+        return None, None
+    return None, BuildRecipe(found["catalog"], found["variants"], seeds or 1)
+
+
+def _check_model(c: _Checker, entry, check_model: bool) -> str | None:
+    model = c.typed(entry, "model", str, "a preset name or a weights folder")
+    if model is None:
+        return None
+    looks_like_path = os.sep in model or model.startswith((".", "~")) or "/" in model
+    if looks_like_path:
+        folder = (c.base / Path(model).expanduser()).resolve()
+        if not folder.is_dir():
+            c.problem(entry[1], "model", f"weights folder not found: {folder} (relative paths "
+                                         f"resolve against {c.base}); give a preset name or "
+                                         "the folder of the weights you downloaded")
+            return None
+        model = str(folder)
+    if check_model:
+        from pipeline.errors import ConfigError
+        from pipeline.model_info import resolve_model_info
+
+        try:
+            resolve_model_info(model)
+        except ConfigError as exc:
+            c.problem(entry[1], "model", str(exc).replace("--model", "model:"))
+            return None
+    return model
+
+
+def _check_sampler(c: _Checker, entry) -> Sampler:
+    s = _section(c, entry, "sampler")
+    guidance = c.typed(s.get("guidance"), "sampler.guidance", float, "a number")
+    if guidance is not None and not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
+        c.problem(s["guidance"][1], "sampler.guidance", f"must be between 0 and 20, got "
+                                                        f"{guidance}")
+        guidance = None
+    return Sampler(
+        steps=c.int_in(s.get("steps"), "sampler.steps", 1, 200),
+        guidance=guidance,
+        output_format=c.choice(s.get("output_format"), "sampler.output_format",
+                               OUTPUT_FORMATS, "png"),
+        dtype=c.choice(s.get("dtype"), "sampler.dtype", DTYPES, "auto"),
+        batch_size=c.int_in(s.get("batch_size"), "sampler.batch_size", 1, 4096) or 4)
+
+
+def _pricing_currency(c: _Checker, pricing_path: Path | None, pricing_entry) -> str | None:
+    """The pricing file's currency, or None after reporting why it cannot be read."""
+    from pipeline.reports.pricing import PricingError, load_pricing
+
+    try:
+        return load_pricing(pricing_path).currency
+    except PricingError as exc:
+        node = pricing_entry[1] if pricing_entry else None
+        c.problem(node, "pricing", f"{exc}")
+        return None
+
+
+def _check_budget(c: _Checker, entry, pricing_path: Path | None, pricing_entry
+                  ) -> Budget | None:
+    pricing_currency = None
+    if pricing_entry is not None or entry is not None:
+        pricing_currency = _pricing_currency(c, pricing_path, pricing_entry)
+    if pricing_currency is not None and pricing_currency not in CURRENCIES:
+        node = pricing_entry[1] if pricing_entry else None
+        c.problem(node, "pricing", f"the pricing file's currency {pricing_currency!r} is not "
+                                   f"supported; use one of {', '.join(CURRENCIES)}")
+    s = _section(c, entry, "budget")
+    if entry is None or not s:
+        if entry is not None and c.value(entry[1]) is not None and \
+                isinstance(entry[1], yaml.MappingNode):
+            c.problem(entry[1], "budget", "needs amount: and currency:")
+        return None
+    amount = c.typed(s.get("amount"), "budget.amount", float, "a number")
+    if "amount" not in s:
+        c.problem(entry[0], "budget.amount", "is missing; add e.g. amount: 25")
+    elif amount is not None and not (math.isfinite(amount) and amount >= 0):
+        c.problem(s["amount"][1], "budget.amount", f"must be zero or more, got {amount}; a "
+                                                   "budget is the most a run may spend")
+        amount = None
+    currency = c.typed(s.get("currency"), "budget.currency", str, "a currency code")
+    if "currency" not in s:
+        c.problem(entry[0], "budget.currency", f"is missing; add e.g. currency: "
+                                               f"{pricing_currency or 'USD'}")
+    elif currency is not None:
+        code = currency.strip().upper()
+        if code not in CURRENCIES:
+            c.problem(s["currency"][1], "budget.currency",
+                      f"unknown currency {currency!r}; use one of {', '.join(CURRENCIES)}")
+            currency = None
+        elif pricing_currency is not None and code != pricing_currency:
+            c.problem(s["currency"][1], "budget.currency",
+                      f"{code} differs from the pricing file's currency {pricing_currency} "
+                      f"({pricing_path or 'pipeline/pricing.yaml'}); give the cap in "
+                      f"{pricing_currency} or point pricing: at a {code} price list")
+            currency = None
+        else:
+            currency = code
+    if amount is None or currency is None:
+        return None
+    return Budget(amount, currency)
+
+
+def _check_retention(c: _Checker, entry) -> Retention:
+    s = _section(c, entry, "retention")
+    return Retention(keep_runs=c.int_in(s.get("keep_runs"), "retention.keep_runs", 1),
+                     keep_days=c.int_in(s.get("keep_days"), "retention.keep_days", 1))
+
+
+def _check_schedule(c: _Checker, entry) -> Schedule | None:
+    s = _section(c, entry, "schedule")
+    if not s:
+        return None
+    cron = None
+    text = c.typed(s.get("cron"), "schedule.cron", str, "a quoted cron expression")
+    if "cron" not in s:
+        c.problem(entry[0], "schedule.cron", "is missing; add e.g. cron: \"0 2 * * *\"")
+    elif text is not None:
+        try:
+            cron = parse_cron(text)
+        except CronError as exc:
+            c.problem(s["cron"][1], "schedule.cron", str(exc))
+    timezone = _check_timezone(c, s.get("timezone"), entry[0])
+    if cron is None or timezone is None:
+        return None
+    return Schedule(cron, timezone)
+
+
+def _check_timezone(c: _Checker, entry, section_node: yaml.Node) -> str | None:
+    if entry is None:
+        c.problem(section_node, "schedule.timezone", "is missing; add e.g. timezone: UTC or "
+                                                     "timezone: Europe/London")
+        return None
+    name = c.typed(entry, "schedule.timezone", str, "an IANA timezone name")
+    if name is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        close = difflib.get_close_matches(name, sorted(zoneinfo.available_timezones()), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (e.g. UTC, Europe/London)"
+        c.problem(entry[1], "schedule.timezone", f"unknown timezone {name!r}{hint}")
+        return None
+    return name
+
+
+def _check_ray(c: _Checker, entry) -> RaySettings:
+    s = _section(c, entry, "ray")
+    address = c.typed(s.get("address"), "ray.address", str,
+                      "text: auto, ray://HOST:10001 or HOST:6379")
+    return RaySettings(
+        address=address or None,
+        actors=c.int_in(s.get("actors"), "ray.actors", 1),
+        device=c.choice(s.get("device"), "ray.device", DEVICES, "auto"),
+        max_attempts=c.int_in(s.get("max_attempts"), "ray.max_attempts", 1, 100) or 3)
+
+
+# ----------------------------------------------------------------------------- finding
+
+
+def find_job_spec(name_or_file: str, search_dirs: list[Path] | None = None) -> Path:
+    """A spec file: the path itself when it exists (or ends in .yaml/.yml), else NAME.yaml /
+    NAME.yml, or the spec whose ``name:`` is NAME, in the search folders (default: $KONTEXT_
+    BATCH_JOBS_DIR, ./jobs, ./jobs/examples, then the installed jobs/examples)."""
+    candidate = Path(name_or_file).expanduser()
+    if candidate.is_file() or candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise SpecError([SpecProblem(str(candidate.resolve()), None, "",
+                                         "file not found; check the path")])
+        return candidate.resolve()
+    dirs = search_dirs if search_dirs is not None else default_search_dirs()
+    for folder in dirs:
+        for suffix in (".yaml", ".yml"):
+            path = folder / f"{name_or_file}{suffix}"
+            if path.is_file():
+                return path.resolve()
+    for folder in dirs:
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            if _declared_name(path) == name_or_file:
+                return path.resolve()
+    looked = ", ".join(str(d) for d in dirs) or "(no folders)"
+    raise SpecError([SpecProblem(name_or_file, None, "",
+                                 f"no job named {name_or_file!r} in {looked}; pass the spec "
+                                 "file's path, or set KONTEXT_BATCH_JOBS_DIR / --jobs-dir")])
+
+
+def default_search_dirs() -> list[Path]:
+    dirs: list[Path] = []
+    env = os.environ.get("KONTEXT_BATCH_JOBS_DIR")
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs += [Path("jobs"), Path("jobs") / "examples", Path(__file__).resolve().parent / "examples"]
+    seen: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.append(d.resolve())
+    return seen
+
+
+def _declared_name(path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data.get("name") if isinstance(data, dict) else None
