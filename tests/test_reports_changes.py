@@ -76,3 +76,34 @@ def test_colour_map_is_monotonic_in_brightness_and_clips():
     pixels = np.asarray(colourise(ramp, full_scale=0.5).convert("RGB")).astype(int).sum(axis=2)[0]
     assert all(b >= a for a, b in zip(pixels, pixels[1:], strict=False))
     assert pixels[5] == pixels[10]  # 0.5 is full scale: everything above is the hottest colour
+
+
+def _catalog_photo(product_fraction, background=(235, 235, 232), size=128, offset=0, texture=7):
+    """A studio shot: a textured product (a centred square covering `product_fraction` of the
+    frame, shifted right by `offset` pixels) on a plain background."""
+    rng = np.random.default_rng(texture)
+    arr = np.empty((size, size, 3), np.uint8)
+    arr[:] = background
+    side = round(size * product_fraction ** 0.5)
+    top = (size - side) // 2
+    left = top + offset
+    arr[top:top + side, left:left + side] = rng.integers(30, 120, (side, side, 3))
+    return Image.fromarray(arr), side * side / size ** 2
+
+
+@pytest.mark.parametrize("product_fraction", [0.15, 0.30])
+def test_new_background_behind_an_unchanged_product_is_not_spread(product_fraction):
+    source, area = _catalog_photo(product_fraction)
+    restaged, _ = _catalog_photo(product_fraction, background=(40, 90, 200))  # same product, blue studio
+    result = compare_to_source(source, restaged, ReviewThresholds())
+    assert result.changed_fraction == pytest.approx(1 - area, abs=0.01)  # the whole background changed
+    assert "spread" not in result.flags and result.flags == ()
+
+
+def test_re_rendered_product_on_a_new_background_is_spread():
+    source, _ = _catalog_photo(0.20)
+    # The product was redrawn (other texture) and moved: nothing of the source is left.
+    drifted, _ = _catalog_photo(0.20, background=(40, 90, 200), offset=30, texture=8)
+    result = compare_to_source(source, drifted, ReviewThresholds())
+    assert result.changed_fraction > 0.92
+    assert "spread" in result.flags

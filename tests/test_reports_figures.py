@@ -10,7 +10,8 @@ from pipeline.reports.command import main, register
 from pipeline.reports.synthetic import make_synthetic_run
 
 H100 = 2.99  # pipeline/pricing.yaml
-MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
+MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents")  # device-busy
+CPU_PHASES = ("read", "decode", "file_encode", "commit")  # CPU threads, overlapped with the model
 
 
 @pytest.fixture()
@@ -33,6 +34,7 @@ def test_totals_equal_sums_over_the_ledger(run):
     load = sum(r["end"] - r["start"] for r in loads.values())
     busy = sum(a["phases"][p] for a in worked for p in MODEL_PHASES)
     failed_busy = sum(a["phases"][p] for a in worked if a["outcome"] != "ok" for p in MODEL_PHASES)
+    cpu = sum(a["phases"][p] for a in worked for p in CPU_PHASES)
 
     f = build_report(run.run_dir)["figures"]
     assert f["rows"] == {"total": 12, "done": 9, "cache_hits": 1, "failed": 1, "retried": 2,
@@ -43,7 +45,11 @@ def test_totals_equal_sums_over_the_ledger(run):
         assert f["time"]["busy_by_phase"][phase] == pytest.approx(sum(a["phases"][phase] for a in worked), abs=2e-6)
     assert f["time"]["held_seconds"] == pytest.approx(held, abs=2e-6)
     assert f["time"]["load_seconds"] == pytest.approx(load, abs=2e-6)
+    for phase in CPU_PHASES:
+        assert f["time"]["cpu_by_phase"][phase] == pytest.approx(sum(a["phases"][phase] for a in worked), abs=2e-6)
+    assert set(f["time"]["busy_by_phase"]) == set(MODEL_PHASES)
     assert f["time"]["busy_seconds"] == pytest.approx(busy, abs=2e-6)
+    assert f["time"]["cpu_seconds"] == pytest.approx(cpu, abs=2e-6)
     assert f["time"]["idle_seconds"] == pytest.approx(held - load - busy, abs=2e-6)
     assert f["time"]["utilisation"] == pytest.approx(busy / held, abs=2e-6)
     assert f["devices"]["H100"]["actors"] == 2
@@ -190,3 +196,108 @@ def test_a_driver_killed_after_run_start_still_gets_a_report(tmp_path):
     f = outputs.report["figures"]
     assert f["run"]["status"] == "unfinished" and f["rows"]["unfinished"] == 4
     assert outputs.review_page.exists() and outputs.sheets == []
+
+
+def _hand_ledger(run_dir, attempts, *, held_until, load=(0.0, 20.0)):
+    """A one-actor CPU-priced ledger: attempts are (start, end, phases) on actor a0."""
+    run_dir.mkdir(parents=True)
+    base = {"v": 1, "run_id": "hand"}
+    records = [
+        {**base, "type": "run-start", "ts": 0.0, "rows_total": len(attempts), "manifest": "m.parquet"},
+        {**base, "type": "actor-load", "ts": load[1], "actor": "a0", "node": "n", "device": "cuda:0",
+         "device_type": "H100", "start": load[0], "end": load[1]},
+    ]
+    for i, (start, end, phases) in enumerate(attempts):
+        records.append({**base, "type": "attempt", "ts": end, "row_id": f"r{i}", "row_index": i, "key": f"k{i}",
+                        "attempt": 1, "outcome": "ok", "error_class": None, "error": None, "actor": "a0",
+                        "device_type": "H100", "start": start, "end": end, "phases": phases,
+                        "output_uri": f"o{i}.png"})
+    records += [{**base, "type": "actor-stop", "ts": held_until, "actor": "a0", "end": held_until},
+                {**base, "type": "run-end", "ts": held_until + 1, "status": "complete"}]
+    (run_dir / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run_dir
+
+
+def _phases(model, file_encode=0.0, read=0.0, decode=0.0, commit=0.0):
+    """`model` seconds split over the four model phases, plus the CPU phases."""
+    return {"text_encode": model * 0.1, "context_encode": model * 0.1, "denoise": model * 0.7,
+            "decode_latents": model * 0.1, "read": read, "decode": decode, "file_encode": file_encode,
+            "commit": commit}
+
+
+def test_cpu_work_overlapped_with_the_next_batch_is_not_device_busy(tmp_path):
+    # Three batches of 10 s model work back to back after a 20 s load; each batch's 3 s file
+    # encode (+ commit) runs on a thread while the next batch is on the device. Held 20+30+3.5 s.
+    attempts = [(20.0 + 10 * i, 33.5 + 10 * i, _phases(10.0, file_encode=3.0, read=0.2, decode=0.1, commit=0.5))
+                for i in range(3)]
+    run_dir = _hand_ledger(tmp_path / "runs" / "hand", attempts, held_until=53.5)
+    report = build_report(run_dir)
+    t = report["figures"]["time"]
+    assert t["held_seconds"] == pytest.approx(53.5) and t["load_seconds"] == pytest.approx(20.0)
+    assert t["busy_seconds"] == pytest.approx(30.0)  # model phases only
+    assert t["idle_seconds"] == pytest.approx(3.5)  # not 53.5 - 20 - 41.4 < 0
+    assert t["utilisation"] == pytest.approx(30.0 / 53.5)
+    assert t["cpu_seconds"] == pytest.approx(3 * 3.8)
+    assert t["cpu_by_phase"] == pytest.approx({"read": 0.6, "decode": 0.3, "file_encode": 9.0, "commit": 1.5})
+    assert report["notes"] == []  # a consistent ledger raises no warning
+    (actor,) = report["figures"]["actors"]
+    assert actor["idle_seconds"] == pytest.approx(3.5) and actor["cpu_seconds"] == pytest.approx(11.4)
+
+    md = generate_reports(run_dir, review=False).files["md"].read_text()
+    assert "## CPU work (overlapped with the model)" in md
+    assert "| 0.6 s | 0.3 s | 9.0 s | 1.5 s | 11.4 s |" in md
+    assert "| 53.5 s | 20.0 s | 30.0 s | 3.5 s | 56.1 % |" in md
+    assert "ledger inconsistent" not in md
+
+
+def test_inconsistent_ledger_shows_negative_idle_and_a_warning(tmp_path):
+    # Two attempts claim 20 s of model work each inside a 30 s hold after a 20 s load.
+    attempts = [(20.0, 30.0, _phases(20.0)), (20.0, 30.0, _phases(20.0))]
+    run_dir = _hand_ledger(tmp_path / "runs" / "hand", attempts, held_until=30.0)
+    outputs = generate_reports(run_dir, review=False)
+    t = outputs.report["figures"]["time"]
+    assert t["idle_seconds"] == pytest.approx(30.0 - 20.0 - 40.0)
+    (warning,) = outputs.report["notes"]
+    assert "actor 'a0'" in warning and "idle is negative (-30.000 s)" in warning and "inconsistent" in warning
+    md = outputs.files["md"].read_text()
+    assert "-30.0 s (negative: ledger inconsistent, see Notes)" in md
+    assert "idle is negative (-30.000 s)" in md
+
+
+def test_row_cost_is_the_rows_device_busy_seconds_times_price(tmp_path):
+    attempts = [(20.0, 33.5, _phases(10.0, file_encode=3.0, commit=0.5))]
+    run_dir = _hand_ledger(tmp_path / "runs" / "hand", attempts, held_until=40.0)
+    from pipeline.reports.report import analyse_run
+
+    row = analyse_run(run_dir).rows["r0"]
+    assert row.busy_seconds == pytest.approx(10.0)
+    assert row.cost == pytest.approx(10.0 / 3600 * H100)
+
+
+def test_verify_keeps_cpu_work_out_of_device_figures(run, capsys):
+    main([str(run.run_dir), "--no-review", "--print", "none", "--quiet"])
+    ledger = run.run_dir / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        if rec["type"] == "attempt" and rec["outcome"] == "ok":
+            rec["phases"]["file_encode"] += 30.0
+            lines[i] = json.dumps(rec)
+            break
+    ledger.write_text("\n".join(lines) + "\n")
+    code, out = _verify(run.run_dir, capsys)
+    assert code == 1
+    assert "figures.time.cpu_by_phase.file_encode" in out.out and "figures.time.cpu_seconds" in out.out
+    assert "figures.actors[0].cpu_seconds" in out.out or "figures.actors[1].cpu_seconds" in out.out
+    assert "utilisation" not in out.out and "busy" not in out.out and "cost" not in out.out
+
+
+def test_verify_refuses_a_report_written_with_the_old_cost_definitions(run, capsys):
+    main([str(run.run_dir), "--no-review", "--print", "none", "--quiet"])
+    path = run.run_dir / "report.json"
+    report = json.loads(path.read_text())
+    report["schema"] = "kontext-batch/report@1"
+    path.write_text(json.dumps(report))
+    code, out = _verify(run.run_dir, capsys)
+    assert code == 2
+    assert "is a kontext-batch/report@1 report" in out.err and "rewrite it with" in out.err

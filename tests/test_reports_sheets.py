@@ -1,14 +1,17 @@
 """Contact sheets: one per product, the source first, failed rows as placeholders, pagination."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipeline.reports import generate_reports
+from pipeline.reports.images import fill
 from pipeline.reports.sheets import STATUS_COLOURS, Cell, SheetLayout, render_page, write_sheets
 from pipeline.reports.synthetic import make_synthetic_run
 
 PAD, CELL = 8, 256
 CELL_W = CELL + PAD
+IMAGE_TOP = 13 + 18 + 5  # header (font size + 18), then the status stripe
 
 
 def _colour_columns(sheet, colour):
@@ -57,3 +60,66 @@ def test_missing_image_cells_are_labelled_placeholders_and_jpeg_sheets_work(tmp_
     assert _placeholder_columns(sheet) == [0, 1]
     paths = write_sheets("p", cells[0], cells, SheetLayout(format="jpeg"), tmp_path, "p")
     assert paths[0].suffix == ".jpg" and Image.open(paths[0]).format == "JPEG"
+
+
+def _image_box(sheet, column, row=0, cell_h=None):
+    """The pixels of one cell's CELL x CELL image box."""
+    arr = np.asarray(sheet.convert("RGB"))
+    top = IMAGE_TOP + row * (cell_h or 0)
+    left = PAD + column * CELL_W
+    return arr[top:top + CELL, left:left + CELL]
+
+
+def _random_image(width, height, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_fill_enlarges_by_whole_factors_with_nearest_so_pixels_stay_real():
+    small = _random_image(64, 48)
+    big = fill(small, 256)
+    assert big.size == (256, 192)  # aspect kept, longer side fills the box
+    blocks = np.asarray(big).reshape(48, 4, 64, 4, 3)
+    assert (blocks == np.asarray(small)[:, None, :, None, :]).all()  # every pixel a crisp 4x4 block
+
+
+def test_fill_uses_lanczos_for_other_factors_and_shrinks_large_images():
+    odd = _random_image(100, 100)
+    assert np.array_equal(np.asarray(fill(odd, 256)), np.asarray(odd.resize((256, 256), Image.Resampling.LANCZOS)))
+    assert fill(_random_image(1024, 512), 256).size == (256, 128)
+    exact = _random_image(256, 200)
+    assert fill(exact, 256) is exact
+
+
+def test_small_outputs_fill_their_tile_like_the_larger_source():
+    source, output = _random_image(128, 128, 1), _random_image(64, 64, 2)
+    sheet = render_page("p", [Cell(source, ["source"], "source"), Cell(output, ["bg-1"], "done")], SheetLayout())
+    for column, image, factor in ((0, source, 2), (1, output, 4)):
+        box = _image_box(sheet, column)
+        expected = np.asarray(image).repeat(factor, axis=0).repeat(factor, axis=1)
+        assert np.array_equal(box, expected)  # whole box, NEAREST blocks of the real pixels
+
+
+def test_run_with_half_size_outputs_shows_every_tile_at_full_size(tmp_path):
+    run = make_synthetic_run(tmp_path / "out", products=1, variants=3, image_size=128, output_size=64)
+    outputs = generate_reports(run.run_dir, progress=False)
+    (sheet_path,) = outputs.sheets
+    sheet = Image.open(sheet_path)
+    source = Image.open(run.out_root / "sources" / "product-0.png").convert("RGB")
+    assert np.array_equal(_image_box(sheet, 0), np.asarray(fill(source, 256)))
+    for column, row in enumerate(run.rows, start=1):
+        output = Image.open(row["output_uri"]).convert("RGB")
+        assert output.size == (64, 64)
+        box = _image_box(sheet, column).astype(int)
+        expected = np.asarray(output).repeat(4, axis=0).repeat(4, axis=1).astype(int)
+        assert np.array_equal(box[3:-3, 3:-3], expected[3:-3, 3:-3])  # inside any flag outline
+
+
+@pytest.mark.parametrize("size", [40, 100])
+def test_cells_of_any_size_fill_the_box_keeping_aspect(size):
+    sheet = render_page("p", [Cell(Image.new("RGB", (size, size), (10, 200, 10)), ["s"], "source"),
+                              Cell(Image.new("RGB", (size, size // 2), (200, 10, 10)), ["v"], "done")],
+                        SheetLayout())
+    assert (_image_box(sheet, 0) == (10, 200, 10)).all()
+    wide = _image_box(sheet, 1)
+    red_rows = (wide == (200, 10, 10)).all(axis=2).all(axis=1)
+    assert red_rows.sum() == CELL // 2  # full width, half height: aspect kept

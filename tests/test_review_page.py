@@ -6,7 +6,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.reports import generate_reports
 from pipeline.reports.provenance import encode_image_with_provenance, read_provenance
@@ -108,8 +110,6 @@ def test_provenance_mismatch_and_missing_output_are_flagged(tmp_path):
     run = make_synthetic_run(tmp_path / "out", products=1, variants=3)
     tampered = run.rows[0]["output_uri"]
     params = read_provenance(open(tampered, "rb").read())
-    from PIL import Image
-
     img = Image.open(tampered).convert("RGB")
     with open(tampered, "wb") as handle:
         handle.write(encode_image_with_provenance(img, "png", {**params, "instruction": "something else"}))
@@ -120,3 +120,18 @@ def test_provenance_mismatch_and_missing_output_are_flagged(tmp_path):
     assert flags[1] == ["missing-output"]
     assert flags[2] == []
     assert variant_image  # the synthetic edits themselves raise no flag (row 2)
+
+
+def test_review_images_of_half_size_outputs_are_shown_at_the_sources_size(tmp_path):
+    run = make_synthetic_run(tmp_path / "out", products=1, variants=2, image_size=128, output_size=64)
+    outputs = generate_reports(run.run_dir, progress=False)
+    review = run.run_dir / "review"
+    for sub in ("thumbs", "sources", "heat"):  # output, source and heat map: one display size
+        files = sorted((review / sub).iterdir())
+        assert files and {Image.open(f).size for f in files} == {(256, 256)}, sub
+    output = Image.open(run.rows[0]["output_uri"]).convert("RGB")
+    thumb = np.asarray(Image.open(sorted((review / "thumbs").iterdir())[0]).convert("RGB")).astype(int)
+    blocks = np.asarray(output).repeat(4, axis=0).repeat(4, axis=1).astype(int)
+    assert np.abs(thumb - blocks).mean() < 3  # NEAREST blocks of the real pixels (JPEG-encoded)
+    srcs = [a["src"] for tag, a in parse(outputs.review_page).elements if tag == "img"]
+    assert any(s.startswith("review/thumbs/") for s in srcs) and any(s.startswith("review/sources/") for s in srcs)

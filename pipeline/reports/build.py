@@ -1,7 +1,10 @@
 """Build a run's review material: thumbnails, heat maps, flags, contact sheets and review.html.
 
 Each output is decoded once (JPEGs at reduced scale) and used for its thumbnail, its heat map and
-its sheet cell; each source is decoded once per group. Files written under RUN_DIR:
+its sheet cell; each source is decoded once per group. Change analysis runs on images fitted into
+the analysis size (never enlarged); what a reviewer sees (thumbnails, source thumbnails, heat
+maps, sheet cells) is scaled to fill the display box (images.fill), so a model whose outputs are
+smaller than their sources still shows them at the source's size. Files written under RUN_DIR:
 
     review/thumbs/<row>.jpg   review/heat/<row>.png   review/sources/<source>.jpg
     sheets/<group>[-pN].png   review.html  review.js  review.css
@@ -23,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .changes import ReviewThresholds, compare_to_source
-from .images import fit, locate, open_image, safe_name
+from .images import fill, fit, locate, open_image, safe_name
 from .provenance import ProvenanceError, provenance_from_image
 from .render import money
 from .rows import RowView
@@ -74,7 +77,8 @@ def url_path(path: Path, run_dir: Path) -> str:
 
 
 class _SourceCache:
-    """Decoded source thumbnails, by reference; small LRU (variants of a product share one)."""
+    """Decoded source thumbnails (fitted, for analysis), by reference; small LRU (variants of a
+    product share one). The saved JPEG is the display version (filled to the box)."""
 
     def __init__(self, bases: list[Path], run_dir: Path, size: int, limit: int = 64) -> None:
         self.bases, self.run_dir, self.size, self.limit = bases, run_dir, size, limit
@@ -94,7 +98,7 @@ class _SourceCache:
             thumb = fit(img, self.size)
             path = self.run_dir / "review" / "sources" / f"{safe_name(key)}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
-            thumb.save(path, "JPEG", quality=85)
+            fill(thumb, self.size).save(path, "JPEG", quality=85)
             entry = (thumb, original, url_path(path, self.run_dir), None)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             entry = (None, None, None, f"source {key or '(none)'} unavailable: {exc}")
@@ -206,7 +210,7 @@ def build_review_assets(run_dir: str | Path, views: list[RowView], *, manifest: 
 
 
 def _review_row(view: RowView, ctx: _Context) -> tuple[RowReview, Image.Image | None]:
-    """The row's review entry and its output thumbnail (None when there is no output image)."""
+    """The row's review entry and its display thumbnail (None when there is no output image)."""
     run_dir, size = ctx.run_dir, ctx.size
     review = RowReview(view=view)
     if view.status == "failed":
@@ -237,21 +241,22 @@ def _review_row(view: RowView, ctx: _Context) -> tuple[RowReview, Image.Image | 
             review.flags.append("provenance-mismatch")
             review.notes.append("embedded " + ", ".join(f"{k}={params[k]!r}" for k in mismatched)
                                 + " differ from the row")
-    thumb = fit(output, size)
+    thumb = fit(output, size)  # analysis copy; `shown` is what reviewers see
+    shown = fill(thumb, size)
     name = safe_name(view.row_id)
     thumb_path = run_dir / "review" / "thumbs" / f"{name}.jpg"
-    thumb.save(thumb_path, "JPEG", quality=85)
+    shown.save(thumb_path, "JPEG", quality=85)
     review.thumb = url_path(thumb_path, run_dir)
     src_thumb, src_size, src_url, src_problem = ctx.sources.get(view.image)
     review.source_thumb = src_url
     if src_thumb is None:
         review.flags.append("no-source")
         review.notes.append(src_problem or "source unavailable")
-        return review, thumb
+        return review, shown
     change = compare_to_source(src_thumb, thumb, ctx.thresholds, source_size=src_size, output_size=output_size)
     review.mean_diff, review.changed_fraction = change.mean_diff, change.changed_fraction
     review.flags += list(change.flags)
     heat_path = run_dir / "review" / "heat" / f"{name}.png"
-    change.heat.save(heat_path, "PNG", compress_level=1)
+    fill(change.heat, size).save(heat_path, "PNG", compress_level=1)  # P mode: always NEAREST
     review.heat = url_path(heat_path, run_dir)
-    return review, thumb
+    return review, shown

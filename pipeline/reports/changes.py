@@ -8,7 +8,9 @@ Flags (thresholds in `ReviewThresholds`, overridable from the CLI or config.json
 
 * ``unchanged``: mean difference < `unchanged_mean_diff` (the edit did not happen).
 * ``spread``: the fraction of pixels whose difference > `changed_pixel` is above
-  `spread_fraction` (the change covers most of the frame: the product may have drifted).
+  `spread_fraction` (the change covers nearly the whole frame: the product itself was
+  re-rendered or drifted). The default, 0.92, leaves catalog edits alone: a new background or a
+  re-staged scene changes most of the frame but keeps the product (typically 15-30 % of it).
 * ``blank``: the output's pixel standard deviation < `blank_std` (a flat, black or white image,
   e.g. NaNs decoded to black).
 * ``reframed``: output aspect ratio differs from the source's by more than `aspect_tolerance`
@@ -35,7 +37,7 @@ QUALITY_FLAGS = ("unchanged", "spread", "blank", "reframed", "missing-output", "
 class ReviewThresholds:
     unchanged_mean_diff: float = 0.015
     changed_pixel: float = 0.10
-    spread_fraction: float = 0.75
+    spread_fraction: float = 0.92  # above this changed fraction, the product changed too
     blank_std: float = 0.01
     aspect_tolerance: float = 0.10
     heat_full_scale: float = 0.5  # a difference this large shows as the hottest colour

@@ -71,10 +71,28 @@ def open_image(located: Located, draft_size: int | None = None) -> tuple[Image.I
 
 
 def fit(img: Image.Image, size: int) -> Image.Image:
-    """RGB copy fitted inside size x size, aspect kept."""
+    """RGB copy fitted inside size x size, aspect kept; never enlarged (the analysis size)."""
     img = img.convert("RGB")
     scale = min(size / img.width, size / img.height, 1.0)
     target = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     if target == img.size:
         return img
     return img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def fill(img: Image.Image, size: int) -> Image.Image:
+    """Scale `img` to fill a size x size box (aspect kept: its longer side becomes `size`), for
+    display, so a small output shows as large as its source.
+
+    Enlarging by a whole factor of 2 or more uses NEAREST, so reviewers see the model's real
+    pixels as crisp blocks; any other change of size uses LANCZOS. Returns `img` itself when it
+    already fills the box."""
+    longest = max(img.width, img.height)
+    if longest == size:
+        return img
+    factor, remainder = divmod(size, longest)
+    if remainder == 0 and factor >= 2:
+        return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    scale = size / longest
+    target = (max(1, min(size, round(img.width * scale))), max(1, min(size, round(img.height * scale))))
+    return img.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 1 else None)

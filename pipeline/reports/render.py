@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .usage import MODEL_PHASES
+from .usage import CPU_PHASES, MODEL_PHASES
 
 
 @dataclass
@@ -50,6 +50,13 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f} %"
 
 
+def idle_text(value: float | None) -> str:
+    """Idle seconds; a negative value (an inconsistent ledger) is shown, and pointed at the notes."""
+    if value is not None and value < -1e-6:
+        return f"{value:,.1f} s (negative: ledger inconsistent, see Notes)"
+    return seconds(value)
+
+
 def _compare(hosted_minus_ours: float, currency: str) -> str:
     if hosted_minus_ours >= 0:
         return f"{money(hosted_minus_ours, currency)} cheaper"
@@ -76,7 +83,7 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
     cost_pairs = [
         ("total cost", f"{money(cost['total'], cur)} for {cost['device_hours']:.4f} device-hours"),
         ("of which failed attempts",
-         f"{money(cost['failed_attempts'], cur)} ({seconds(cost['failed_attempts_busy_seconds'])} busy in "
+         f"{money(cost['failed_attempts'], cur)} ({seconds(cost['failed_attempts_busy_seconds'])} device-busy in "
          f"{att['retry_scheduled'] + att['failed_permanent']} failed attempts)"),
     ]
     for cls, value in cost["failed_attempts_by_error_class"].items():
@@ -96,22 +103,28 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
                                           f"{b.get('rows_not_dispatched')} rows not dispatched"))
     sections.append(Section("Cost", pairs=cost_pairs))
     sections.append(Section(
-        "Device time", header=["held", "model load", "busy", "idle", "utilisation"],
+        "Device time", header=["held", "model load", "device busy (model)", "idle", "utilisation"],
         rows=[[seconds(time["held_seconds"]), seconds(time["load_seconds"]), seconds(time["busy_seconds"]),
-               seconds(time["idle_seconds"]), percent(time["utilisation"])]]))
+               idle_text(time["idle_seconds"]), percent(time["utilisation"])]]))
     sections.append(Section(
-        "Busy seconds by phase", header=[*MODEL_PHASES, "I/O (read, decode, commit)"],
-        rows=[[seconds(time["busy_by_phase"][p]) for p in MODEL_PHASES]
-              + [seconds(sum(v or 0 for v in time["io_by_phase"].values()))]]))
+        "Device-busy seconds by model phase", header=list(MODEL_PHASES),
+        rows=[[seconds(time["busy_by_phase"][p]) for p in MODEL_PHASES]]))
+    sections.append(Section(
+        "CPU work (overlapped with the model)", header=[*CPU_PHASES, "total"],
+        rows=[[seconds(time["cpu_by_phase"][p]) for p in CPU_PHASES] + [seconds(time["cpu_seconds"])]],
+        text="Run on CPU threads while the device works on the next batch: not part of device busy "
+             "or idle, and not charged per row."))
     sections.append(Section(
         "Devices", header=["device type", "actors", "device-hours", "price per hour", "utilisation", "cost"],
         rows=[[dt, str(d["actors"]), f"{d['device_hours']:.4f}", money(d["price_per_hour"], cur),
                percent(d["utilisation"]), money(d["cost"], cur)] for dt, d in f["devices"].items()]))
     sections.append(Section(
-        "Actors", header=["actor", "node", "device", "held", "load", "busy", "idle", "attempts", "held until", "cost"],
+        "Actors", header=["actor", "node", "device", "held", "load", "device busy", "idle", "CPU work",
+                          "attempts", "held until", "cost"],
         rows=[[str(a["actor"]), str(a["node"]), f"{a['device_type']} {a['device'] or ''}".strip(),
                seconds(a["held_seconds"]), seconds(a["load_seconds"]), seconds(a["busy_seconds"]),
-               seconds(a["idle_seconds"]), str(a["attempts"]), a["end_source"], money(a["cost"], cur)]
+               idle_text(a["idle_seconds"]), seconds(a["cpu_seconds"]), str(a["attempts"]), a["end_source"],
+               money(a["cost"], cur)]
               for a in f["actors"]]))
     sections.append(Section("Attempts", pairs=[
         ("total", str(att["total"])), ("ok", str(att["ok"])), ("cache hits", str(att["cache_hit"])),

@@ -17,7 +17,9 @@ from .pricing import Pricing, resolve_run_pricing
 from .render import report_html_page, report_markdown
 from .usage import COST_MODEL, Analysis, analyse
 
-REPORT_SCHEMA = "kontext-batch/report@1"
+# @2: busy = device-busy (model phases only); CPU phases (read, decode, file encode, commit) are
+# reported apart as cpu_seconds / cpu_by_phase. An @1 report's figures used other definitions.
+REPORT_SCHEMA = "kontext-batch/report@2"
 
 
 def analyse_run(run_dir: str | Path, pricing: Pricing | None = None) -> Analysis:
@@ -89,6 +91,11 @@ def read_stored_report(run_dir: str | Path) -> dict[str, Any]:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); rewrite it with `kontext-batch report {run_dir}`") from None
-    if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA or "figures" not in report:
+    schema = report.get("schema") if isinstance(report, dict) else None
+    if isinstance(schema, str) and schema.startswith("kontext-batch/report@") and schema != REPORT_SCHEMA:
+        raise ValueError(f"{path} is a {schema} report, written with other cost definitions than this "
+                         f"version's {REPORT_SCHEMA}, so its figures cannot be compared; rewrite it with "
+                         f"`kontext-batch report {run_dir}`")
+    if schema != REPORT_SCHEMA or "figures" not in report:
         raise ValueError(f"{path} is not a {REPORT_SCHEMA} report; rewrite it with `kontext-batch report {run_dir}`")
     return report

@@ -8,11 +8,11 @@ from typing import Any
 
 from .pricing import Pricing
 from .report import analyse_run
-from .usage import IO_PHASES, MODEL_PHASES
+from .usage import CPU_PHASES, MODEL_PHASES
 
 ROW_KEYS = ("total", "done", "cache_hits", "failed", "retried", "unfinished", "delivered")
 ATTEMPT_KEYS = ("total", "ok", "cache_hit", "retry_scheduled", "failed_permanent")
-TIME_KEYS = ("held_seconds", "load_seconds", "busy_seconds", "idle_seconds")
+TIME_KEYS = ("held_seconds", "load_seconds", "busy_seconds", "idle_seconds", "cpu_seconds")
 DEVICE_KEYS = ("actors", "held_seconds", "load_seconds", "busy_seconds", "idle_seconds", "device_hours", "cost")
 
 
@@ -23,14 +23,14 @@ def _r(value: float | None) -> float | None:
 def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> dict[str, Any]:
     """Sum the ledger-derived figures of `run_dirs` (each priced by its own config unless
     `pricing` is given). Ratios are recomputed from the sums, not averaged:
-    utilisation = busy / held, cost per delivered image = total cost / images generated, and
+    utilisation = device-busy / held, cost per delivered image = total cost / images generated, and
     cache saved = all cache hits x that job-wide cost per image."""
     runs = []
     rows = dict.fromkeys(ROW_KEYS, 0)
     attempts = dict.fromkeys(ATTEMPT_KEYS, 0)
     time = dict.fromkeys(TIME_KEYS, 0.0)
     busy_by_phase = dict.fromkeys(MODEL_PHASES, 0.0)
-    io_by_phase = dict.fromkeys(IO_PHASES, 0.0)
+    cpu_by_phase = dict.fromkeys(CPU_PHASES, 0.0)
     devices: dict[str, dict[str, float]] = {}
     hosted: dict[str, float] = {}
     total_cost = failed_cost = device_hours = 0.0
@@ -50,8 +50,8 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
             time[key] += f["time"][key] or 0.0
         for phase in MODEL_PHASES:
             busy_by_phase[phase] += f["time"]["busy_by_phase"][phase] or 0.0
-        for phase in IO_PHASES:
-            io_by_phase[phase] += f["time"]["io_by_phase"][phase] or 0.0
+        for phase in CPU_PHASES:
+            cpu_by_phase[phase] += f["time"]["cpu_by_phase"][phase] or 0.0
         for device_type, d in f["devices"].items():
             acc = devices.setdefault(device_type, dict.fromkeys(DEVICE_KEYS, 0.0))
             for key in DEVICE_KEYS:
@@ -79,7 +79,7 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
         "time": {**{k: _r(v) for k, v in time.items()},
                  "utilisation": _r(time["busy_seconds"] / time["held_seconds"]) if time["held_seconds"] > 0 else None,
                  "busy_by_phase": {k: _r(v) for k, v in busy_by_phase.items()},
-                 "io_by_phase": {k: _r(v) for k, v in io_by_phase.items()}},
+                 "cpu_by_phase": {k: _r(v) for k, v in cpu_by_phase.items()}},
         "devices": dict(sorted(devices.items())),
         "cost": {
             "currency": currency or "USD",

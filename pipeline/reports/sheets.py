@@ -1,6 +1,7 @@
 """Contact sheets: per product (or per source image), the source then every variant, captioned.
 
-Each cell is a thumbnail with a coloured status stripe (green done, blue cache hit, red failed,
+Each cell is an image scaled to fill its square box (small model outputs are enlarged to the
+source's displayed size; images.fill), with a coloured status stripe (green done, blue cache hit, red failed,
 grey not run) and caption lines (variant or instruction, seed and status, cost, flags). Rows
 without an image get a labelled placeholder. Long groups continue on further pages, each page
 starting again with the source so it can be reviewed on its own.
@@ -13,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .images import fill
 
 STATUS_COLOURS = {
     "source": (60, 60, 60), "done": (46, 160, 67), "cache-hit": (50, 110, 200),
@@ -40,7 +43,7 @@ class SheetLayout:
 
 @dataclass
 class Cell:
-    image: Image.Image | None  # RGB thumbnail (any size; fitted to the cell); None: placeholder
+    image: Image.Image | None  # RGB image (any size; scaled to fill the cell); None: placeholder
     lines: list[str]
     status: str  # a STATUS_COLOURS key
     placeholder: str = ""  # label drawn when image is None, e.g. "FAILED"
@@ -113,10 +116,7 @@ def render_page(title: str, cells: list[Cell], layout: SheetLayout) -> Image.Ima
         if cell.image is None:
             _placeholder(sheet, box, cell.placeholder or cell.status.upper(), cell.placeholder_detail, colour, layout)
         else:
-            thumb = cell.image
-            if max(thumb.size) > layout.cell:
-                thumb = thumb.copy()
-                thumb.thumbnail((layout.cell, layout.cell), Image.Resampling.BILINEAR)
+            thumb = fill(cell.image.convert("RGB"), layout.cell)
             ox = x + (layout.cell - thumb.width) // 2
             oy = y + stripe + (layout.cell - thumb.height) // 2
             sheet.paste(thumb, (ox, oy))

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from .provenance import encode_image_with_provenance, provenance_params, sidecar_json
+from .usage import MODEL_PHASES
 
 PHASES = {"read": 0.05, "decode": 0.02, "text_encode": 0.1, "context_encode": 0.3, "denoise": 6.0,
           "decode_latents": 0.4, "file_encode": 0.1, "commit": 0.05}
@@ -85,12 +86,15 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
                        retried: tuple[int, ...] = (), unchanged: tuple[int, ...] = (),
                        spread: tuple[int, ...] = (), not_run: tuple[int, ...] = (),
                        instructions: dict[int, str] | None = None, actor_dies: bool = False,
-                       pricing: dict[str, Any] | None = None, grain: float = 0.0) -> SyntheticRun:
+                       pricing: dict[str, Any] | None = None, grain: float = 0.0,
+                       output_size: int | None = None) -> SyntheticRun:
     """Write OUT/runs/<run_id>/ with a consistent ledger, results.parquet and images.
 
     Row indices in `failed`, `cache_hits`, ... select what happens to those rows. With
     `actor_dies`, the last actor writes no actor-stop (charged until its last attempt). `grain`
-    adds sensor-like noise (std in 0..255 units) so files compress and decode like photos."""
+    adds sensor-like noise (std in 0..255 units) so files compress and decode like photos.
+    `output_size` makes outputs that size (a model that edits at a lower resolution than its
+    sources, like kontext-tiny: 64 px outputs of 128 px sources)."""
     out_root = Path(out_root)
     run_dir = out_root / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +169,8 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
                 output = Image.fromarray(255 - np.asarray(output))
             else:
                 output = variant_image(source, v + 1, image_size)
+            if output_size is not None and output_size != image_size:
+                output = output.resize((output_size, output_size), Image.Resampling.BOX)
             fast = {"compress_level": 1} if fmt == "png" else {}  # set-up speed; decodes alike
             data = encode_image_with_provenance(_grainy(output, grain, 7_000 + index), fmt, params, **fast)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +199,7 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
                     error=None if last else "CUDA out of memory (synthetic)", actor=f"actor-{a}",
                     node="node-0", device=f"cuda:{a}", device_type=device_type, start=start, end=end,
                     phases=phases, output_uri=str(path) if last else None, bytes=len(data) if last else None)
-            row.update(attempts=tries, seconds=sum(PHASES[k] for k in ("text_encode", "context_encode", "denoise",
-                                                                        "decode_latents", "file_encode")))
+            row.update(attempts=tries, seconds=sum(PHASES[k] for k in MODEL_PHASES))
     last_end = max(clocks, default=T0 + 1)
     for a in range(actors):
         if actor_dies and a == actors - 1:

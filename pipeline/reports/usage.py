@@ -6,20 +6,23 @@ Cost model (printed in every report):
   ``actor-stop`` end. An actor that died without ``actor-stop`` is charged until the end of its
   last attempt (or its load end if it never ran one). A second ``actor-load`` for the same actor
   (a restart) closes the previous holding the same way.
-* held = that interval; load = the ``actor-load`` interval; busy = the sum of the model phases of
-  the actor's attempts (text encode, context encode, denoise, latent decode, file encode);
-  idle = held - load - busy; utilisation = busy / held. Reading, source decode and commit are
-  reported as I/O seconds; the device waits during them, so they fall in idle.
+* held = that interval; load = the ``actor-load`` interval; device-busy = the sum of the model
+  phases of the actor's attempts (text encode, context encode, denoise, latent decode): the work
+  that occupies the device. idle = held - load - device-busy; utilisation = device-busy / held.
+  idle is never negative for a consistent ledger; when it is, the report shows it and a note.
+* CPU work = the attempts' source read, source decode, file encode and commit seconds. They run
+  on CPU threads overlapped with the model's work on the next batch, so they are reported on
+  their own line and are not part of device-busy or idle.
 * cost = device-hours x price[device type] (pricing file: source and date are printed).
-* Failed attempts (``retry-scheduled`` and ``failed-permanent``) cost their busy seconds x price;
-  this share is already inside the total and is shown as its own line.
+* Failed attempts (``retry-scheduled`` and ``failed-permanent``) cost their device-busy seconds x
+  price; this share is already inside the total and is shown as its own line.
 * cost per delivered image = total cost / images generated this run (``ok`` rows; cache hits
   cost nothing and are not counted).
 * hosted API equivalent = (generated + cache hits) x reference price per image.
 * cache saved = cache hits x this run's cost per delivered image (our own historical cost; no
   figure when this run generated nothing).
-* Per-row cost (contact sheets, review page) = busy seconds of the row's attempts x price; load
-  and idle time are shared overhead and appear only in the run totals.
+* Per-row cost (contact sheets, review page) = device-busy seconds of the row's attempts x price;
+  load, idle and CPU work are shared overhead and appear only in the run totals.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from typing import Any
 from .ledger import Ledger
 from .pricing import Pricing
 
-MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
-IO_PHASES = ("read", "decode", "commit")
+# Phases that occupy the device (device-busy) and phases run on CPU threads, overlapped with the
+# model's next batch (CPU work): the two are never added together.
+MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents")
+CPU_PHASES = ("read", "decode", "file_encode", "commit")
 FAILED_OUTCOMES = ("retry-scheduled", "failed-permanent")
 COST_MODEL = __doc__.split("Cost model (printed in every report):", 1)[1].strip()
 
@@ -53,8 +58,15 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def model_seconds(attempt: dict[str, Any]) -> float:
+    """Device-busy seconds of one attempt: its model phases only."""
     phases = attempt.get("phases") or {}
     return sum(_num(phases.get(p)) for p in MODEL_PHASES)
+
+
+def cpu_seconds(attempt: dict[str, Any]) -> float:
+    """CPU-thread seconds of one attempt (read, decode, file encode, commit)."""
+    phases = attempt.get("phases") or {}
+    return sum(_num(phases.get(p)) for p in CPU_PHASES)
 
 
 @dataclass
@@ -69,7 +81,8 @@ class Holding:
     load_end: float
     end: float | None = None
     end_source: str = ""
-    busy: float = 0.0
+    busy: float = 0.0  # device-busy: model phases
+    cpu: float = 0.0  # CPU work, overlapped with the model
     attempts: int = 0
     last_attempt_end: float | None = None
     implicit: bool = False  # no actor-load record seen: charged from its first attempt
@@ -88,7 +101,7 @@ class RowSummary:
     row_index: int | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     status: str = "not-run"  # done, cache-hit, failed, pending (retry scheduled, run stopped)
-    busy_seconds: float = 0.0
+    busy_seconds: float = 0.0  # device-busy (model phases) over all attempts
     cost: float = 0.0
     output_uri: str | None = None
     error_class: str | None = None
@@ -130,7 +143,7 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
     attempt_counts = {"total": 0, "ok": 0, "cache-hit": 0, "retry-scheduled": 0, "failed-permanent": 0}
     by_error_class: dict[str, int] = {}
     busy_by_phase = dict.fromkeys(MODEL_PHASES, 0.0)
-    io_by_phase = dict.fromkeys(IO_PHASES, 0.0)
+    cpu_by_phase = dict.fromkeys(CPU_PHASES, 0.0)
     failed_busy = 0.0
     failed_cost = 0.0
     failed_by_class: dict[str, float] = {}
@@ -177,8 +190,8 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
             phases = rec.get("phases") or {}
             for phase in MODEL_PHASES:
                 busy_by_phase[phase] += _num(phases.get(phase))
-            for phase in IO_PHASES:
-                io_by_phase[phase] += _num(phases.get(phase))
+            for phase in CPU_PHASES:
+                cpu_by_phase[phase] += _num(phases.get(phase))
             busy = model_seconds(rec)
             holding = open_holdings.get(str(actor)) if actor is not None else None
             if holding is None and actor is not None:
@@ -198,6 +211,7 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
             price = pricing.price_per_hour(device_type)
             if holding is not None:
                 holding.busy += busy
+                holding.cpu += cpu_seconds(rec)
                 holding.attempts += 1
                 end = _num(rec.get("end"))
                 holding.last_attempt_end = end if holding.last_attempt_end is None else max(holding.last_attempt_end, end)
@@ -246,9 +260,10 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
         h_idle = h_held - h_load - h.busy
         if h_idle < -1e-6:
             warnings.append(
-                f"actor {h.actor!r}: busy+load ({h.busy + h_load:.3f} s) exceeds held time ({h_held:.3f} s); "
-                "phases overlapped (e.g. file encoding on a thread while the next batch ran) or were "
-                "counted twice, so idle is negative and utilisation is overstated"
+                f"actor {h.actor!r}: load + device-busy ({h_load + h.busy:.3f} s) exceeds held time "
+                f"({h_held:.3f} s), so idle is negative ({h_idle:.3f} s): the ledger is inconsistent "
+                "(model phases counted twice, overlapping batches on one device, or clocks that "
+                "jumped); utilisation is overstated. Check this actor's attempt records"
             )
         price = pricing.price_per_hour(h.device_type)
         h_cost = h_held / 3600.0 * price
@@ -266,7 +281,7 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
             "actor": h.actor, "node": h.node, "device": h.device, "device_type": h.device_type,
             "start": _r(h.start), "end": _r(h.end), "end_source": "implicit-" + h.end_source if h.implicit else h.end_source,
             "held_seconds": _r(h_held), "load_seconds": _r(h_load), "busy_seconds": _r(h.busy),
-            "idle_seconds": _r(h_idle), "utilisation": _r(_ratio(h.busy, h_held)),
+            "idle_seconds": _r(h_idle), "cpu_seconds": _r(h.cpu), "utilisation": _r(_ratio(h.busy, h_held)),
             "attempts": h.attempts, "cost": _r(h_cost),
         })
     for dev in devices.values():
@@ -317,7 +332,8 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
             "held_seconds": _r(held), "load_seconds": _r(load), "busy_seconds": _r(busy_total),
             "idle_seconds": _r(held - load - busy_total), "utilisation": _r(_ratio(busy_total, held)),
             "busy_by_phase": {k: _r(v) for k, v in busy_by_phase.items()},
-            "io_by_phase": {k: _r(v) for k, v in io_by_phase.items()},
+            "cpu_seconds": _r(sum(cpu_by_phase.values())),
+            "cpu_by_phase": {k: _r(v) for k, v in cpu_by_phase.items()},
         },
         "devices": dict(sorted(devices.items())),
         "actors": actors_out,
