@@ -17,7 +17,6 @@ The driver owns retries (``max_task_retries=0``), so every try is classified and
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sys
 import threading
@@ -38,6 +37,7 @@ from pipeline.errors import (
     is_cuda_oom,
 )
 from pipeline.faults import maybe_inject
+from pipeline.image_io import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 EditorFactory = Callable[[str, str, Any], Any]  # (model, device, torch dtype) -> editor
 
@@ -73,25 +73,25 @@ class _RowFailure(Exception):
         self.error_class = error_class
 
 
-def decode_source(data: bytes, expected_sha256: str, resize_to: Callable | None) -> Image.Image:
-    """Source bytes -> RGB image (resized to the model's context size when known)."""
+def decode_source(data: bytes, expected_sha256: str, resize_to: Callable | None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, list[str]]:
+    """Source bytes -> (RGB image resized to the model's context size when known, notes).
+
+    Decoding rules (pixel limit before decoding, EXIF orientation, animation, colour modes)
+    live in pipeline.image_io; every refusal is a bad row with its reason."""
     if hashlib.sha256(data).hexdigest() != expected_sha256:
         raise _RowFailure(BAD_ROW, "source image changed after planning (its sha256 differs "
                                    "from the planned one); run again to use the new file")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise _RowFailure(BAD_ROW, f"source image is too large to decode safely: {exc}") from exc
-    except Exception as exc:  # PIL raises many types for corrupt input
-        raise _RowFailure(BAD_ROW, f"source image cannot be decoded ({describe(exc)}); "
-                                   f"replace the file with a valid PNG/JPEG/WebP") from exc
+        decoded = decode_image(data, max_pixels)
+    except ImageDecodeError as exc:
+        raise _RowFailure(BAD_ROW, str(exc)) from exc
+    rgb = decoded.image
     if resize_to is not None:
         size = tuple(resize_to(rgb.size))
         if rgb.size != size:  # the same LANCZOS resize the model would do, done off the lock
             rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    return rgb
+    return rgb, decoded.notes
 
 
 class EditorActor:
@@ -144,11 +144,14 @@ class EditorActor:
         rows = list(batch["rows"])
         results: dict[int, dict[str, Any]] = {}
         resize_to = getattr(self.editor, "context_size_for", None)
+        max_pixels = int(batch.get("max_pixels") or DEFAULT_MAX_PIXELS)
+        notes: dict[int, list[str]] = {}
 
         def decode(row: Mapping[str, Any]) -> tuple[Image.Image | None, str | None, float]:
             t0 = time.perf_counter()
             try:
-                img = decode_source(row["image_bytes"], row["image_sha256"], resize_to)
+                img, notes[row["row_index"]] = decode_source(
+                    row["image_bytes"], row["image_sha256"], resize_to, max_pixels)
                 return img, None, time.perf_counter() - t0
             except _RowFailure as exc:
                 return None, str(exc), time.perf_counter() - t0
@@ -164,6 +167,7 @@ class EditorActor:
 
         edited = self._edit(ready, batch, start) if ready else []
         for row, outcome in edited:
+            outcome["notes"] = notes.get(row["row_index"], []) if outcome["ok"] else []
             results[row["row_index"]] = outcome
         end = time.time()
         ordered = [results[r["row_index"]] for r in rows]
@@ -236,7 +240,7 @@ def _failure(row: Mapping[str, Any], error_class: str, error: str | None, start:
              phases: Mapping[str, float], oom: bool = False) -> dict[str, Any]:
     return {"row_index": row["row_index"], "key": row["key"], "ok": False,
             "error_class": error_class or TRANSIENT, "error": error, "oom": oom, "data": None,
-            "phases": dict(phases), "truncated": False, "size": None}
+            "phases": dict(phases), "truncated": False, "size": None, "notes": []}
 
 
 def _free_cuda_cache() -> None:

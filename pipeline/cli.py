@@ -25,10 +25,20 @@ Ctrl-C the same command continues the same run; finished rows are not recomputed
 a finished run's command again starts a new run (id -2, -3, ...) made of cache hits.
 
 Failures: a row with a bad input (unreadable or missing image, empty instruction, negative
-seed, ...) fails alone with its reason and the rest run (exit code 1). Transient errors are
-retried with backoff; an actor whose GPU is in a sticky error state exits and Ray restarts
-it. Problems with the whole manifest file (not Parquet, missing or mistyped columns), an
+seed, an image above --max-pixels, ...) fails alone with its reason and the rest run (exit
+code 1). Transient errors are retried with backoff; an actor whose GPU is in a sticky error
+state exits and Ray restarts it. Problems with the whole manifest file (not Parquet, missing or mistyped columns), an
 unknown model, or a bad flag stop before any work (exit code 2).
+
+Images: relative paths resolve against the manifest's folder, and a local image must lie
+inside it (after `..` and symlinks are resolved) or inside a folder given with --image-root;
+remote images are read only through pyarrow filesystems (s3://, gs://, hdfs://, ...), never
+over http. Animated images use their first frame, EXIF orientation is applied, transparency
+is flattened onto white: the results table's `notes` column says so per row, and its
+`truncated` column marks instructions cut at the text encoder's token limit.
+
+If the output store runs out of space the run stops (exit code 1, nothing half-written is
+kept) and the same command resumes it once there is space again.
 
 Manifest values win over flags: --steps, --guidance and --output-format fill in rows that
 leave those columns empty; otherwise the model preset's defaults apply.
@@ -60,6 +70,7 @@ def _positive_int(text: str) -> int:
 
 
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
+    from pipeline.image_io import DEFAULT_MAX_PIXELS
     from pipeline.runner import DEFAULT_MODEL, DEMO_MANIFEST
 
     p = subparsers.add_parser(
@@ -100,6 +111,13 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                         "manifest and settings")
     p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="N",
                    help="tries per row for transient and device errors (default: 3)")
+    p.add_argument("--image-root", action="append", default=[], metavar="DIR",
+                   help="a folder local images may live in besides the manifest's own "
+                        "(repeatable); images elsewhere fail their row")
+    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
+                   metavar="N", help="refuse source images with more pixels (read from the "
+                                     "header, before decoding; default: "
+                                     f"{DEFAULT_MAX_PIXELS:_} = 40 MP)")
     p.add_argument("--verify-cache", action="store_true",
                    help="re-hash cached outputs against their sidecars and recompute "
                         "corrupt ones (reads every cached file)")
@@ -129,6 +147,7 @@ def run_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, actors=args.actors, steps=args.steps,
         guidance=args.guidance, output_format=args.output_format, run_id=args.run_id,
         max_attempts=args.max_attempts, verify_cache=args.verify_cache,
+        image_roots=args.image_root or None, max_pixels=args.max_pixels,
         reports=not args.no_report, progress=not args.quiet)
     try:
         summary = run_batch(config, faults=faults_from_env())

@@ -13,6 +13,11 @@
   actor ends up failing alone and takes no neighbour with it).
 - An actor that dies mid-batch (``os._exit``, lost node) raises ``RayActorError`` here;
   Ray restarts it (``max_restarts=-1``) and the rows go to whichever actor is free first.
+- A store that is out of space (ENOSPC, EDQUOT) stops the run (``StoreFull``): every later
+  output would fail the same way. Nothing half-written is left under a final name, and the
+  run resumes where it stopped once there is space.
+- Commits keep an intact output another run committed first (``Store.commit_once``); the
+  ``ok`` record then says ``already_stored: true``.
 - Budget (optional, jobs layer): before each batch the dispatcher asks
   ``budget.may_dispatch(n_rows)``. On the first "no" it dispatches nothing more, lets the
   batches in flight finish (and commit), marks every undispatched row ``not-run`` with the
@@ -21,6 +26,7 @@
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import time
@@ -36,6 +42,8 @@ from pipeline.errors import (
     PipelineError,
     describe,
 )
+from pipeline.image_io import DEFAULT_MAX_PIXELS
+from pipeline.killpoints import kill_point
 from pipeline.ledger import LedgerWriter
 from pipeline.outcomes import Outcomes
 from pipeline.progress import RunProgress
@@ -63,6 +71,26 @@ class BudgetHook(Protocol):
 
 class RunAborted(Exception):
     """No actor can run the model (every one failed to load it); the message says why."""
+
+
+class StoreFull(Exception):
+    """The output store has no space left: the run stops (resumable); the message says so."""
+
+    def __init__(self, message: str, records: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.records = records  # ledger records of the batch, to append before stopping
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+TRUNCATED_NOTE = "instruction cut at the text encoder's token limit"
+
+
+def row_notes(res: Mapping[str, Any]) -> str | None:
+    """The results table's ``notes`` for an ok row: decode notes, then truncation."""
+    notes = list(res.get("notes") or [])
+    if res.get("truncated"):
+        notes.append(TRUNCATED_NOTE)
+    return "; ".join(notes) or None
 
 
 @dataclass
@@ -111,6 +139,7 @@ class DispatchSettings:
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
     restart_timeout_s: float = 1800.0  # an actor not up (load/restart) this long is given up
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger sources are refused before decoding
 
 
 @dataclass
@@ -356,9 +385,11 @@ class Dispatcher:
         if not rows:
             return
         first = batch.tasks[0]
-        payload = {"steps": first.steps, "guidance": first.guidance,
+        payload = {"max_pixels": self.settings.max_pixels,
+                   "steps": first.steps, "guidance": first.guidance,
                    "size": list(first.size) if first.size else None, "rows": rows}
         ref = slot.handle.edit_batch.remote(payload)
+        kill_point("after-submit")
         slot.in_flight += 1
         slot.exclusive = batch.isolate
         self.in_flight[ref] = _Flight(slot, tasks, read, time.time(), batch.isolate)
@@ -378,24 +409,31 @@ class Dispatcher:
         except Exception as exc:  # the task itself failed (object lost, ...): transient
             self._batch_failed(flight, TRANSIENT, describe(exc))
             return
+        kill_point("result-received")
         info = result["actor"]
         self._note_actor(info, flight.slot)
         records: list[dict[str, Any]] = []
         oom_rows: list[Task] = []
-        for res in result["rows"]:
-            task = flight.tasks[res["row_index"]]
-            phases = {**res["phases"], "read": flight.read.get(task.row_index, 0.0)}
-            if res["ok"]:
-                records += self._commit(task, res, info, phases)
-            elif res.get("oom"):
-                records += self._failure(task, TRANSIENT, res["error"], info, res["start"],
-                                         res["end"], phases, retry_later=False)
-                if self._may_retry(task, TRANSIENT):
-                    oom_rows.append(task)
-            else:
-                records += self._failure(task, res["error_class"], res["error"], info,
-                                         res["start"], res["end"], phases)
+        try:
+            for res in result["rows"]:
+                task = flight.tasks[res["row_index"]]
+                phases = {**res["phases"], "read": flight.read.get(task.row_index, 0.0)}
+                if res["ok"]:
+                    records += self._commit(task, res, info, phases)
+                elif res.get("oom"):
+                    records += self._failure(task, TRANSIENT, res["error"], info, res["start"],
+                                             res["end"], phases, retry_later=False)
+                    if self._may_retry(task, TRANSIENT):
+                        oom_rows.append(task)
+                else:
+                    records += self._failure(task, res["error_class"], res["error"], info,
+                                             res["start"], res["end"], phases)
+        except StoreFull as full:
+            self.ledger.append(records + full.records)  # what did commit stays recorded
+            raise
         self.ledger.append(records)
+        if any(r.get("outcome") == "ok" for r in records):
+            kill_point("after-ledger-append")
         if oom_rows:
             self.batch_cap = max(1, min(self.batch_cap, len(result["rows"]) // 2))
             for i in range(0, len(oom_rows), self.batch_cap):
@@ -438,23 +476,27 @@ class Dispatcher:
         error = None
         for n in range(_COMMIT_TRIES):
             try:
-                uri = self.store.commit(task.key, task.ext, data,
-                                        self.sidecar_for(task, params, data, origin))
+                uri, wrote = self.store.commit_once(task.key, task.ext, data,
+                                                    self.sidecar_for(task, params, data, origin))
                 break
             except OSError as exc:
                 error = describe(exc)
+                if exc.errno in _NO_SPACE:
+                    raise self._store_full(task, attempt, error, info, res, phases) from exc
                 time.sleep(0.2 * (n + 1))
         else:
             return self._failure(task, TRANSIENT, f"commit to the store failed: {error}", info,
                                  res["start"], res["end"], phases, counted=True)
+        kill_point("after-store-commit")
         phases["commit"] = time.perf_counter() - t0
         seconds = sum(float(phases.get(p, 0.0)) for p in _MODEL_PHASES)
+        truncated, notes = bool(res.get("truncated")), row_notes(res)
         records = [self.ledger.record("attempt", **task_attempt(
             task, attempt=attempt, outcome="ok", actor=info, start=res["start"],
             end=res["end"], phases=phases, output_uri=uri, nbytes=len(data),
-            truncated=bool(res.get("truncated"))))]
+            truncated=truncated, notes=notes, already_stored=not wrote))]
         self.outcomes.set(task.row_index, status="done", key=task.key, output_uri=uri,
-                          attempts=attempt, seconds=seconds)
+                          attempts=attempt, seconds=seconds, truncated=truncated, notes=notes)
         self.progress.row_done()
         now = time.time()
         for follower in self.followers.get(task.key, []):
@@ -462,9 +504,20 @@ class Dispatcher:
                 follower, attempt=1, outcome="cache-hit", start=now, end=now,
                 output_uri=uri, nbytes=len(data))))
             self.outcomes.set(follower.row_index, status="cache-hit", key=follower.key,
-                              output_uri=uri, attempts=0)
+                              output_uri=uri, attempts=0, truncated=truncated, notes=notes)
             self.progress.row_hit()
         return records
+
+    def _store_full(self, task: Task, attempt: int, error: str, info: Mapping[str, Any],
+                    res: Mapping[str, Any], phases: Mapping[str, float]) -> StoreFull:
+        message = (f"the output store {self.store.root!r} is out of space ({error}); free "
+                   "space there (or pass another --store), then run the same command again: "
+                   "the run resumes where it stopped")
+        record = self.ledger.record("attempt", **task_attempt(
+            task, attempt=attempt, outcome="retry-scheduled", error_class=TRANSIENT,
+            error=f"commit to the store failed: {error}", actor=info, start=res["start"],
+            end=res["end"], phases=phases))
+        return StoreFull(message, [record])
 
     # -- failures -------------------------------------------------------------------------
     def _next_attempt(self, task: Task) -> int:

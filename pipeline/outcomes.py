@@ -2,8 +2,11 @@
 
 ``results.parquet`` has one row per manifest row (docs/architecture.md): row_id, row_index,
 status (done, cache-hit, failed, not-run), output_uri, cache_hit, attempts, error_class,
-reason, key, seconds (model seconds of the successful attempt), then the manifest's image,
-instruction, seed, product_id, variant and meta_* columns as written in the manifest.
+reason, key, seconds (model seconds of the successful attempt), truncated (the instruction was
+cut at the text encoder's token limit; null when not known, e.g. cache hits), notes (what was
+done to make the row usable: EXIF rotation, first frame of an animation, flattened
+transparency, ...), then the manifest's image, instruction, seed, product_id, variant and
+meta_* columns as written in the manifest.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.killpoints import kill_point
+
 STATUSES = ("done", "cache-hit", "failed", "not-run")
 CARRIED = ("image", "instruction", "seed", "product_id", "variant")
 
@@ -22,7 +27,7 @@ RESULT_SCHEMA = pa.schema([
     ("row_id", pa.string()), ("row_index", pa.int64()), ("status", pa.string()),
     ("output_uri", pa.string()), ("cache_hit", pa.bool_()), ("attempts", pa.int64()),
     ("error_class", pa.string()), ("reason", pa.string()), ("key", pa.string()),
-    ("seconds", pa.float64()),
+    ("seconds", pa.float64()), ("truncated", pa.bool_()), ("notes", pa.string()),
 ])
 
 
@@ -41,11 +46,14 @@ class Outcomes:
         self.reason: list[str | None] = [None] * n
         self.key: list[str | None] = [None] * n
         self.seconds: list[float | None] = [None] * n
+        self.truncated: list[bool | None] = [None] * n
+        self.notes: list[str | None] = [None] * n
 
     def set(self, i: int, *, status: str, row_id: str | None = None, key: str | None = None,
             output_uri: str | None = None, attempts: int | None = None,
             error_class: str | None = None, reason: str | None = None,
-            seconds: float | None = None) -> None:
+            seconds: float | None = None, truncated: bool | None = None,
+            notes: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown row status {status!r}")
         self.status[i] = status
@@ -60,6 +68,8 @@ class Outcomes:
         self.error_class[i] = error_class
         self.reason[i] = reason
         self.seconds[i] = seconds
+        self.truncated[i] = truncated
+        self.notes[i] = notes
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)
@@ -72,7 +82,8 @@ class Outcomes:
             "row_id": self.row_id, "row_index": list(range(self.rows_total)),
             "status": self.status, "output_uri": self.output_uri, "cache_hit": self.cache_hit,
             "attempts": self.attempts, "error_class": self.error_class, "reason": self.reason,
-            "key": self.key, "seconds": self.seconds,
+            "key": self.key, "seconds": self.seconds, "truncated": self.truncated,
+            "notes": self.notes,
         }
         table = pa.Table.from_pydict(cols, schema=RESULT_SCHEMA)
         if manifest_path is None:
@@ -95,5 +106,8 @@ class Outcomes:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         pq.write_table(self.table(manifest_path), tmp)
+        kill_point("results-tmp-written")
         os.replace(tmp, path)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
         return path

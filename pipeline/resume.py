@@ -37,6 +37,8 @@ class RowHistory:
     output_uri: str | None = None
     error_class: str | None = None
     error: str | None = None
+    truncated: bool | None = None  # of the ok attempt (results table columns)
+    notes: str | None = None
 
 
 @dataclass
@@ -89,6 +91,7 @@ def read_history(ledger_path: Path) -> RunHistory:
                 if outcome == "ok":
                     phases = rec.get("phases") or {}
                     row.seconds = sum(float(phases.get(p) or 0.0) for p in _MODEL_PHASES)
+                    row.truncated, row.notes = rec.get("truncated"), rec.get("notes")
             else:
                 row.error_class, row.error = rec.get("error_class"), rec.get("error")
     return history

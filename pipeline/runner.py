@@ -10,6 +10,7 @@ a run that is all cache hits never starts Ray nor loads a model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -27,9 +28,18 @@ from pipeline.cluster import (
     resolve_device,
 )
 from pipeline.digests import SourceDigests, default_index_path
-from pipeline.dispatch import ActorSlot, BudgetHook, Dispatcher, DispatchSettings, RunAborted
+from pipeline.dispatch import (
+    ActorSlot,
+    BudgetHook,
+    Dispatcher,
+    DispatchSettings,
+    RunAborted,
+    StoreFull,
+)
 from pipeline.encode import normalise_format
 from pipeline.errors import ConfigError
+from pipeline.image_io import DEFAULT_MAX_PIXELS
+from pipeline.killpoints import kill_point
 from pipeline.ledger import LedgerWriter
 from pipeline.manifest_input import check_manifest
 from pipeline.model_info import DTYPES, ModelInfo, resolve_model_info
@@ -37,7 +47,8 @@ from pipeline.outcomes import Outcomes
 from pipeline.plan import RowDefaults, plan_run
 from pipeline.progress import RunProgress
 from pipeline.records import Task
-from pipeline.resume import base_run_id, choose_run
+from pipeline.resume import base_run_id
+from pipeline.runlock import acquire_run
 from pipeline.store import Store
 
 DEFAULT_MODEL = "kontext-tiny"
@@ -74,6 +85,8 @@ class RunConfig:
     image_roots: list[str] | None = None
     # Pricing file frozen into config.json, so the report prices the run as its budget did.
     pricing: str | None = None
+    # Sources with more pixels are refused (bad row) from their header, before decoding.
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -89,6 +102,7 @@ class RunSummary:
     hashed_sources: int = 0
     reports: dict[str, str] = field(default_factory=dict)
     report_error: str | None = None
+    stop_reason: str | None = None  # why an interrupted run stopped (e.g. the store is full)
 
 
 def check_flags(config: RunConfig) -> None:
@@ -103,6 +117,12 @@ def check_flags(config: RunConfig) -> None:
         raise ConfigError(f"--guidance must be between 0 and 20 (got {config.guidance})")
     if config.max_attempts < 1:
         raise ConfigError(f"--max-attempts must be at least 1 (got {config.max_attempts})")
+    if config.max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be at least 1 (got {config.max_pixels})")
+    for root in config.image_roots or ():
+        if "://" in str(root) or not Path(root).is_dir():
+            raise ConfigError(f"--image-root {root!r} is not a local folder; give an existing "
+                              "folder that the manifest's images may live in")
     if config.dtype != "auto" and config.dtype not in DTYPES:
         raise ConfigError(f"--dtype {config.dtype!r} is not one of auto, {', '.join(DTYPES)}")
     if config.device not in ("auto", "cpu", "cuda"):
@@ -247,15 +267,15 @@ def run_batch(config: RunConfig, *, editor_factory: Any = None,
     info = resolve_model_info(config.model)
     checked = check_manifest(config.manifest, image_roots=config.image_roots)
     session = _RaySession(config.address, config.num_cpus)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(session.close)
         if config.address is not None or ray.is_initialized():
             session.ensure()  # joining a cluster is cheap and tells which devices it has
             device = resolve_device(config.device, cluster_resources()[1])
         else:
             device = resolve_device(config.device, None)  # local: start Ray only if needed
-        return _run(config, info, checked, device, editor_factory, faults, session, budget)
-    finally:
-        session.close()
+        return _run(config, info, checked, device, editor_factory, faults, session, budget,
+                    cleanup)
 
 
 def _frozen_pricing(path: str | None) -> dict[str, Any]:
@@ -272,7 +292,7 @@ def _frozen_pricing(path: str | None) -> dict[str, Any]:
 
 def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factory: Any,
          faults: Sequence[Mapping[str, Any]], session: _RaySession,
-         budget: BudgetHook | None = None) -> RunSummary:
+         budget: BudgetHook | None, cleanup: contextlib.ExitStack) -> RunSummary:
     dtype = default_dtype(device) if config.dtype == "auto" else config.dtype
     fmt = normalise_format(config.output_format)
     defaults = RowDefaults(
@@ -285,7 +305,9 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                 "numerics": numerics_version()}
     out = Path(config.out).resolve()
     runs_dir = out / "runs"
-    run_id, history = choose_run(runs_dir, base_run_id(checked.digest, identity), config.run_id)
+    run_id, history, lock = acquire_run(runs_dir, base_run_id(checked.digest, identity),
+                                        config.run_id)
+    cleanup.callback(lock.release)  # held until run_batch returns; a killed run drops it
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     store_root = config.store or str(out / "store")
@@ -300,14 +322,17 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         "rows_total": checked.rows_total, "model": info.spec, "preset": info.preset,
         "fingerprint": info.fingerprint, "settings": settings, "out": str(out),
         "store": store_root, **_frozen_pricing(config.pricing)})
+    kill_point("after-config")
 
     ledger = LedgerWriter(run_dir / "ledger.jsonl", run_id)
     ledger.write("run-start", manifest=manifest_abs, rows_total=checked.rows_total,
                  model=info.spec, fingerprint=info.fingerprint, settings=settings,
                  invocation=history.invocations + 1, resumed=history.exists)
+    kill_point("after-run-start")
     outcomes = Outcomes(checked.rows_total)
     digests = SourceDigests(default_index_path(store_root))
     status, actors_started, hashed, budget_stopped = "interrupted", 0, 0, False
+    stop_reason = None
     try:
         plan_bar = RunProgress(checked.rows_total, desc="planning",
                                disable=not config.progress)
@@ -316,6 +341,8 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                         outcomes=outcomes, verify_cache=config.verify_cache,
                         progress=plan_bar.row_done)
         plan_bar.close()
+        _carry_row_notes(history, outcomes)
+        kill_point("after-plan")
         hashed = plan.hashed_sources
         progress = RunProgress(checked.rows_total, desc="rows",
                                disable=not config.progress)
@@ -323,30 +350,47 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         progress.failed = plan.failed
         progress.done = plan.done_before
         progress._bar.update(plan.hits + plan.failed + plan.done_before)
-        if plan.tasks:
-            actors_started, budget_stopped = _dispatch(
-                config, info, device, dtype, plan, store, ledger, outcomes, progress, history,
-                run_id, editor_factory, faults, session, budget)
+        try:
+            if plan.tasks:
+                actors_started, budget_stopped = _dispatch(
+                    config, info, device, dtype, plan, store, ledger, outcomes, progress,
+                    history, run_id, editor_factory, faults, session, budget)
+        except StoreFull as exc:
+            stop_reason = str(exc)
+            for i, state in enumerate(outcomes.status):
+                if state == "not-run":
+                    outcomes.reason[i] = f"not run: the run stopped because {stop_reason}"
         progress.close()
         counts = outcomes.counts()
-        status = "budget-stopped" if budget_stopped else \
-            "failed-rows" if counts["failed"] else "complete"
+        if stop_reason is None:
+            status = "budget-stopped" if budget_stopped else \
+                "failed-rows" if counts["failed"] else "complete"
     except RunAborted as exc:
         raise ConfigError(str(exc)) from None
     finally:
         digests.close()
         results = outcomes.write(run_dir / "results.parquet", manifest_abs)
+        kill_point("after-results")
         ledger.write("run-end", status=status, counts=outcomes.counts())
         ledger.close()
+    kill_point("after-run-end")
     reports, report_error = ({}, None)
     if config.reports:
         reports, report_error = _build_reports(run_dir, config.progress)
     counts = outcomes.counts()
-    exit_code = 3 if budget_stopped else 1 if counts["failed"] else 0
+    exit_code = 3 if budget_stopped else 1 if counts["failed"] or stop_reason else 0
     return RunSummary(run_id=run_id, run_dir=run_dir, store=store_root, results=results,
                       status=status, counts=counts, exit_code=exit_code,
                       actors_started=actors_started, hashed_sources=hashed, reports=reports,
-                      report_error=report_error)
+                      report_error=report_error, stop_reason=stop_reason)
+
+
+def _carry_row_notes(history, outcomes: Outcomes) -> None:
+    """Rows an earlier invocation of this run computed keep its truncated/notes columns."""
+    for index, prev in history.rows.items():
+        if prev.final == "ok" and index < outcomes.rows_total and \
+                outcomes.status[index] == "done":
+            outcomes.truncated[index], outcomes.notes[index] = prev.truncated, prev.notes
 
 
 def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan, store: Store,
@@ -354,18 +398,22 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
               run_id: str, editor_factory: Any, faults: Sequence[Mapping[str, Any]],
               session: _RaySession, budget: BudgetHook | None = None) -> tuple[int, bool]:
     session.ensure()
+    kill_point("before-dispatch")
     slots = _start_actors(config, info, device, dtype, editor_factory, faults)
+    kill_point("after-actor-start")
     dispatcher = Dispatcher(
         slots=slots, store=store, ledger=ledger, outcomes=outcomes, progress=progress,
         settings=DispatchSettings(batch_size=config.batch_size,
                                   in_flight_per_actor=config.in_flight_per_actor,
                                   max_attempts=config.max_attempts,
-                                  backoff_s=config.retry_backoff_s),
+                                  backoff_s=config.retry_backoff_s,
+                                  max_pixels=config.max_pixels),
         prior_attempts={i: r.attempts for i, r in history.rows.items()},
         followers=plan.followers, params_for=_params_for(run_id, info, dtype),
         sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget)
     try:
         dispatcher.run(plan.tasks)
+        kill_point("before-stop-actors")
     finally:
         dispatcher.stop_actors(timeout_s=10.0)
     return len(slots), dispatcher.budget_stopped
@@ -397,6 +445,8 @@ def print_summary(summary: RunSummary, file=None) -> None:
         lines.append(f"  report:   `kontext-batch report {summary.run_dir}`")
     if c["failed"]:
         lines.append("  failed rows and their reasons: status == 'failed' in the results table")
+    if summary.stop_reason:
+        lines.append(f"  stopped:  {summary.stop_reason}")
     print("\n".join(lines), file=file or sys.stdout)
 
 

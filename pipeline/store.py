@@ -10,20 +10,31 @@ folder and renamed into place (object stores: a single put, which is atomic). So
 under its final name is always complete and has its sidecar: "present" means committed.
 Reading verifies the bytes against the sidecar's sha256 (``read_verified``); planning only
 lists names (cheap at 200k rows) unless asked to verify (``verify``).
+
+``commit_once`` is the runs' commit: when an intact output of the key is already stored (a
+concurrent run committed it first) it keeps that one and writes nothing. On a local store
+the check and the write hold a lock (one of 256 shard lock files under ``locks/``), so two
+processes never both write one key; object stores get the check without the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.fs as pafs
 
+from pipeline.killpoints import kill_point
+
 OBJECTS = "objects"
+LOCKS = "locks"
 _LIST_THRESHOLD = 2000  # above this many keys, list prefix folders instead of stat per key
 
 
@@ -89,6 +100,7 @@ class Store:
         try:
             with self.fs.open_output_stream(tmp) as out:
                 out.write(data)
+            kill_point("store-tmp-written")
             self.fs.move(tmp, path)
         except BaseException:
             try:
@@ -106,8 +118,34 @@ class Store:
         doc.update({"key": key, "ext": ext, "sha256": hashlib.sha256(data).hexdigest(),
                     "bytes": len(data)})
         self._put(self.sidecar_path(key), json.dumps(doc, sort_keys=True).encode("utf-8"))
+        kill_point("after-sidecar")
         self._put(self.object_path(key, ext), data)
         return self.uri(key, ext)
+
+    def commit_once(self, key: str, ext: str, data: bytes,
+                    sidecar: Mapping[str, Any]) -> tuple[str, bool]:
+        """Like ``commit``, unless an intact output of ``key`` is already stored: then that
+        one is kept. Returns (uri, True when this call wrote it)."""
+        with self._key_lock(key):
+            info = self.fs.get_file_info(self.object_path(key, ext))
+            if info.type == pafs.FileType.File and self.verify(key, ext):
+                return self.uri(key, ext), False
+            return self.commit(key, ext, data, sidecar), True
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """An exclusive lock between processes committing keys of one shard (local only)."""
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            yield
+            return
+        folder = f"{self.base}/{LOCKS}"
+        self._ensure_dir(folder)
+        fd = os.open(f"{folder}/{key[:2]}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock (and a killed process's lock dies with it)
 
     # -- reading ------------------------------------------------------------------------
     def read_sidecar(self, key: str) -> dict[str, Any]:

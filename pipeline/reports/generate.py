@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.killpoints import kill_point
+
 from .build import build_review_assets
 from .changes import ReviewThresholds, thresholds_from_mapping
 from .ledger import read_ledger
@@ -64,6 +66,7 @@ def generate_reports(run_dir: str | Path, *, pricing: Pricing | str | Path | Non
     analysis = analyse(ledger, pricing)
     report = build_report(run_dir, pricing=pricing, analysis=analysis)
     outputs = RunOutputs(report=report, files=write_report(run_dir, report, generated_at))
+    kill_point("report-write")  # crash tests (pipeline.killpoints); a no-op otherwise
     if not review:
         return outputs
     views, notes = load_rows(run_dir, analysis)
