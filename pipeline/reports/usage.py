@@ -208,7 +208,10 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
                 open_holdings[holding.actor] = holding
                 holdings.append(holding)
             device_type = holding.device_type if holding else str(rec.get("device_type"))
-            price = pricing.price_per_hour(device_type)
+            # A row refused before reaching any actor (bad manifest value, missing image)
+            # used no device: nothing to price, whatever device types the pricing knows.
+            no_device = holding is None and rec.get("device_type") is None
+            price = 0.0 if no_device else pricing.price_per_hour(device_type)
             if holding is not None:
                 holding.busy += busy
                 holding.cpu += cpu_seconds(rec)
