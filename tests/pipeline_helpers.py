@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -76,9 +78,20 @@ def ok_counts(run_dir: Path) -> Counter:
                    if r["type"] == "attempt" and r["outcome"] == "ok")
 
 
+_TEMP_DIRS: list[str] = []
+
+
 def short_tmp(prefix: str) -> str:
-    """Ray's socket paths must stay short: a temp dir directly under /tmp."""
-    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    """Ray's socket paths must stay short: a temp dir directly under /tmp (removed at exit)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    _TEMP_DIRS.append(path)
+    return path
+
+
+@atexit.register
+def _remove_temp_dirs() -> None:
+    for path in _TEMP_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def start_ray(num_cpus: int = 2) -> None:

@@ -136,11 +136,11 @@ def test_losing_a_node_mid_run_still_completes(tmp_path: Path) -> None:
         "num_cpus": 1, "include_dashboard": False, "object_store_memory": 100 * 1024 ** 2})
     worker = cluster.add_node(num_cpus=1, object_store_memory=100 * 1024 ** 2)
     try:
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
         manifest = make_manifest(tmp_path / "m", products=5, variants=4)  # 20 rows
+        # The runner joins the existing cluster itself (--address), as on a real cluster.
         config = RunConfig(manifest=str(manifest), out=str(tmp_path / "out"), model=TEST_MODEL,
-                           device="cpu", batch_size=2, actors=2, reports=False,
-                           progress=False, retry_backoff_s=0.05)
+                           address=cluster.address, device="cpu", batch_size=2, actors=2,
+                           reports=False, progress=False, retry_backoff_s=0.05)
         faults = _sleep_faults(manifest, tmp_path / "faults", 0.25)
         outcome: dict = {}
 
@@ -176,6 +176,25 @@ def test_losing_a_node_mid_run_still_completes(tmp_path: Path) -> None:
                 and r["outcome"] == "retry-scheduled"]
         assert lost and all("mid-batch" in r["error"] for r in lost)
         assert set(ok_counts(summary.run_dir).values()) == {1}
+        assert not ray.is_initialized()  # the runner disconnected; the cluster lives on
+        assert len(cluster.list_all_nodes()) == 1
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_config_errors_exit_2_before_ray_starts(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", products=1, variants=2)
+    ray_tmp = Path(short_tmp("kbcfg"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+           "RAY_TMPDIR": str(ray_tmp)}
+    env.pop("KONTEXT_BATCH_FAULTS", None)
+    base = [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out",
+            str(tmp_path / "out"), "--quiet"]
+    for extra, message in ((["--model", "no-such-model"], "no-such-model"),
+                           (["--model", TEST_MODEL, "--batch-size", "0"], "must be at least 1")):
+        done = subprocess.run(base + extra, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert message in done.stderr
+        assert list(ray_tmp.iterdir()) == []  # no Ray session was ever created
