@@ -92,6 +92,8 @@ class LedgerBudget:
 
     # -- figures -----------------------------------------------------------------------------
     def spent(self, now: float | None = None) -> float:
+        """Device cost so far, from every ledger record written up to now."""
+        self._read_new()
         now = self.clock() if now is None else now
         self.last_spent = self._closed_cost + sum(h.cost(now) for h in self._open.values())
         return self.last_spent
@@ -106,6 +108,7 @@ class LedgerBudget:
 
     def estimate(self, n_rows: int, now: float) -> float:
         """Cost of finishing the rows in flight plus ``n_rows`` more (0 before any finished)."""
+        self._read_new()
         per_row = self.seconds_per_row(now)
         if per_row is None:
             return 0.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -164,10 +165,17 @@ def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:
     assert spec.build is not None
     frozen = run_dir / "manifest.parquet"
     if not frozen.is_file():
+        # The builder warns that the catalog's images lie outside the run folder; the run is
+        # given those folders as image_roots below, so the warning is noise here.
+        builder_log = logging.getLogger("manifests.build")
+        level = builder_log.level
+        builder_log.setLevel(logging.ERROR)
         try:
             build_manifest(spec.build.catalog, spec.build.variants, spec.build.seeds, out=frozen)
         except BuildError as exc:
             raise JobError(f"job {spec.name} ({spec.path}): {exc}") from None
+        finally:
+            builder_log.setLevel(level)
     return frozen, image_folders(frozen)
 
 

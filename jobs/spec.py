@@ -167,11 +167,17 @@ class _Checker:
         self.path = path
         self.base = path.parent
         self.problems: list[SpecProblem] = []
+        self.suggested: set[str] = set()  # keys offered as "did you mean" for a misspelling
         self._constructor = yaml.constructor.SafeConstructor()
 
     def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else None
         self.problems.append(SpecProblem(str(self.path), line, key, message))
+
+    def missing(self, node: yaml.Node | None, key: str, message: str) -> None:
+        """A required key is absent, unless a misspelling of it was already reported."""
+        if key not in self.suggested:
+            self.problem(node, key, message)
 
     def value(self, node: yaml.Node) -> Any:
         return self._constructor.construct_document(node)
@@ -192,6 +198,8 @@ class _Checker:
                 close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]!r}?" if close else \
                     f"; known keys here: {', '.join(allowed)}"
+                if close:
+                    self.suggested.add(f"{key}.{close[0]}" if key else close[0])
                 self.problem(key_node, full, f"unknown key {name!r}{hint}")
                 continue
             if name in out:
@@ -295,7 +303,7 @@ def _check(c: _Checker, root: yaml.Node, check_files: bool, check_model: bool
     def required(key: str, example: str) -> tuple[yaml.Node, yaml.Node] | None:
         entry = top.get(key)
         if entry is None or c.value(entry[1]) is None:
-            c.problem(entry[1] if entry else root, key, f"is missing; add e.g. {example}")
+            c.missing(entry[1] if entry else root, key, f"is missing; add e.g. {example}")
             return None
         return entry
 
@@ -343,7 +351,7 @@ def _check_source(c: _Checker, top: dict, root: yaml.Node, check_files: bool
         c.problem(top["build"][0], "build", "give either manifest: or build:, not both")
         return None, None
     if not has_manifest and not has_build:
-        c.problem(root, "manifest", "is missing; add manifest: <file.parquet>, or build: "
+        c.missing(root, "manifest", "is missing; add manifest: <file.parquet>, or build: "
                                     "{catalog: ..., variants: ...} to build one each run")
         return None, None
     if has_manifest:
@@ -363,7 +371,7 @@ def _check_source(c: _Checker, top: dict, root: yaml.Node, check_files: bool
                       ("variants", "a variants YAML file")):
         entry = section.get(key)
         if entry is None:
-            c.problem(top["build"][0], f"build.{key}", f"is missing; give {what}")
+            c.missing(top["build"][0], f"build.{key}", f"is missing; give {what}")
             found[key] = None
             continue
         found[key] = c.path_value(entry, f"build.{key}")
@@ -438,6 +446,7 @@ def _check_budget(c: _Checker, entry, pricing_path: Path | None, pricing_entry
         node = pricing_entry[1] if pricing_entry else None
         c.problem(node, "pricing", f"the pricing file's currency {pricing_currency!r} is not "
                                    f"supported; use one of {', '.join(CURRENCIES)}")
+        pricing_currency = None  # reported once, not again as a budget mismatch
     s = _section(c, entry, "budget")
     if entry is None or not s:
         if entry is not None and c.value(entry[1]) is not None and \
@@ -446,14 +455,14 @@ def _check_budget(c: _Checker, entry, pricing_path: Path | None, pricing_entry
         return None
     amount = c.typed(s.get("amount"), "budget.amount", float, "a number")
     if "amount" not in s:
-        c.problem(entry[0], "budget.amount", "is missing; add e.g. amount: 25")
+        c.missing(entry[0], "budget.amount", "is missing; add e.g. amount: 25")
     elif amount is not None and not (math.isfinite(amount) and amount >= 0):
         c.problem(s["amount"][1], "budget.amount", f"must be zero or more, got {amount}; a "
                                                    "budget is the most a run may spend")
         amount = None
     currency = c.typed(s.get("currency"), "budget.currency", str, "a currency code")
     if "currency" not in s:
-        c.problem(entry[0], "budget.currency", f"is missing; add e.g. currency: "
+        c.missing(entry[0], "budget.currency", f"is missing; add e.g. currency: "
                                                f"{pricing_currency or 'USD'}")
     elif currency is not None:
         code = currency.strip().upper()
@@ -487,7 +496,7 @@ def _check_schedule(c: _Checker, entry) -> Schedule | None:
     cron = None
     text = c.typed(s.get("cron"), "schedule.cron", str, "a quoted cron expression")
     if "cron" not in s:
-        c.problem(entry[0], "schedule.cron", "is missing; add e.g. cron: \"0 2 * * *\"")
+        c.missing(entry[0], "schedule.cron", "is missing; add e.g. cron: \"0 2 * * *\"")
     elif text is not None:
         try:
             cron = parse_cron(text)
@@ -501,7 +510,7 @@ def _check_schedule(c: _Checker, entry) -> Schedule | None:
 
 def _check_timezone(c: _Checker, entry, section_node: yaml.Node) -> str | None:
     if entry is None:
-        c.problem(section_node, "schedule.timezone", "is missing; add e.g. timezone: UTC or "
+        c.missing(section_node, "schedule.timezone", "is missing; add e.g. timezone: UTC or "
                                                      "timezone: Europe/London")
         return None
     name = c.typed(entry, "schedule.timezone", str, "an IANA timezone name")
