@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.lock import RunLock
+from jobs.lock import run_dir_busy
 from jobs.retention import job_run_dirs
 from jobs.spec import JobSpec
 
@@ -47,7 +47,7 @@ def job_history(spec: JobSpec) -> tuple[list[HistoryRow], dict[str, Any] | None]
         row = HistoryRow(day.isoformat(), run_dir.name, run_dir, "unfinished")
         rows.append(row)
         if not (run_dir / "ledger.jsonl").exists():
-            row.status = "running" if RunLock(run_dir).held_elsewhere() else "no ledger"
+            row.status = "running" if run_dir_busy(run_dir) else "no ledger"
             continue
         try:
             figures = rollup([run_dir])
@@ -56,7 +56,7 @@ def job_history(spec: JobSpec) -> tuple[list[HistoryRow], dict[str, Any] | None]
             continue
         run = figures["runs"][0]
         row.status = run["status"]
-        if row.status == "unfinished" and RunLock(run_dir).held_elsewhere():
+        if row.status == "unfinished" and run_dir_busy(run_dir):
             row.status = "running"
         counts = run["rows"]
         row.images, row.hits, row.failed = counts["done"], counts["cache_hits"], counts["failed"]

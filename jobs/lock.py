@@ -1,5 +1,9 @@
 """One process per job run: an exclusive lock on RUN_DIR/job.lock (flock; freed when the
-process exits, even on SIGKILL, so a killed run never leaves a stale lock behind)."""
+process exits, even on SIGKILL, so a killed run never leaves a stale lock behind).
+
+It is taken before the manifest is built and held around the whole run; the pipeline's own
+run lock (RUN_DIR/.lock, pipeline.runlock) is taken inside the run. ``run_dir_busy`` checks
+both, so retention never deletes a folder that a plain ``kontext-batch run --run-id`` uses."""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from pathlib import Path
 
 
 class RunLock:
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / "job.lock"
+    def __init__(self, run_dir: Path, name: str = "job.lock") -> None:
+        self.path = Path(run_dir) / name
         self._fd: int | None = None
 
     def acquire(self) -> bool:
@@ -51,3 +55,11 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def run_dir_busy(run_dir: Path) -> bool:
+    """True when a job (job.lock) or a pipeline run (.lock) holds ``run_dir`` right now."""
+    from pipeline.runlock import LOCK_NAME
+
+    return RunLock(run_dir).held_elsewhere() or \
+        RunLock(run_dir, LOCK_NAME).held_elsewhere()

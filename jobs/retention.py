@@ -8,7 +8,8 @@ Runs of job NAME are the folders ``OUT/runs/NAME-YYYY-MM-DD``. After a run compl
 - with both, a folder survives if either rule keeps it (nothing is deleted by surprise).
 
 Never deleted: the current run, runs dated after it (a back-fill must not delete the
-present), and a run another process is working on (its job.lock is held). Only run folders
+present), and a run another process is working on (its job.lock or the pipeline's .lock is
+held). Only run folders
 are deleted, never objects in the content-addressed store: an output can be shared by many
 runs (cache hits point at the object an earlier run committed), so removing store objects
 safely would need reference counting across every run and job sharing the store. Reclaim
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from jobs.lock import RunLock
 from jobs.spec import Retention
+from pipeline.runlock import LOCK_NAME as PIPELINE_LOCK
 
 DATE_PATTERN = r"\d{4}-\d{2}-\d{2}"
 
@@ -72,6 +74,8 @@ def apply_retention(runs_dir: Path, job: str, current: date, rule: Retention) ->
         if not lock.acquire():
             continue  # someone is (re)running that date right now
         try:
+            if RunLock(path, PIPELINE_LOCK).held_elsewhere():
+                continue  # a plain `kontext-batch run --run-id` is using the folder
             shutil.rmtree(path)
         finally:
             lock.release()

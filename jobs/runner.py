@@ -41,7 +41,6 @@ EXIT_CONFIG = 2
 EXIT_BUDGET = 3
 EXIT_BUSY = 4
 EXIT_INTERRUPTED = 130
-FINISHED = ("complete", "failed-rows", "budget-stopped")
 
 
 class JobError(Exception):
@@ -104,7 +103,7 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
                       f"(lock {lock.path}); wait for it, or trigger another date")
     try:
         history = read_history(run_dir / "ledger.jsonl")
-        if history.exists and history.finished_status in FINISHED:
+        if history.exists and not history.resumable:  # finished, as the pipeline sees it
             _note_trigger(spec, date, run_dir, "nothing-to-do", None)
             return JobRunResult(spec.name, date, run_id, run_dir, "nothing-to-do",
                                 str(history.finished_status), EXIT_OK,
