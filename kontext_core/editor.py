@@ -18,6 +18,7 @@ from .fingerprint import source_fingerprint
 from .loading import ModelSource, load_components, resolve_model
 from .resolution import check_output_size, context_size
 from .sampling import denoise, image_ids, noise_for_seed, pack, schedule, unpack
+from .step_cache import FirstBlockCache
 from .text import TextEncoders
 from .transformer import KontextTransformer
 
@@ -36,6 +37,8 @@ class EditOutput:
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds for the batch
     truncated: list[bool] = field(default_factory=list)  # instruction cut at the T5 token limit
     sizes: list[tuple[int, int]] = field(default_factory=list)  # output (w, h) per row
+    step_cache_reused: int = 0  # row-steps that reused cached blocks (0 unless step_cache is on)
+    row_steps: int = 0  # row-steps in all
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -121,8 +124,11 @@ class KontextEditor:
         guidance: float | None = None,
         size: tuple[int, int] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        step_cache: float | None = None,
     ) -> EditOutput:
         """Edit each image by its instruction. Output size defaults to the context's size.
+
+        ``step_cache``: opt-in first-block caching threshold (an approximation; None/0 = exact).
 
         Rows sharing an image or an instruction share context latents / text embeddings. Each
         row's noise comes from its own seed, so its pixels do not depend on the batch.
@@ -162,6 +168,7 @@ class KontextEditor:
             groups.setdefault((ctx_size, size or ctx_size), []).append(row)
 
         total_steps, done = len(groups) * steps, 0
+        reused = 0
         latents_by_row: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}
         for (ctx_size, out_size), rows in groups.items():
             with timer("denoise"):
@@ -181,9 +188,11 @@ class KontextEditor:
                     if progress is not None:
                         progress(base + i, total_steps)
 
+                cache = FirstBlockCache(step_cache) if step_cache else None
                 out = denoise(self.transformer, img, img_ids, ctx, ctx_ids, txt, txt_ids, y, times, guidance,
-                              step_progress)
+                              step_progress, step_cache=cache)
                 done += steps
+                reused += cache.skipped if cache else 0
             with timer("decode"):
                 pixels = self.autoencoder.decode(unpack(out, lat_h, lat_w))
                 for r, p in zip(rows, pixels, strict=True):
@@ -194,4 +203,6 @@ class KontextEditor:
             timings=timings,
             truncated=[emb.truncated[text_index[r]] for r in range(n)],
             sizes=[s for _, s in decoded],
+            step_cache_reused=reused,
+            row_steps=n * steps,
         )

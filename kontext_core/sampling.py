@@ -69,9 +69,11 @@ def denoise(
     times: list[float],
     guidance: float,
     progress: Callable[[int, int], None] | None = None,
+    step_cache=None,
 ) -> torch.Tensor:
     """Euler steps over ``times``; context tokens are appended after the target tokens each step
-    and only the target predictions are kept. The update is computed in float32."""
+    and only the target predictions are kept. The update is computed in float32.
+    ``step_cache``: an optional FirstBlockCache (approximation; see kontext_core.step_cache)."""
     b, n_target = img.shape[0], img.shape[1]
     guidance_vec = torch.full((b,), guidance, device=img.device, dtype=img.dtype)
     all_ids = torch.cat((img_ids, context_ids), dim=1)
@@ -87,6 +89,7 @@ def denoise(
             timesteps=t_vec,
             guidance=guidance_vec,
             pe=pe,
+            **({"step_cache": step_cache} if step_cache is not None else {}),
         )[:, :n_target]
         img = (img.float() + (t_next - t_curr) * pred.float()).to(img.dtype)
         if progress is not None:

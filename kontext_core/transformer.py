@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import TransformerConfig
 from .rope import apply_rope, rope_table
+from .step_cache import FirstBlockCache
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10_000.0) -> torch.Tensor:
@@ -226,10 +227,12 @@ class KontextTransformer(nn.Module):
         y: torch.Tensor,
         guidance: torch.Tensor | None = None,
         pe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        step_cache: FirstBlockCache | None = None,
     ) -> torch.Tensor:
         """img [B, N, in], txt [B, L, ctx], y [B, vec], timesteps/guidance [B] in [0, 1] / raw g.
 
         ``pe`` may be passed precomputed (it depends only on the ids, constant across steps).
+        ``step_cache`` (opt-in approximation) may skip all blocks after the first (see step_cache).
         """
         img = self.img_in(img)
         vec = self.time_in(timestep_embedding(timesteps, 256))
@@ -241,9 +244,20 @@ class KontextTransformer(nn.Module):
         txt = self.txt_in(txt)
         if pe is None:
             pe = self.rope(torch.cat((txt_ids, img_ids), dim=1))
-        for block in self.double_blocks:
+        if step_cache is None:
+            return self.final_layer(self._blocks(img, txt, vec, pe, first=0), vec)
+        img_in = img
+        img, txt = self.double_blocks[0](img, txt, vec, pe)
+        first_residual = img - img_in
+        reuse = step_cache.reuse_mask(first_residual)
+        computed = None if bool(reuse.all()) else self._blocks(img, txt, vec, pe, first=1)
+        return self.final_layer(step_cache.combine(reuse, first_residual, img, computed), vec)
+
+    def _blocks(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe, first: int) -> torch.Tensor:
+        """Double blocks from index ``first`` on, then the single blocks; returns image tokens."""
+        for block in self.double_blocks[first:]:
             img, txt = block(img, txt, vec, pe)
         x = torch.cat((txt, img), dim=1)
         for block in self.single_blocks:
             x = block(x, vec, pe)
-        return self.final_layer(x[:, txt.shape[1] :], vec)
+        return x[:, txt.shape[1] :]

@@ -34,6 +34,7 @@ class TinyMetrics:
     shadow_n: int
     shadow_mae: float
     shadow_mae_noedit: float
+    step_cache_reuse: float = 0.0  # share of row-steps that reused cached blocks
 
     @property
     def background_improvement(self) -> float:
@@ -69,18 +70,21 @@ def held_out_examples(n: int, size: int) -> list[Example]:
 
 
 def evaluate(editor: KontextEditor, n: int = 64, steps: int | None = None, batch: int = 16,
-             examples: Sequence[Example] | None = None, progress: bool = True) -> TinyMetrics:
+             examples: Sequence[Example] | None = None, progress: bool = True,
+             step_cache: float | None = None) -> TinyMetrics:
     from PIL import Image
 
     size = editor.preset.resolution.size[0] if editor.preset.resolution.size else 64
     examples = list(examples) if examples is not None else held_out_examples(n, size)
     outputs: list[np.ndarray] = []
+    reused = row_steps = 0
     bar = tqdm(total=len(examples), desc="eval", unit="scene", disable=not progress, leave=False)
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
         out = editor.edit([Image.fromarray(e.source) for e in chunk], [e.instruction for e in chunk],
-                          [1000 + i + k for k in range(len(chunk))], steps=steps)
+                          [1000 + i + k for k in range(len(chunk))], steps=steps, step_cache=step_cache)
         outputs += [np.asarray(im) for im in out.images]
+        reused, row_steps = reused + out.step_cache_reused, row_steps + out.row_steps
         bar.update(len(chunk))
     bar.close()
     per: dict[str, list[tuple[float, ...]]] = {"background": [], "recolour": [], "shadow": []}
@@ -104,4 +108,5 @@ def evaluate(editor: KontextEditor, n: int = 64, steps: int | None = None, batch
         background_mae_noedit=mean("background", 1), background_product_psnr=mean("background", 2),
         recolour_n=len(per["recolour"]), recolour_mae=mean("recolour", 0), recolour_mae_noedit=mean("recolour", 1),
         shadow_n=len(per["shadow"]), shadow_mae=mean("shadow", 0), shadow_mae_noedit=mean("shadow", 1),
+        step_cache_reuse=reused / max(row_steps, 1),
     )
