@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
 import textwrap
 from datetime import date, datetime
 from pathlib import Path
@@ -272,6 +276,36 @@ def test_cron_to_systemd_on_calendar() -> None:
         ["Fri *-*-* 06:00:00 UTC", "*-*-13 06:00:00 UTC"]
 
 
+def systemd_elapses(expressions: list[str], base: str, n: int) -> list[datetime] | None:
+    """The next ``n`` firings systemd computes for the union of ``expressions`` (None when
+    systemd-analyze is missing or too old for --base-time)."""
+    if shutil.which("systemd-analyze") is None:
+        return None
+    done = subprocess.run(["systemd-analyze", "calendar", f"--iterations={n}",
+                           f"--base-time={base}", *expressions], capture_output=True,
+                          text=True, env={**os.environ, "TZ": "UTC"}, timeout=60)
+    if done.returncode != 0:
+        return None
+    times = re.findall(r"(?:Next elapse|Iter\. #\d+): \w{3} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC",
+                       done.stdout)
+    return sorted({datetime.fromisoformat(t).replace(tzinfo=ZoneInfo("UTC")) for t in times})[:n]
+
+
+@pytest.mark.parametrize("text", ["0 2 * * *", "*/20 9-10 * * mon-fri", "0 6 13 * 5",
+                                  "30 4 1,15 */2 *", "@weekly", "15 3 29 2 *"])
+def test_on_calendar_fires_when_cron_does_according_to_systemd(text: str) -> None:
+    utc = ZoneInfo("UTC")
+    cron = parse_cron(text)
+    expected, moment = [], datetime(2026, 11, 27, 0, 0, 30, tzinfo=utc)
+    for _ in range(8):
+        moment = cron.next_after(moment, utc)
+        expected.append(moment)
+    got = systemd_elapses(cron.on_calendar("UTC"), "2026-11-27 00:00:30 UTC", 8)
+    if got is None:
+        pytest.skip("systemd-analyze with --base-time is not available here")
+    assert got == expected
+
+
 # ----------------------------------------------------------------------------- schedules
 
 
@@ -426,3 +460,18 @@ def load_pricing_from(folder: Path, mapping: dict):
     path = folder / "prices.json"
     path.write_text(json.dumps(mapping))
     return load_pricing(path)
+
+
+def test_default_date_is_today_in_the_jobs_timezone(tmp_path: Path) -> None:
+    from jobs.runner import parse_date, today_for
+
+    spec = load_job_spec(write_spec(tmp_path / "a", GOOD.replace("Europe/London",
+                                                                  "Pacific/Auckland")))
+    evening_utc = datetime(2026, 11, 27, 20, 0, tzinfo=ZoneInfo("UTC"))
+    assert today_for(spec, evening_utc) == "2026-11-28"  # already tomorrow in Auckland
+    unscheduled = load_job_spec(write_spec(tmp_path / "b", GOOD.split("schedule:")[0]))
+    assert today_for(unscheduled, evening_utc) == "2026-11-27"
+    assert parse_date("2026-02-28") == "2026-02-28"
+    for bad in ("2026-02-30", "20261127", "27.11.2026", ""):
+        with pytest.raises(ValueError, match="YYYY-MM-DD"):
+            parse_date(bad)
