@@ -188,7 +188,8 @@ class EditorActor:
                     instructions=[r["instruction"] for r in rows],
                     seeds=[int(r["seed"]) for r in rows],
                     steps=batch.get("steps"), guidance=batch.get("guidance"),
-                    size=tuple(batch["size"]) if batch.get("size") else None)
+                    size=tuple(batch["size"]) if batch.get("size") else None,
+                    **({"step_cache": batch["step_cache"]} if batch.get("step_cache") else {}))
         except Exception as exc:
             error_class = classify_exception(exc)
             if error_class == POISONED_DEVICE:

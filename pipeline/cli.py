@@ -114,6 +114,10 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-root", action="append", default=[], metavar="DIR",
                    help="a folder local images may live in besides the manifest's own "
                         "(repeatable); images elsewhere fail their row")
+    p.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
+                   help="fast path (approximate, opt-in): reuse the transformer's later blocks "
+                        "between sampling steps while the first block's output changes less than "
+                        "THRESHOLD (relative; e.g. 0.1). Part of the cache key. Default: exact")
     p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
                    metavar="N", help="refuse source images with more pixels (read from the "
                                      "header, before decoding; default: "
@@ -148,6 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
         guidance=args.guidance, output_format=args.output_format, run_id=args.run_id,
         max_attempts=args.max_attempts, verify_cache=args.verify_cache,
         image_roots=args.image_root or None, max_pixels=args.max_pixels,
+        step_cache=args.step_cache,
         reports=not args.no_report, progress=not args.quiet)
     try:
         summary = run_batch(config, faults=faults_from_env())

@@ -140,6 +140,7 @@ class DispatchSettings:
     backoff_max_s: float = 30.0
     restart_timeout_s: float = 1800.0  # an actor not up (load/restart) this long is given up
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger sources are refused before decoding
+    step_cache: float | None = None  # first-block step caching threshold (None: exact)
 
 
 @dataclass
@@ -385,7 +386,7 @@ class Dispatcher:
         if not rows:
             return
         first = batch.tasks[0]
-        payload = {"max_pixels": self.settings.max_pixels,
+        payload = {"max_pixels": self.settings.max_pixels, "step_cache": self.settings.step_cache,
                    "steps": first.steps, "guidance": first.guidance,
                    "size": list(first.size) if first.size else None, "rows": rows}
         ref = slot.handle.edit_batch.remote(payload)

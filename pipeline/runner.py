@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.cache import ModelSettings, numerics_version
+from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, numerics_version
 from pipeline.cluster import (
     actor_layout,
     cluster_resources,
@@ -87,6 +87,7 @@ class RunConfig:
     pricing: str | None = None
     # Sources with more pixels are refused (bad row) from their header, before decoding.
     max_pixels: int = DEFAULT_MAX_PIXELS
+    step_cache: float | None = None  # fast path: first-block step caching threshold (part of the key)
 
 
 @dataclass
@@ -119,6 +120,9 @@ def check_flags(config: RunConfig) -> None:
         raise ConfigError(f"--max-attempts must be at least 1 (got {config.max_attempts})")
     if config.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be at least 1 (got {config.max_pixels})")
+    if config.step_cache is not None and not 0.0 <= config.step_cache <= 1.0:
+        raise ConfigError(f"--step-cache must be between 0 and 1 (got {config.step_cache}); "
+                          "0.1 is a reasonable start")
     for root in config.image_roots or ():
         if "://" in str(root) or not Path(root).is_dir():
             raise ConfigError(f"--image-root {root!r} is not a local folder; give an existing "
@@ -299,10 +303,14 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         steps=config.steps if config.steps is not None else info.default_steps,
         guidance=config.guidance if config.guidance is not None else info.default_guidance,
         output_format=fmt)
-    model_settings = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype)
+    step_cache = config.step_cache or None  # 0 means exact, the same as off
+    model_settings = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype,
+                                   approximations={**DEFAULT_APPROXIMATIONS, "step_cache": step_cache})
     identity = {"model": info.fingerprint, "dtype": dtype, "steps": defaults.steps,
                 "guidance": defaults.guidance, "output_format": fmt,
                 "numerics": numerics_version()}
+    if step_cache:  # only when on, so exact runs keep their run ids
+        identity["step_cache"] = step_cache
     out = Path(config.out).resolve()
     runs_dir = out / "runs"
     run_id, history, lock = acquire_run(runs_dir, base_run_id(checked.digest, identity),
@@ -407,7 +415,8 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
                                   in_flight_per_actor=config.in_flight_per_actor,
                                   max_attempts=config.max_attempts,
                                   backoff_s=config.retry_backoff_s,
-                                  max_pixels=config.max_pixels),
+                                  max_pixels=config.max_pixels,
+                                  step_cache=config.step_cache or None),
         prior_attempts={i: r.attempts for i, r in history.rows.items()},
         followers=plan.followers, params_for=_params_for(run_id, info, dtype),
         sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget)

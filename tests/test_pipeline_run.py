@@ -197,3 +197,25 @@ def test_unknown_model_and_bad_device_stop_before_ray_work(tmp_path: Path, capsy
     code = cli.main(["run", str(manifest), "--out", str(tmp_path / "out"), "--model",
                      TEST_MODEL, "--quiet"])
     assert code == 2 and "not a Parquet file" in capsys.readouterr().err
+
+
+def test_step_cache_is_opt_in_and_keys_its_outputs_apart(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", products=2, variants=2)
+    out = tmp_path / "out"
+    exact = run_batch(config(manifest, out, steps=6))
+    fast = run_batch(config(manifest, out, steps=6, step_cache=1.0))  # reuse as much as allowed
+    assert exact.exit_code == 0 and fast.exit_code == 0
+    assert fast.counts["done"] == 4 and fast.counts.get("cache-hit", 0) == 0  # new keys: recomputed
+    exact_rows, fast_rows = results(exact), results(fast)
+    assert not {r["key"] for r in exact_rows} & {r["key"] for r in fast_rows}
+    differ = [np.any(np.asarray(Image.open(a["output_uri"])) != np.asarray(Image.open(b["output_uri"])))
+              for a, b in zip(exact_rows, fast_rows, strict=True)]
+    assert all(differ)  # the approximation changes pixels, so it must never share a key with exact
+    again = run_batch(config(manifest, out, steps=6, step_cache=1.0))
+    assert again.counts.get("cache-hit", 0) == 4
+
+
+def test_step_cache_flag_is_validated(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", products=1, variants=1)
+    assert cli.main(["run", str(manifest), "--out", str(tmp_path / "o"), "--model", TEST_MODEL,
+                     "--step-cache", "3"]) == 2
