@@ -89,8 +89,11 @@ def _bad_row(index: int, problems: list[tuple[str | None, str]], raw: dict) -> B
     reason = "; ".join(f"{col}: {why}" if col else why for col, why in problems)
     image, instruction, seed = raw.get("image"), raw.get("instruction"), raw.get("seed")
     given = raw.get("row_id")
-    if any(col == "row_id" for col, _ in problems):
-        row_id = f"row-{index}"  # a duplicate/invalid id must not collide with a good row's id
+    # A duplicate or invalid id must not collide with a good row's id. A repeated row (same
+    # image, instruction and seed; the only row problem with no column) would derive the id
+    # of the row it repeats, so it gets a positional id too.
+    if any(col in ("row_id", None) for col, _ in problems):
+        row_id = f"row-{index}"
     elif given is not None:
         row_id = str(given)
     elif isinstance(image, str) and isinstance(instruction, str) and instruction.strip() \
