@@ -33,10 +33,10 @@ class RunLock:
             self._fd = None
 
 
-def try_lock(run_dir: Path) -> RunLock | None:
-    """Lock ``run_dir`` (created if needed); None when another process holds it."""
+def try_lock(run_dir: Path, name: str = LOCK_NAME) -> RunLock | None:
+    """Lock ``run_dir/name`` (the folder is created if needed); None when another process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
+    path = run_dir / name
     fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -46,6 +46,20 @@ def try_lock(run_dir: Path) -> RunLock | None:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return RunLock(fd, path)
+
+
+def held_elsewhere(path: Path) -> bool:
+    """True when another process holds the lock file ``path`` (checked without keeping it)."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
 
 
 def _holder(run_dir: Path) -> str:

@@ -121,3 +121,13 @@ class CountingFactory:
 
 def loads(marker_dir: Path) -> int:
     return len(list(marker_dir.glob("load-*"))) if marker_dir.exists() else 0
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +20,7 @@ from pipeline_helpers import (
     read_records,
     short_tmp,
     start_ray,
+    wait_for,
 )
 
 from pipeline.runner import RunConfig, run_batch
@@ -46,13 +46,6 @@ def _cli(manifest: Path, out: Path, faults: list[dict] | None = None) -> subproc
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _ok_lines(out: Path) -> int:
@@ -67,7 +60,7 @@ def test_driver_sigkill_then_rerun_finishes_every_row_once(tmp_path: Path) -> No
     out = tmp_path / "out"
     first = _cli(manifest, out, _sleep_faults(manifest, tmp_path / "faults", 0.3))
     try:
-        _wait_for(lambda: _ok_lines(out) >= 6 or first.poll() is not None, 240,
+        wait_for(lambda: _ok_lines(out) >= 6 or first.poll() is not None, 240,
                   "6 committed rows")
         assert first.poll() is None, first.stdout.read().decode()[-2000:]
         os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started
@@ -163,7 +156,7 @@ def test_losing_a_node_mid_run_still_completes(tmp_path: Path) -> None:
             return any(r["type"] == "attempt" and r["outcome"] == "ok"
                        and r["actor"] in on_worker for r in recs)
 
-        _wait_for(lambda: worker_actor_busy() or not driver.is_alive(), 180,
+        wait_for(lambda: worker_actor_busy() or not driver.is_alive(), 180,
                   "the worker node's actor to commit a row")
         assert driver.is_alive(), outcome
         cluster.remove_node(worker)

@@ -11,14 +11,21 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from pipeline_helpers import REPO, TEST_MODEL, ok_counts, read_records, short_tmp, start_ray
+from pipeline_helpers import (
+    REPO,
+    TEST_MODEL,
+    ok_counts,
+    read_records,
+    short_tmp,
+    start_ray,
+    wait_for,
+)
 
 from jobs import cli
 from jobs.history import job_history
@@ -97,13 +104,6 @@ def job_cli(spec: Path, faults: list[dict] | None = None) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_killed_date_resumes_and_a_finished_date_runs_nothing(tmp_path: Path) -> None:
