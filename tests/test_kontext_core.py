@@ -105,10 +105,10 @@ def spy_on_denoise(monkeypatch) -> list[dict]:
     calls: list[dict] = []
     real = editor_module.denoise
 
-    def spy(model, img, img_ids, context, context_ids, txt, txt_ids, y, times, guidance, progress=None):
+    def spy(model, img, img_ids, context, context_ids, txt, txt_ids, y, times, guidance, progress=None, **kw):
         calls.append({"img": img, "img_ids": img_ids, "context": context, "context_ids": context_ids, "times": times,
                       "txt_ids": txt_ids})
-        return real(model, img, img_ids, context, context_ids, txt, txt_ids, y, times, guidance, progress)
+        return real(model, img, img_ids, context, context_ids, txt, txt_ids, y, times, guidance, progress, **kw)
 
     monkeypatch.setattr(editor_module, "denoise", spy)
     return calls
