@@ -31,8 +31,9 @@ state exits and Ray restarts it. Problems with the whole manifest file (not Parq
 unknown model, or a bad flag stop before any work (exit code 2).
 
 Images: relative paths resolve against the manifest's folder, and a local image must lie
-inside it (after `..` and symlinks are resolved) or inside a folder given with --image-root;
-remote images are read only through pyarrow filesystems (s3://, gs://, hdfs://, ...), never
+inside it (after `..` and symlinks are resolved) or inside a folder given with --image-root.
+Remote images (s3://, gs://, hdfs://, ...) are read through pyarrow filesystems, and only
+under a URI prefix given with --image-root (e.g. --image-root s3://bucket/photos/); never
 over http. Animated images use their first frame, EXIF orientation is applied, transparency
 is flattened onto white: the results table's `notes` column says so per row, and its
 `truncated` column marks instructions cut at the text encoder's token limit.
@@ -112,8 +113,9 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="N",
                    help="tries per row for transient and device errors (default: 3)")
     p.add_argument("--image-root", action="append", default=[], metavar="DIR",
-                   help="a folder local images may live in besides the manifest's own "
-                        "(repeatable); images elsewhere fail their row")
+                   help="a folder local images may live in besides the manifest's own, or a "
+                        "URI prefix remote images may be read from (s3://bucket/photos/); "
+                        "repeatable. Images elsewhere fail their row")
     p.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
                    help="fast path (approximate, opt-in): reuse the transformer's later blocks "
                         "between sampling steps while the first block's output changes less than "

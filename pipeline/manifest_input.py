@@ -6,7 +6,10 @@ The rule (documented in the CLI help too):
   config error: the run stops before any work, exit code 2, with every problem listed;
 - a problem of one row (empty instruction, negative seed, bad size, duplicate row_id,
   unusable image reference) fails that row alone with the reason in the results; the other
-  rows run. Missing and undecodable image files are found later (planning / the actor) and
+  rows run.
+- remote images (s3://, gs://, ...) are read only under a remote root the run was given
+  (``image_roots`` entries that are URIs, the CLI's --image-root): any other remote reference
+  fails its row at once, before pyarrow tries (and, unconfigured, may hang) to reach it. Missing and undecodable image files are found later (planning / the actor) and
   fail their row the same way.
 """
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 
 from manifests import ManifestRow, derive_row_id, iter_rows, validate_manifest
+from manifests.paths import is_remote_uri
 from pipeline.errors import ConfigError
 
 _READ_CHUNK = 1 << 20
@@ -46,6 +50,7 @@ class CheckedManifest:
     row_problems: dict[int, list[tuple[str | None, str]]]  # row -> [(column, reason)]
     digest: str  # sha256 of the file bytes: part of the run id
     image_roots: tuple[str, ...] = ()  # extra folders local images may live in
+    remote_roots: tuple[str, ...] = ()  # URI prefixes remote images may live under
 
 
 def file_digest(path: str) -> str:
@@ -59,7 +64,10 @@ def file_digest(path: str) -> str:
 def check_manifest(path: str, image_roots: Sequence[str] | None = None) -> CheckedManifest:
     """Validate the whole manifest (streaming). Raises ConfigError on whole-file problems.
 
-    ``image_roots``: folders besides the manifest's own that local images may live in."""
+    ``image_roots``: folders besides the manifest's own that local images may live in, and
+    URI prefixes (s3://bucket/prefix) remote images may live under."""
+    remote_roots = tuple(r for r in image_roots or () if is_remote_uri(str(r)))
+    image_roots = [r for r in image_roots or () if r not in remote_roots]
     rows_total, problems = validate_manifest(path, image_roots=image_roots, max_problems=None)
     file_level = [p for p in problems if p.row is None]
     if file_level:
@@ -72,12 +80,46 @@ def check_manifest(path: str, image_roots: Sequence[str] | None = None) -> Check
         row_problems.setdefault(int(p.row), []).append((p.column, p.reason))
     return CheckedManifest(path=os.fspath(path), rows_total=rows_total,
                            row_problems=row_problems, digest=file_digest(path),
-                           image_roots=tuple(image_roots or ()))
+                           image_roots=tuple(image_roots), remote_roots=remote_roots)
+
+
+def remote_image_problem(uri: str, roots: Sequence[str]) -> str | None:
+    """None when the remote ``uri`` lies under one of ``roots``, else why it may not be read."""
+    scheme, _, rest = uri.partition("://")
+    if any(part in (".", "..") for part in rest.split("/")):
+        return (f"remote image {uri!r} has '.' or '..' path segments; write the plain object "
+                "path")
+    for root in roots:
+        r_scheme, _, r_rest = root.partition("://")
+        prefix = r_rest.rstrip("/") + "/"
+        if r_scheme.lower() == scheme.lower() and rest.startswith(prefix):
+            return None
+    bucket = rest.split("/", 1)[0]
+    return (f"remote image {uri!r} is not under a remote root this run was given; remote "
+            f"images are read only where allowed: pass --image-root {scheme}://{bucket}/ (or a "
+            f"narrower prefix) and configure pyarrow's credentials for {scheme}")
+
+
+def _refuse_unlisted_remote(row: ManifestRow | BadRow,
+                            roots: Sequence[str]) -> ManifestRow | BadRow:
+    if not isinstance(row, ManifestRow) or not is_remote_uri(row.image):
+        return row
+    problem = remote_image_problem(row.image, roots)
+    if problem is None:
+        return row
+    return BadRow(row.row_index, row.row_id, f"image: {problem}", row.image, row.instruction,
+                  row.seed, row.product_id, row.variant)
 
 
 def iter_manifest(checked: CheckedManifest, batch_rows: int = 8192
                   ) -> Iterator[list[ManifestRow | BadRow]]:
     """Rows in manifest order, in batches; rows with problems come as BadRow."""
+    for batch in _iter_all(checked, batch_rows):
+        yield [_refuse_unlisted_remote(row, checked.remote_roots) for row in batch]
+
+
+def _iter_all(checked: CheckedManifest, batch_rows: int
+              ) -> Iterator[list[ManifestRow | BadRow]]:
     if not checked.row_problems:
         yield from iter_rows(checked.path, image_roots=checked.image_roots or None,
                              batch_rows=batch_rows)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from manifests.paths import SUPPORTED_SCHEMES
 from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, numerics_version
 from pipeline.cluster import (
     actor_layout,
@@ -124,9 +125,16 @@ def check_flags(config: RunConfig) -> None:
         raise ConfigError(f"--step-cache must be between 0 and 1 (got {config.step_cache}); "
                           "0.1 is a reasonable start")
     for root in config.image_roots or ():
-        if "://" in str(root) or not Path(root).is_dir():
+        if "://" in str(root):
+            scheme = str(root).split("://", 1)[0].lower()
+            if scheme not in SUPPORTED_SCHEMES or scheme == "file":
+                raise ConfigError(f"--image-root {root!r}: remote roots must use a scheme "
+                                  "pyarrow reads (" + ", ".join(sorted(SUPPORTED_SCHEMES -
+                                                                      {"file"})) + ")")
+        elif not Path(root).is_dir():
             raise ConfigError(f"--image-root {root!r} is not a local folder; give an existing "
-                              "folder that the manifest's images may live in")
+                              "folder that the manifest's images may live in, or a URI prefix "
+                              "such as s3://bucket/photos/")
     if config.dtype != "auto" and config.dtype not in DTYPES:
         raise ConfigError(f"--dtype {config.dtype!r} is not one of auto, {', '.join(DTYPES)}")
     if config.device not in ("auto", "cpu", "cuda"):

@@ -12,10 +12,12 @@ smaller than their sources still shows them at the source's size. Files written 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,8 +82,10 @@ class _SourceCache:
     """Decoded source thumbnails (fitted, for analysis), by reference; small LRU (variants of a
     product share one). The saved JPEG is the display version (filled to the box)."""
 
-    def __init__(self, bases: list[Path], run_dir: Path, size: int, limit: int = 64) -> None:
+    def __init__(self, bases: list[Path], run_dir: Path, size: int, limit: int = 64,
+                 policy: SourcePolicy | None = None, max_pixels: int | None = None) -> None:
         self.bases, self.run_dir, self.size, self.limit = bases, run_dir, size, limit
+        self.policy, self.max_pixels = policy, max_pixels
         self.lock = threading.Lock()
         self.items: OrderedDict[str, tuple[Image.Image | None, tuple[int, int] | None, str | None, str | None]] = OrderedDict()
 
@@ -92,9 +96,12 @@ class _SourceCache:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
-        located = locate(ref, self.bases)
         try:
-            img, original = open_image(located, draft_size=self.size)
+            if self.policy is not None:
+                ref = self.policy(ref)  # the run's own path rules: refused -> ValueError
+            located = locate(ref, self.bases)
+            img, original = open_image(located, draft_size=self.size,
+                                       max_pixels=self.max_pixels)
             thumb = fit(img, self.size)
             path = self.run_dir / "review" / "sources" / f"{safe_name(key)}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +128,52 @@ def _caption(view: RowView, currency: str) -> list[str]:
     else:
         cost = "no cost"
     return [label, f"seed {view.seed} · {status} · {view.attempts} att.", cost]
+
+
+SourcePolicy = Callable[[str | None], str | None]
+
+
+def source_policy(run_dir: Path, manifest: str | None) -> SourcePolicy | None:
+    """The rule a source must pass to be shown: the one the run read its images by (inside
+    the manifest's folder or an --image-root, after '..' and symlinks; remote only under a
+    remote root). So a row refused for pointing outside never has that file shown. Returns
+    ref -> resolved ref, raising ValueError with the reason; None when the run's manifest is
+    unknown (a run folder without config.json)."""
+    if not manifest or "://" in manifest or not (run_dir / "config.json").exists():
+        return None
+    from manifests.paths import ImageResolver, is_remote_uri
+    from pipeline.manifest_input import remote_image_problem
+
+    roots = [str(r) for r in _run_settings(run_dir).get("image_roots") or []]
+    remote = [r for r in roots if is_remote_uri(r)]
+    resolver = ImageResolver(Path(manifest).parent, [r for r in roots if r not in remote])
+
+    def allowed(ref: str | None) -> str | None:
+        if ref is None or not str(ref).strip():
+            return ref
+        resolved = resolver.resolve(str(ref))  # ImageRefError is a ValueError
+        problem = remote_image_problem(resolved, remote) if is_remote_uri(resolved) else None
+        if problem:
+            raise ValueError(problem)
+        return resolved
+    return allowed
+
+
+def _run_settings(run_dir: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    settings = config.get("settings") if isinstance(config, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+def source_max_pixels(run_dir: Path) -> int:
+    """Sources above the run's --max-pixels were refused by the run: never decoded here."""
+    from pipeline.image_io import DEFAULT_MAX_PIXELS
+
+    value = _run_settings(run_dir).get("max_pixels")
+    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_PIXELS
 
 
 def source_bases(run_dir: Path, manifest: str | None) -> list[Path]:
@@ -197,7 +250,10 @@ def build_review_assets(run_dir: str | Path, views: list[RowView], *, manifest: 
         groups.setdefault(view.group, []).append(view)
     workers = workers or min(2, os.cpu_count() or 1)
     with tqdm(total=len(views), desc="review", unit="row", disable=not progress) as bar:
-        ctx = _Context(run_dir, run_dir.parent.parent, _SourceCache(source_bases(run_dir, manifest), run_dir, size),
+        sources = _SourceCache(source_bases(run_dir, manifest), run_dir, size,
+                               policy=source_policy(run_dir, manifest),
+                               max_pixels=source_max_pixels(run_dir))
+        ctx = _Context(run_dir, run_dir.parent.parent, sources,
                        thresholds, layout, size, currency, bar)
         if workers <= 1 or len(groups) <= 1:
             built = [_build_group(ctx, title, members) for title, members in groups.items()]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -50,9 +50,11 @@ def locate(ref: str | None, bases: list[Path]) -> Located:
     return Located(ref, problem=f"{ref} not found under {', '.join(str(b) for b in bases) or 'any folder'}")
 
 
-def open_image(located: Located, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+def open_image(located: Located, draft_size: int | None = None,
+               max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """(decoded image, its full size). JPEGs decode at reduced scale when `draft_size` allows
-    (much faster); the image's metadata (info, text chunks) is kept."""
+    (much faster); the image's metadata (info, text chunks) is kept. An image with more than
+    `max_pixels` pixels (from its header) is refused with ValueError before any decoding."""
     if located.problem:
         raise OSError(located.problem)
     if located.path is not None:
@@ -64,9 +66,17 @@ def open_image(located: Located, draft_size: int | None = None) -> tuple[Image.I
         with filesystem.open_input_stream(path) as stream:
             img = Image.open(io.BytesIO(stream.read()))
     full_size = img.size
+    if max_pixels is not None and full_size[0] * full_size[1] > max_pixels:
+        raise ValueError(f"{full_size[0]}x{full_size[1]} is above the run's pixel limit "
+                         f"({max_pixels:_} pixels); not decoded")
     if draft_size and img.format == "JPEG":
         img.draft("RGB", (draft_size, draft_size))
     img.load()
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation != 1:  # show sources upright, as the model saw them
+        img = ImageOps.exif_transpose(img)
+        if orientation in (5, 6, 7, 8):  # quarter turns swap width and height
+            full_size = (full_size[1], full_size[0])
     return img, full_size
 
 
