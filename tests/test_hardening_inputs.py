@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from pipeline.dispatch import TRUNCATED_NOTE
 GOOD_INSTRUCTION = "make it blue"  # under tiny-random's 16 T5 tokens
 LONG_INSTRUCTION = " ".join(f"word{i}" for i in range(60))  # far past tiny-random's 16 tokens
 HUGE_INSTRUCTION = "make the background a soft gradient " * 3000  # ~100 kB
+REMOTE_ROOT = "s3://allowed-bucket/photos/"  # allowed, never reached (no row reads from it)
 INJECTION = '<script>alert("x")</script><img src=x onerror=alert(1)> & "quotes" \'single\''
 
 SCHEMA = pa.schema([
@@ -121,6 +123,12 @@ def _row_kinds(outside: Path, extra_root: Path) -> list[RowKind]:
           ("names the host",)),
         k("http URL", {"image": "https://example.com/x.png"}, {}, ("http(s) URL",)),
         k("unknown URI scheme", {"image": "ftp://example.com/x.png"}, {}, ("URI scheme 'ftp'",)),
+        k("s3 URI outside any configured remote root", {"image": "s3://other-bucket/x.png"}, {},
+          ("not under a remote root", "--image-root s3://other-bucket/")),
+        k("gs URI with no remote root for gs", {"image": "gs://photos/x.png"}, {},
+          ("not under a remote root",)),
+        k("'..' inside an allowed remote root", {"image": f"{REMOTE_ROOT}../private/x.png"}, {},
+          ("'..' path segments",)),
         k("empty image reference", {"image": ""}, {}, ("image is empty",)),
         k("whitespace image reference", {"image": "   "}, {}, ("image is empty",)),
         k("null image", {"image": None}, {}, ("image is missing",)),
@@ -247,7 +255,8 @@ def row_run(tmp_path_factory, ray_cluster) -> RowRun:
     manifest = folder / "manifest.parquet"
     _write_rows(manifest, rows)
     out = base / "out"
-    code, stderr = _cli(_run_args(manifest, out, "--image-root", str(extra_root)))
+    code, stderr = _cli(_run_args(manifest, out, "--image-root", str(extra_root),
+                                  "--image-root", REMOTE_ROOT))
     results_files = list((out / "runs").glob("*/results.parquet"))
     results = pq.read_table(results_files[0]).to_pylist() if len(results_files) == 1 else []
     return RowRun(kinds, kind_rows, len(rows), code, stderr, results, folder, out)
@@ -362,6 +371,8 @@ def _file_kinds() -> list[FileKind]:
         f("--max-pixels 0", _flag(["--max-pixels", "0"]), 2, ("must be at least 1",)),
         f("--image-root that does not exist", _flag(["--image-root", "/no/such/folder"]), 2,
           ("--image-root", "is not a local folder")),
+        f("--image-root with an unreadable scheme", _flag(["--image-root", "ftp://host/dir"]), 2,
+          ("remote roots must use a scheme",)),
     ]
 
 
@@ -521,3 +532,51 @@ def test_report_counts_agree_with_results_despite_bad_rows(row_run: RowRun) -> N
     assert (rows["done"], rows["failed"]) == (statuses.count("done"), statuses.count("failed"))
     assert rows["unfinished"] == 0 and statuses.count("failed") >= 30
     assert (run_dir / "review.html").exists()
+
+
+# -- pages and reports -----------------------------------------------------------------------
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_pages_escape_every_piece_of_user_text(row_run: RowRun) -> None:
+    """Instructions, row ids, product ids and variants full of markup appear in the review
+    page and the report only as text: no element or attribute comes from them."""
+    run_dir = next((row_run.out / "runs").iterdir())
+    review = (run_dir / "review.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(" in review  # the text is there, escaped
+    assert "&lt;img src=x onerror=alert(2)&gt;" in review
+    for page in ("review.html", "report.html"):
+        text = (run_dir / page).read_text(encoding="utf-8")
+        for raw in (INJECTION, "<img src=x onerror", "<b>passwd</b>", '<script>alert("x")'):
+            assert raw not in text, (page, raw)
+        parser = _Tags()
+        parser.feed(text)
+        handlers = [(tag, name) for tag, attrs in parser.tags for name in attrs
+                    if name.startswith("on")]
+        assert handlers == [], page
+        scripts = [attrs for tag, attrs in parser.tags if tag == "script"]
+        assert all(a in ({"src": "review.js", "defer": None},
+                         {"type": "application/json", "id": "review-data"}) for a in scripts)
+        images = [attrs.get("src") or "" for tag, attrs in parser.tags if tag == "img"]
+        assert all(src and "://" not in src and not src.startswith(("/", "javascript:", "x"))
+                   for src in images), page
+    report_md = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "<img" not in report_md and "<script" not in report_md
+
+
+def test_review_never_shows_a_source_the_run_refused(row_run: RowRun) -> None:
+    """A row refused for pointing outside the manifest's folder (or past --max-pixels) must
+    not have that file decoded into the review page or a contact sheet."""
+    run_dir = next((row_run.out / "runs").iterdir())
+    shown = [p.name for p in (run_dir / "review" / "sources").iterdir()]
+    assert any("ok.png" in name for name in shown)  # ordinary sources are shown
+    assert any("_extra_" in name for name in shown)  # and one under --image-root
+    for refused in ("secret", "link", "bomb49", "bomb400"):
+        assert not any(refused in name for name in shown), (refused, shown)
+
