@@ -135,7 +135,7 @@ class Store:
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[None]:
         """An exclusive lock between processes committing keys of one shard (local only)."""
-        if not isinstance(self.fs, pafs.LocalFileSystem):
+        if not self._atomic_rename:  # set from the filesystem type once, in __init__
             yield
             return
         folder = f"{self.base}/{LOCKS}"
