@@ -19,14 +19,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="kontext-tiny")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--thresholds", default="0.05,0.1,0.2,0.3")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     editor = KontextEditor.load(args.model)
     examples = held_out_examples(args.n, editor.preset.resolution.size[0])
-    rows = []
-    for thr in [None] + [float(t) for t in args.thresholds.split(",")]:
-        t0 = time.perf_counter()
-        m = evaluate(editor, examples=examples, progress=False, step_cache=thr)
-        rows.append((thr, time.perf_counter() - t0, m))
+    configs = [None] + [float(t) for t in args.thresholds.split(",")]
+    best: dict = {}
+    metrics: dict = {}
+    # Round-robin repeats, best time of each: a shared machine's noise hits every variant alike.
+    for _ in range(args.repeats):
+        for thr in configs:
+            t0 = time.perf_counter()
+            metrics[thr] = evaluate(editor, examples=examples, progress=False, step_cache=thr)
+            best[thr] = min(best.get(thr, float("inf")), time.perf_counter() - t0)
+    rows = [(thr, best[thr], metrics[thr]) for thr in configs]
     base_t, base = rows[0][1], rows[0][2]
     print(f"{'threshold':>9s} {'time':>7s} {'speed':>6s} {'bg x':>6s} {'psnr':>6s} {'recol x':>7s} {'reused':>6s}  vs exact (bg, recolour)")
     for thr, t, m in rows:
