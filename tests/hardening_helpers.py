@@ -186,11 +186,19 @@ class ForkedDrivers:
         self._ctx.set_forkserver_preload(["pipeline.cli", "pipeline.runner", "pipeline.actors",
                                           "kontext_core", "ray", "pyarrow.parquet"])
 
+    def start(self, argv: list[str], env: dict[str, str], log: Path) -> Any:
+        """A running driver (a multiprocessing.Process); ``wait`` collects it."""
+        proc = self._ctx.Process(target=_driver_main, args=(argv, env, str(log)))
+        proc.start()
+        return proc
+
     def run(self, argv: list[str], env: dict[str, str], log: Path,
             timeout: float = 240) -> int:
         """The driver's exit code (-9 when it SIGKILLed itself)."""
-        proc = self._ctx.Process(target=_driver_main, args=(argv, env, str(log)))
-        proc.start()
+        return self.wait(self.start(argv, env, log), log, timeout)
+
+    @staticmethod
+    def wait(proc: Any, log: Path, timeout: float = 240) -> int:
         proc.join(timeout)
         if proc.is_alive():
             proc.kill()

@@ -1,0 +1,305 @@
+"""Faults around a run: the output store filling up, two runs racing on one cache, corrupted
+cached outputs, an actor dying just before the driver is killed, a node lost mid-run.
+
+Each test checks the same promises as the crash suite: every row ends done, cache hit or
+failed with a reason; each key is committed to the store once and every stored output
+matches its sidecar; nothing half-written is ever under a final name."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hardening_helpers import (
+    ForkedDrivers,
+    SharedCluster,
+    attempts,
+    check_run,
+    check_store,
+    cli_argv,
+    cli_env,
+    results_rows,
+    run_dirs,
+)
+from PIL import Image
+from pipeline_helpers import TEST_MODEL, make_manifest, read_records, wait_for
+
+from pipeline.runner import RunConfig, run_batch
+from pipeline.store import Store
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    shared = SharedCluster(num_cpus=2)
+    yield shared
+    shared.shutdown()
+
+
+@pytest.fixture(scope="module")
+def drivers() -> ForkedDrivers:
+    return ForkedDrivers()
+
+
+def _config(manifest: Path, out: Path, address: str, **kw: Any) -> RunConfig:
+    base = dict(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu",
+                batch_size=2, actors=1, address=address, reports=False, progress=False,
+                retry_backoff_s=0.05)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+# -- the store runs out of space -------------------------------------------------------------
+class _FailingStream:
+    """An output stream on a full disk: half the bytes land, then ENOSPC."""
+
+    def __init__(self, stream: Any, path: str) -> None:
+        self._stream, self._path = stream, path
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", self._path)
+
+    def __enter__(self) -> _FailingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+
+
+class FullDisk:
+    """Wraps a store's pyarrow filesystem: the first ``allowed`` files are written, every
+    later write fails with ENOSPC until ``full`` is cleared (space freed)."""
+
+    def __init__(self, fs: Any, state: dict[str, Any]) -> None:
+        self._fs, self._state = fs, state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fs, name)
+
+    def open_output_stream(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        stream = self._fs.open_output_stream(path, *args, **kwargs)
+        if not self._state["full"]:
+            return stream
+        if self._state["allowed"] > 0:
+            self._state["allowed"] -= 1
+            return stream
+        self._state["refused"] += 1
+        return _FailingStream(stream, path)
+
+
+def test_store_out_of_space_stops_cleanly_and_resumes_when_space_is_back(
+        cluster, tmp_path: Path, monkeypatch) -> None:
+    state = {"full": True, "allowed": 4, "refused": 0}  # 4 files = 2 outputs + 2 sidecars
+    original_init = Store.__init__
+
+    def init(self: Store, root: str) -> None:
+        original_init(self, root)
+        self.fs = FullDisk(self.fs, state)
+
+    monkeypatch.setattr(Store, "__init__", init)
+    manifest = make_manifest(tmp_path / "m", products=6, variants=2)  # 12 rows
+    out = tmp_path / "out"
+
+    first = run_batch(_config(manifest, out, cluster.address))
+    assert state["refused"] >= 1
+    assert first.status == "interrupted" and first.exit_code == 1
+    assert "out of space" in first.stop_reason and "run the same command again" in \
+        first.stop_reason and "No space left on device" in first.stop_reason
+    rows = results_rows(first.run_dir)
+    assert len(rows) == 12
+    assert [r["status"] for r in rows].count("done") == 2
+    not_run = [r for r in rows if r["status"] == "not-run"]
+    assert len(not_run) == 10 and all("out of space" in r["reason"] for r in not_run)
+    # Nothing corrupt or half-written under a final name, and no temp file left behind.
+    assert check_store(out) == []
+    assert not list((out / "store").rglob("*.tmp-*"))
+    objects = [p for p in (out / "store" / "objects").rglob("*.png")]
+    assert len(objects) == 2
+    records = read_records(first.run_dir)
+    assert records[-1]["type"] == "run-end" and records[-1]["status"] == "interrupted"
+    full = [r for r in records if r["type"] == "attempt" and r["outcome"] == "retry-scheduled"]
+    assert len(full) == 1 and "No space left on device" in full[0]["error"]
+
+    state["full"] = False  # space is back: the same command resumes the same run
+    second = run_batch(_config(manifest, out, cluster.address))
+    assert second.run_dir == first.run_dir and second.exit_code == 0
+    assert second.counts["done"] == 12
+    assert check_run(second.run_dir, 12) == [] and check_store(out) == []
+    oks = Counter(r["key"] for r in attempts(second.run_dir) if r["outcome"] == "ok")
+    assert len(oks) == 12 and set(oks.values()) == {1}  # the 2 stored rows were not redone
+
+
+# -- two runs on one cache -------------------------------------------------------------------
+def test_two_concurrent_runs_on_one_cache_commit_each_key_once(cluster, drivers,
+                                                               tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", products=4, variants=2)  # 8 rows
+    out = tmp_path / "out"
+    argv = cli_argv(manifest, out, cluster.address, "--no-report")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [drivers.start(argv, cli_env(), log) for log in logs]
+    codes = [drivers.wait(p, log) for p, log in zip(procs, logs, strict=True)]
+    assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+
+    dirs = run_dirs(out)
+    assert len(dirs) == 2  # the second took the next run id instead of sharing a ledger
+    events: dict[str, list[tuple[str, bool]]] = {}
+    for run_dir in dirs:
+        assert check_run(run_dir, 8) == []
+        for a in attempts(run_dir):
+            if a["outcome"] in ("ok", "cache-hit"):
+                wrote = a["outcome"] == "ok" and not a.get("already_stored")
+                events.setdefault(a["key"], []).append((run_dir.name, wrote))
+    assert len(events) == 8
+    for key, seen in events.items():
+        assert len(seen) == 2 and {name for name, _ in seen} == {d.name for d in dirs}, key
+        assert sum(wrote for _, wrote in seen) == 1, (key, seen)  # committed exactly once
+    assert check_store(out) == []
+    uris = [[r["output_uri"] for r in results_rows(d)] for d in dirs]
+    assert uris[0] == uris[1]
+
+
+# -- corrupted cache -------------------------------------------------------------------------
+def _corruptions() -> dict[str, Any]:
+    def flip(obj: Path, side: Path, other: bytes) -> None:
+        data = bytearray(obj.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        obj.write_bytes(bytes(data))
+
+    def truncate(obj: Path, side: Path, other: bytes) -> None:
+        obj.write_bytes(obj.read_bytes()[: obj.stat().st_size // 2])
+
+    def empty(obj: Path, side: Path, other: bytes) -> None:
+        obj.write_bytes(b"")
+
+    def no_sidecar(obj: Path, side: Path, other: bytes) -> None:
+        side.unlink()
+
+    def garbage_sidecar(obj: Path, side: Path, other: bytes) -> None:
+        side.write_text("{not json")
+
+    def swapped(obj: Path, side: Path, other: bytes) -> None:
+        obj.write_bytes(other)  # a valid image, but another key's
+
+    return {"flipped byte": flip, "truncated": truncate, "emptied": empty,
+            "sidecar deleted": no_sidecar, "sidecar garbage": garbage_sidecar,
+            "another key's image": swapped}
+
+
+def test_corrupted_cached_outputs_are_detected_by_hash_and_recomputed(cluster,
+                                                                      tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", products=4, variants=2)  # 8 rows
+    out = tmp_path / "out"
+    first = run_batch(_config(manifest, out, cluster.address))
+    rows = results_rows(first.run_dir)
+    originals = {r["key"]: Path(r["output_uri"]).read_bytes() for r in rows}
+    damaged = {}
+    for (name, damage), row in zip(_corruptions().items(), rows, strict=False):
+        obj = Path(row["output_uri"])
+        other = originals[rows[-1]["key"]]
+        damage(obj, obj.with_suffix(".json"), other)
+        damaged[row["key"]] = name
+    assert len(damaged) == 6
+
+    second = run_batch(_config(manifest, out, cluster.address, verify_cache=True))
+    after = {r["key"]: r for r in results_rows(second.run_dir)}
+    for key, name in damaged.items():
+        assert after[key]["status"] == "done", name  # detected and recomputed
+    intact = [k for k in originals if k not in damaged]
+    assert all(after[k]["status"] == "cache-hit" for k in intact)
+    assert check_store(out) == [] and check_run(second.run_dir, 8) == []
+    for key in originals:  # recomputed outputs are the same picture as the first time
+        data = Path(after[key]["output_uri"]).read_bytes()
+        side = json.loads(Path(after[key]["output_uri"]).with_suffix(".json").read_text())
+        assert side["sha256"] == hashlib.sha256(data).hexdigest()
+        now, before = (np.asarray(Image.open(io.BytesIO(b)).convert("RGB")).astype(int)
+                       for b in (data, originals[key]))
+        assert np.abs(now - before).max() <= 1, damaged.get(key)
+
+
+# -- an actor dies, then the driver ----------------------------------------------------------
+def test_actor_death_then_driver_kill_then_rerun_loses_nothing(cluster, drivers,
+                                                               tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", products=5, variants=2)  # 10 rows
+    out = tmp_path / "out"
+    faults = [{"kind": "exit", "row_id": "p1-v0", "marker_dir": str(tmp_path / "faults")}]
+    # 10 rows in batches of 2: the 4 batches without p1-v0 give at most 4 ok appends, so the
+    # 5th comes after p1-v0's batch was lost and one of its rows retried on the new actor.
+    env = cli_env(KONTEXT_BATCH_FAULTS=json.dumps(faults),
+                  KONTEXT_TEST_KILL_AT="after-ledger-append:5")
+    log = tmp_path / "driver.log"
+    code = drivers.run(cli_argv(manifest, out, cluster.address, "--no-report"), env, log)
+    assert code == -signal.SIGKILL, log.read_text()[-3000:]
+    (run_dir,) = run_dirs(out)
+    records = read_records(run_dir)
+    loads = [r for r in records if r["type"] == "actor-load"]
+    assert len({r["pid"] for r in loads}) == 2  # the actor died and Ray restarted it
+    lost = [r for r in records if r["type"] == "attempt" and r["outcome"] == "retry-scheduled"]
+    assert lost and {r["error_class"] for r in lost} == {"poisoned-device"}
+
+    code = drivers.run(cli_argv(manifest, out, cluster.address, "--no-report"), cli_env(), log)
+    assert code == 0, log.read_text()[-3000:]
+    assert check_run(run_dir, 10) == [] and check_store(out) == []
+    assert {r["status"] for r in results_rows(run_dir)} == {"done"}
+
+
+# -- a node is lost --------------------------------------------------------------------------
+def test_node_lost_mid_run_every_row_still_ends_once(tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():  # this test needs a cluster of its own (two nodes)
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "object_store_memory": 100 * 1024 ** 2})
+    worker = cluster.add_node(num_cpus=1, object_store_memory=100 * 1024 ** 2)
+    try:
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        manifest = make_manifest(tmp_path / "m", products=4, variants=4)  # 16 rows
+        ids = [f"p{p}-v{v}" for p in range(4) for v in range(4)]
+        faults = [{"kind": "sleep", "row_id": rid, "seconds": 0.25,
+                   "marker_dir": str(tmp_path / "faults")} for rid in ids]
+        config = _config(manifest, tmp_path / "out", cluster.address, actors=2)
+        outcome: dict[str, Any] = {}
+
+        def drive() -> None:
+            try:
+                outcome["summary"] = run_batch(config, faults=faults)
+            except BaseException as exc:  # reported by the assertions below
+                outcome["error"] = exc
+
+        driver = threading.Thread(target=drive)
+        driver.start()
+
+        def worker_committed() -> bool:
+            dirs = run_dirs(tmp_path / "out")
+            if not dirs or not (dirs[0] / "ledger.jsonl").exists():
+                return False
+            recs = read_records(dirs[0])
+            on_worker = {r["actor"] for r in recs
+                         if r["type"] == "actor-load" and r["node"] == worker.node_id}
+            return any(r["type"] == "attempt" and r["outcome"] == "ok" and r["actor"] in on_worker
+                       for r in recs)
+
+        wait_for(lambda: worker_committed() or not driver.is_alive(), 180,
+                 "an actor on the worker node to commit a row")
+        assert driver.is_alive(), outcome
+        cluster.remove_node(worker)
+        driver.join(timeout=300)
+        assert not driver.is_alive() and "error" not in outcome, outcome
+        summary = outcome["summary"]
+        assert summary.exit_code == 0 and summary.counts["done"] == 16
+        assert check_run(summary.run_dir, 16) == [] and check_store(tmp_path / "out") == []
+        retried = [r for r in attempts(summary.run_dir) if r["outcome"] == "retry-scheduled"]
+        assert retried and all("mid-batch" in r["error"] for r in retried)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
