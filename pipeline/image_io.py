@@ -137,16 +137,21 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         except Image.DecompressionBombError as exc:
             raise ImageDecodeError(f"source image is too large to decode safely ({exc}); "
                                    "downscale the file") from exc
-        except ImageDecodeError:
-            raise
         except Exception as exc:  # truncated data, bad chunks, decoder errors
             raise ImageDecodeError(
                 f"source image cannot be decoded ({type(exc).__name__}: {exc}); the file is "
                 "truncated or corrupt: replace it with a valid PNG/JPEG/WebP") from exc
-        if orientation not in (None, 1):
+        if orientation in range(2, 9):  # 1 is upright; other values are ignored by Pillow
             notes.append(f"EXIF orientation {orientation} applied")
         check_pixel_limit(upright.size, max_pixels)
-        rgb = _to_rgb(upright, notes)
+        try:
+            rgb = _to_rgb(upright, notes)
+        except ImageDecodeError:
+            raise
+        except Exception as exc:  # an exotic mode the conversions above do not expect
+            raise ImageDecodeError(f"source image has colour mode {upright.mode!r}, which "
+                                   f"cannot be converted to RGB ({type(exc).__name__}: {exc}); "
+                                   "save it as an RGB PNG or JPEG") from exc
         if rgb is img:  # detach from the file object the with-block closes
             rgb = rgb.copy()
     return DecodedImage(image=rgb, source_size=source_size, notes=notes)
