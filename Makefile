@@ -11,7 +11,7 @@ TINY_OUT ?= runs/kontext-tiny-retrained
 export HF_HUB_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 
-.PHONY: run test venv lint train-tiny eval-tiny finetune-tiny-decoder bench-gpu bench-scale bench-reports bench-manifest clean
+.PHONY: soak job-demo bench-step-cache run test venv lint train-tiny eval-tiny finetune-tiny-decoder bench-gpu bench-scale bench-reports bench-manifest clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,14 @@ train-tiny: $(RUN_STAMP)
 eval-tiny: $(RUN_STAMP)
 	$(BIN)/python -m kontext_core.tiny.evaluate --model $(if $(MODEL),$(MODEL),kontext-tiny)
 
+## make soak: every crash kill point from a clean state (~5 min; make test runs them chained)
+soak: $(TEST_STAMP)
+	KONTEXT_SOAK=1 $(BIN)/python -m pytest tests/test_hardening_crash.py -k soak
+
+## make job-demo: the example nightly job over the demo catalog
+job-demo: $(RUN_STAMP)
+	$(BIN)/kontext-batch job run jobs/examples/demo-nightly.yaml
+
 bench-gpu: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_gpu.py --out $(OUT)/bench_gpu.json
 
@@ -55,6 +63,9 @@ bench-scale: $(TEST_STAMP)
 
 bench-reports: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_reports.py
+
+bench-step-cache: $(TEST_STAMP)
+	$(BIN)/python benchmarks/bench_step_cache.py
 
 bench-manifest: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_manifest.py
