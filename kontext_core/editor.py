@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,8 +20,10 @@ from .loading import ModelSource, load_components, resolve_model
 from .resolution import check_output_size, context_size
 from .sampling import denoise, image_ids, noise_for_seed, pack, schedule, unpack
 from .step_cache import FirstBlockCache
-from .text import TextEncoders
 from .transformer import KontextTransformer
+
+if TYPE_CHECKING:
+    from .text import TextEncoders
 
 DEFAULT_MODEL = "kontext-tiny"
 # Bumped whenever a change in kontext_core changes output pixels; part of the pipeline cache key.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -60,8 +60,10 @@ from .config import (
     load_preset,
     preset_from_dict,
 )
-from .text import TextEncoders
 from .transformer import KontextTransformer
+
+if TYPE_CHECKING:  # transformers is imported only when encoders are built: resolving and
+    from .text import TextEncoders  # fingerprinting a model (every CLI start) stays fast
 
 NATIVE_PRESET_FILE = SIDECAR  # "kontext.json"
 BASE_PRESET = "flux.1-kontext-dev"  # settings (sampler, resolution, text) for weights without kontext.json
@@ -195,6 +197,8 @@ def build_random(preset: Preset, seed: int) -> tuple[KontextTransformer, AutoEnc
         torch.manual_seed(seed)
         transformer = KontextTransformer(preset.transformer)
         autoencoder = AutoEncoder(preset.autoencoder)
+    from .text import TextEncoders
+
     return transformer, autoencoder, TextEncoders.from_config(preset.text, seed + 1)
 
 
@@ -226,6 +230,8 @@ def load_components(source: ModelSource, device: torch.device | str, dtype: torc
     elif source.transformer is not None and source.autoencoder is not None and source.root is not None:
         transformer = load_transformer(source.transformer, source.preset.transformer, device, dtype)
         autoencoder = load_autoencoder(source.autoencoder, source.preset.autoencoder, device, dtype)
+        from .text import TextEncoders
+
         text = TextEncoders.from_folders(source.root, source.preset.text, dtype)
     else:
         raise ValueError(f"model source of kind {source.kind!r} names no weights")
