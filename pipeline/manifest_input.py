@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
-from manifests import ManifestRow, derive_row_id, iter_rows, validate_manifest
+from manifests import ManifestRow, iter_rows, validate_manifest
 from manifests.paths import is_remote_uri
 from pipeline.errors import ConfigError
 
@@ -131,16 +131,11 @@ def _bad_row(index: int, problems: list[tuple[str | None, str]], raw: dict) -> B
     reason = "; ".join(f"{col}: {why}" if col else why for col, why in problems)
     image, instruction, seed = raw.get("image"), raw.get("instruction"), raw.get("seed")
     given = raw.get("row_id")
-    # A duplicate or invalid id must not collide with a good row's id. A repeated row (same
-    # image, instruction and seed; the only row problem with no column) would derive the id
-    # of the row it repeats, so it gets a positional id too.
-    if any(col in ("row_id", None) for col, _ in problems):
-        row_id = f"row-{index}"
-    elif given is not None:
+    # A duplicate or invalid id must not collide with another row's id. Bad rows without a
+    # valid given id get a positional id: a content-derived one could repeat (two identical
+    # bad rows, or a bad row repeating a good one) since bad rows skip the duplicate check.
+    if given is not None and not any(col in ("row_id", None) for col, _ in problems):
         row_id = str(given)
-    elif isinstance(image, str) and isinstance(instruction, str) and instruction.strip() \
-            and isinstance(seed, int) and seed >= 0:
-        row_id = derive_row_id(image, instruction.strip(), seed)
     else:
         row_id = f"row-{index}"
 
