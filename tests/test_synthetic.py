@@ -28,7 +28,6 @@ from kontext_core.synthetic import (
     sample_batch,
     sample_example,
     split_of,
-    write_demo_catalog,
 )
 from kontext_core.synthetic.palette import parse_background
 
@@ -263,6 +262,8 @@ def test_demo_catalog_csv_lists_the_products():
 
 
 def test_committed_demo_catalog_matches_the_generator(tmp_path):
+    from pipeline.demo_catalog import write_demo_catalog
+
     write_demo_catalog(tmp_path)
     for committed in sorted((DEMO_DIR / "images").glob("*.png")):
         assert (tmp_path / "images" / committed.name).read_bytes() == committed.read_bytes()

@@ -7,7 +7,7 @@ Used to train and evaluate the tiny Kontext model and to build the shipped demo 
 """
 
 from .bench import benchmark
-from .demo import DEMO_PRODUCTS, demo_examples, write_demo_catalog
+from .demo import DEMO_PRODUCTS, DEMO_SIZE, demo_examples, demo_photo, image_path
 from .instructions import instruction_vocabulary, instruction_words
 from .palette import COLOURS, all_backgrounds
 from .products import PRODUCTS
@@ -25,5 +25,5 @@ from .scene import Scene, render
 __all__ = [
     "COLOURS", "DEMO_PRODUCTS", "EDIT_KINDS", "PRODUCTS", "Example", "Scene", "all_backgrounds",
     "batch_arrays", "benchmark", "demo_examples", "instruction_vocabulary", "instruction_words",
-    "render", "sample_batch", "sample_example", "sample_scene", "split_of", "write_demo_catalog",
+    "render", "sample_batch", "sample_example", "sample_scene", "split_of", "DEMO_SIZE", "demo_photo", "image_path",
 ]

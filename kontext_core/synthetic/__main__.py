@@ -1,4 +1,6 @@
-"""Command line: `python -m kontext_core.synthetic demo DIR | bench | sheet OUT.png`."""
+"""Command line: `python -m kontext_core.synthetic bench | sheet OUT.png`.
+
+(The demo catalog is written by `python -m pipeline.demo_catalog DIR`: it is a manifest.)"""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from . import benchmark, sample_batch, write_demo_catalog
+from . import benchmark, sample_batch
 
 
 def _sheet(path: str, n: int, size: int, seed: int) -> None:
@@ -22,8 +24,6 @@ def _sheet(path: str, n: int, size: int, seed: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kontext_core.synthetic")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="write the demo catalog into DIR")
-    demo.add_argument("directory")
     bench = commands.add_parser("bench", help="time sample_batch")
     bench.add_argument("--n", type=int, default=64)
     bench.add_argument("--size", type=int, default=64)
@@ -33,9 +33,7 @@ def main() -> None:
     sheet.add_argument("--size", type=int, default=64)
     sheet.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.command == "demo":
-        print(write_demo_catalog(args.directory))
-    elif args.command == "bench":
+    if args.command == "bench":
         benchmark(args.n, args.size)
     else:
         _sheet(args.path, args.n, args.size, args.seed)

@@ -1,16 +1,11 @@
-"""The shipped demo catalog: six product photos and a manifest of edits the tiny model knows.
-
-`make run` edits this catalog by default. Regenerate the committed copy with
-`python -m kontext_core.synthetic demo manifests/examples/demo`.
+"""The demo catalog's content: six product scenes and the edits the tiny model knows, with exact
+expected results. `make run` edits this catalog by default; the files (photos, catalog.csv,
+manifest) are written by `python -m pipeline.demo_catalog manifests/examples/demo`.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import replace
-from pathlib import Path
-
-from PIL import Image
 
 from .instructions import background_instruction, phrase
 from .sampling import Example
@@ -63,6 +58,12 @@ def _edit(source: Scene, kind: str, value: str, choice: int) -> tuple[Scene, str
     raise ValueError(f"demo edit kind {kind!r}: unknown")
 
 
+def demo_photo(product_id: str, size: int = DEMO_SIZE):
+    """The demo product photo (HxWx3 uint8) of ``product_id``."""
+    scene = DEMO_PRODUCTS[product_id]
+    return compose(scene, layer_for(scene, size), size)
+
+
 def image_path(product_id: str) -> str:
     """Path of a product photo relative to the manifest folder."""
     return f"images/{product_id}.png"
@@ -89,30 +90,3 @@ def demo_examples(size: int = DEMO_SIZE) -> list[tuple[dict[str, object], Exampl
         }
         out.append((row, example))
     return out
-
-
-def write_demo_catalog(directory: str | Path, size: int = DEMO_SIZE) -> Path:
-    """Write images/*.png, catalog.csv and manifest.parquet into `directory`; return the manifest."""
-    import pyarrow as pa  # a core project dependency; imported here so rendering needs only numpy
-    import pyarrow.parquet as pq
-
-    directory = Path(directory)
-    (directory / "images").mkdir(parents=True, exist_ok=True)
-    with open(directory / "catalog.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["product_id", "image", "product", "colour"])
-        for product_id, scene in DEMO_PRODUCTS.items():
-            layer = layer_for(scene, size)
-            Image.fromarray(compose(scene, layer, size)).save(
-                directory / image_path(product_id), optimize=True
-            )
-            writer.writerow([product_id, image_path(product_id), scene.product, scene.product_colour])
-    rows = [row for row, _ in demo_examples(size)]
-    schema = pa.schema([
-        ("image", pa.string()), ("instruction", pa.string()), ("seed", pa.int64()),
-        ("row_id", pa.string()), ("product_id", pa.string()), ("variant", pa.string()),
-    ])
-    table = pa.Table.from_pylist(rows, schema=schema)
-    manifest = directory / "manifest.parquet"
-    pq.write_table(table, manifest)
-    return manifest
