@@ -206,3 +206,4 @@ class ForkedDrivers:
             raise AssertionError(f"driver still running after {timeout:.0f} s; log: "
                                  f"{log.read_text()[-3000:]}")
         return int(proc.exitcode)
+

@@ -131,3 +131,23 @@ def wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def run_in_background(config: Any, faults: list[dict]) -> tuple[Any, dict[str, Any]]:
+    """Start ``run_batch(config, faults=faults)`` on a thread (so a test can break the cluster
+    under it); returns the thread and a dict that receives "summary" or "error"."""
+    import threading
+
+    from pipeline.runner import run_batch
+
+    outcome: dict[str, Any] = {}
+
+    def drive() -> None:
+        try:
+            outcome["summary"] = run_batch(config, faults=faults)
+        except BaseException as exc:  # surfaced by the caller's assertions
+            outcome["error"] = exc
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    return driver, outcome

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,6 +17,7 @@ from pipeline_helpers import (
     make_manifest,
     ok_counts,
     read_records,
+    run_in_background,
     short_tmp,
     start_ray,
     wait_for,
@@ -135,16 +135,7 @@ def test_losing_a_node_mid_run_still_completes(tmp_path: Path) -> None:
                            address=cluster.address, device="cpu", batch_size=2, actors=2,
                            reports=False, progress=False, retry_backoff_s=0.05)
         faults = _sleep_faults(manifest, tmp_path / "faults", 0.25)
-        outcome: dict = {}
-
-        def drive() -> None:
-            try:
-                outcome["summary"] = run_batch(config, faults=faults)
-            except BaseException as exc:  # surfaced by the assertions below
-                outcome["error"] = exc
-
-        driver = threading.Thread(target=drive)
-        driver.start()
+        driver, outcome = run_in_background(config, faults)
 
         def worker_actor_busy() -> bool:
             ledgers = list((tmp_path / "out" / "runs").glob("*/ledger.jsonl"))

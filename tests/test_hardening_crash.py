@@ -80,18 +80,6 @@ ROWS = GOOD_ROWS + 1
 BAD_ROW = 3  # its image does not exist
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    shared = SharedCluster(num_cpus=2)
-    yield shared
-    shared.shutdown()
-
-
-@pytest.fixture(scope="module")
-def drivers() -> ForkedDrivers:
-    return ForkedDrivers()
-
-
 def _manifest(folder: Path) -> Path:
     manifest = make_manifest(folder, products=GOOD_ROWS // 2, variants=2)
     frame = pd.read_parquet(manifest)

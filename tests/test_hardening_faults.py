@@ -12,16 +12,12 @@ import hashlib
 import io
 import json
 import signal
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from hardening_helpers import (
-    ForkedDrivers,
-    SharedCluster,
     attempts,
     check_run,
     check_store,
@@ -31,22 +27,10 @@ from hardening_helpers import (
     run_dirs,
 )
 from PIL import Image
-from pipeline_helpers import TEST_MODEL, make_manifest, read_records, wait_for
+from pipeline_helpers import TEST_MODEL, make_manifest, read_records, run_in_background, wait_for
 
 from pipeline.runner import RunConfig, run_batch
 from pipeline.store import Store
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    shared = SharedCluster(num_cpus=2)
-    yield shared
-    shared.shutdown()
-
-
-@pytest.fixture(scope="module")
-def drivers() -> ForkedDrivers:
-    return ForkedDrivers()
 
 
 def _config(manifest: Path, out: Path, address: str, **kw: Any) -> RunConfig:
@@ -268,16 +252,7 @@ def test_node_lost_mid_run_every_row_still_ends_once(tmp_path: Path) -> None:
         faults = [{"kind": "sleep", "row_id": rid, "seconds": 0.25,
                    "marker_dir": str(tmp_path / "faults")} for rid in ids]
         config = _config(manifest, tmp_path / "out", cluster.address, actors=2)
-        outcome: dict[str, Any] = {}
-
-        def drive() -> None:
-            try:
-                outcome["summary"] = run_batch(config, faults=faults)
-            except BaseException as exc:  # reported by the assertions below
-                outcome["error"] = exc
-
-        driver = threading.Thread(target=drive)
-        driver.start()
+        driver, outcome = run_in_background(config, faults)
 
         def worker_committed() -> bool:
             dirs = run_dirs(tmp_path / "out")
