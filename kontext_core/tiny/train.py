@@ -1,11 +1,16 @@
 """Train kontext-tiny from scratch: `python -m kontext_core.tiny.train --out DIR`.
 
 Two phases, both resumable from ``DIR/train_state.pt`` and deterministic given ``--seed``:
-1. autoencoder: pixel reconstruction (L1 + MSE) of synthetic scenes; then the latent
-   shift/scale factors are measured on training data (as FLUX's 0.1159/0.3611 were);
+1. autoencoder: pixel reconstruction (L1 + MSE) of crops of synthetic scenes, half of them centred
+   on the product, product pixels weighted up (product edges are what a 4x-down autoencoder loses
+   first and what a catalog reviewer looks at); then the latent shift/scale factors are measured on
+   training data (as FLUX's 0.1159/0.3611 were);
 2. transformer: the rectified-flow objective on (source → target) pairs, the source encoded as
-   Kontext context tokens, t drawn logit-normal and shifted like the sampling schedule; an EMA of
-   the weights is what ships. The text encoders stay at their seeded random init (frozen).
+   Kontext context tokens, t drawn logit-normal and shifted like the sampling schedule, tokens that
+   cover the product weighted up; an EMA of the weights is what ships. The text encoders stay at
+   their seeded random init (frozen).
+Both phases run under bf16 autocast (fp32 master weights): 1.4-1.6x faster on a CPU with AVX-512
+BF16, and what a GPU would use anyway.
 Writes a native model folder (kontext.json, transformer.safetensors, ae.safetensors, text
 encoders, MODEL_CARD.md) that ``KontextEditor.load(DIR)`` reads.
 """
@@ -18,6 +23,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -52,8 +58,9 @@ class SceneBatches(IterableDataset):
             ex = sample_batch(self.seed * 1_000_000 + k, self.batch, size=IMAGE_SIZE, split="train")
             src = np.stack([e.source for e in ex])
             tgt = np.stack([e.target for e in ex])
+            mask = np.stack([e.mask for e in ex])
             for _ in range(self.reuse):  # scene rendering is the bottleneck on a fast GPU
-                yield torch.from_numpy(src), torch.from_numpy(tgt), [e.instruction for e in ex]
+                yield torch.from_numpy(src), torch.from_numpy(tgt), [e.instruction for e in ex], torch.from_numpy(mask)
 
 
 def _to_pixels(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -75,31 +82,72 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _product_weight(mask: torch.Tensor, weight: float, device: torch.device) -> torch.Tensor:
+    """1 + weight on product pixels and a 2-pixel ring around them (where the edges are), (B,1,H,W)."""
+    m = F.max_pool2d(mask.to(device).float()[:, None], 5, 1, 2)
+    return 1.0 + weight * m
+
+
+def product_crops(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor, size: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Square crops: even rows centred (±4 px) on a random product pixel, odd rows anywhere."""
+    full = x.shape[-1]
+    if size >= full:
+        return x, w
+    n = len(x)
+    ys = torch.randint(0, full - size + 1, (n,), generator=generator)
+    xs = torch.randint(0, full - size + 1, (n,), generator=generator)
+    jitter = torch.randint(-4, 5, (n, 2), generator=generator)
+    pick = torch.rand(n, generator=generator)
+    for i in range(0, n, 2):
+        yy, xx = torch.nonzero(mask[i], as_tuple=True)
+        if len(yy):
+            j = int(pick[i] * len(yy))
+            ys[i] = int(min(max(int(yy[j]) - size // 2 + int(jitter[i, 0]), 0), full - size))
+            xs[i] = int(min(max(int(xx[j]) - size // 2 + int(jitter[i, 1]), 0), full - size))
+    rows = range(n)
+    return (torch.stack([x[i, :, ys[i] : ys[i] + size, xs[i] : xs[i] + size] for i in rows]),
+            torch.stack([w[i, :, ys[i] : ys[i] + size, xs[i] : xs[i] + size] for i in rows]))
+
+
 def train_autoencoder(ae, device, args, state, path: Path) -> None:
     opt = torch.optim.AdamW(ae.parameters(), lr=args.ae_lr, weight_decay=0.0)
     if "ae_opt" in state:
         opt.load_state_dict(state["ae_opt"])
     start = state.get("ae_step", 0)
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    if "ae_gen" in state:
+        gen.set_state(state["ae_gen"])
     bar = tqdm(total=args.ae_steps, initial=start, desc="autoencoder", unit="step")
     t0 = time.time()
-    for k, (src, tgt, _) in enumerate(_loader(args.seed, args.batch, start, args.ae_steps, args.workers), start):
+    batches = _loader(args.seed, args.ae_batch, start, args.ae_steps, args.workers)
+    for k, (src, tgt, _, mask) in enumerate(batches, start):
         frac = k / args.ae_steps
         if args.ae_max_minutes:
             frac = max(frac, (time.time() - t0) / (60 * args.ae_max_minutes))
         out_of_time = frac >= 1.0
         for g in opt.param_groups:
             g["lr"] = args.ae_lr * min(1.0, (k + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-        x = _to_pixels(torch.cat([src, tgt]), device)
-        z = ae.encoder(x)[:, : ae.config.z_channels]
-        rec = ae.decoder(z)
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * z.pow(2).mean()
+        masks = torch.cat([mask, mask])
+        x, w = product_crops(_to_pixels(torch.cat([src, tgt]), device),
+                             _product_weight(masks, args.product_weight, device), masks, args.ae_crop, gen)
+        with _autocast(device, args.bf16):
+            z = ae.encoder(x)[:, : ae.config.z_channels]
+            rec = ae.decoder(z)
+        err = rec.float() - x
+        loss = ((err.abs() + err.pow(2)) * w).mean() / w.mean() + 1e-4 * z.float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.ae_steps or out_of_time:
-            state.update(ae=ae.state_dict(), ae_opt=opt.state_dict(), ae_step=args.ae_steps if out_of_time else k + 1)
+            state.update(ae=ae.state_dict(), ae_opt=opt.state_dict(), ae_gen=gen.get_state(),
+                         ae_step=args.ae_steps if out_of_time else k + 1)
             _save_state(path, state)
         if out_of_time:
             tqdm.write(f"autoencoder: time budget reached at step {k + 1}")
@@ -110,7 +158,7 @@ def train_autoencoder(ae, device, args, state, path: Path) -> None:
 @torch.no_grad()
 def latent_stats(ae, device, args) -> tuple[float, float]:
     zs = []
-    for src, tgt, _ in _loader(args.seed + 7, 64, 0, 8, 0):
+    for src, tgt, _, _ in _loader(args.seed + 7, 64, 0, 8, 0):
         zs.append(ae.encoder(_to_pixels(torch.cat([src, tgt]), device))[:, : ae.config.z_channels].float().cpu())
     z = torch.cat(zs)
     return float(z.mean()), float(z.std())
@@ -157,7 +205,8 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
     bar = tqdm(total=args.steps, initial=start, desc="transformer", unit="step")
     losses: list[float] = []
     t0 = time.time()
-    for k, (src, tgt, prompts) in enumerate(_loader(args.seed + 1, args.batch, start, args.steps, args.workers), start):
+    patch = editor.pixels_per_token
+    for k, (src, tgt, prompts, mask) in enumerate(_loader(args.seed + 1, args.batch, start, args.steps, args.workers), start):
         # Progress through the run: by steps, or by wall time when a time budget is set (then the
         # result depends on the machine's speed; without one, training is deterministic).
         frac = k / args.steps
@@ -174,9 +223,13 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
         t = sample_t(n, x0.shape[1], gen, device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
-        pred = tf(img=torch.cat((xt, ctx), dim=1), img_ids=ids, txt=txt, txt_ids=txt_ids, timesteps=t, y=y,
-                  guidance=torch.full((n,), GUIDANCE, device=device), pe=pe)[:, : x0.shape[1]]
-        loss = F.mse_loss(pred, eps - x0)
+        with _autocast(device, args.bf16):
+            pred = tf(img=torch.cat((xt, ctx), dim=1), img_ids=ids, txt=txt, txt_ids=txt_ids, timesteps=t, y=y,
+                      guidance=torch.full((n,), GUIDANCE, device=device), pe=pe)[:, : x0.shape[1]]
+        # Tokens covering the product (or its edge ring) weigh more: keeping it intact is the job.
+        cover = F.avg_pool2d(_product_weight(mask, 1.0, device) - 1.0, patch).flatten(1)
+        tok_w = 1.0 + args.product_weight * cover
+        loss = ((pred.float() - (eps - x0)).pow(2).mean(-1) * tok_w).mean() / tok_w.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tf.parameters(), 1.0)
@@ -224,15 +277,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="model folder to write (and resume from)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--ae-steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=32, help="transformer batch (edit pairs)")
+    ap.add_argument("--ae-batch", type=int, default=32, help="autoencoder batch (scenes; source and target both used)")
+    ap.add_argument("--ae-crop", type=int, default=32, help="autoencoder training crop size in pixels")
+    ap.add_argument("--ae-steps", type=int, default=5000)
     ap.add_argument("--ae-lr", type=float, default=1e-3)
-    ap.add_argument("--steps", type=int, default=4000, help="transformer steps")
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--steps", type=int, default=6500, help="transformer steps")
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--product-weight", type=float, default=4.0,
+                    help="extra loss weight on product pixels/tokens (autoencoder: x this; transformer: x this)")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in plain float32")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--workers", type=int, default=1, help="data generator processes")
     ap.add_argument("--checkpoint-every", type=int, default=250)
-    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--eval-every", type=int, default=2000)
     ap.add_argument("--eval-n", type=int, default=32)
     ap.add_argument("--max-minutes", type=float, default=0, help="transformer time budget (0: none)")
     ap.add_argument("--ae-max-minutes", type=float, default=0, help="autoencoder time budget (0: none)")
@@ -284,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     final = evaluate(_with_transformer(editor, ema), n=64)
     print(final.summary())
     meta = {
-        "seed": args.seed, "batch": args.batch, "ae_steps": args.ae_steps, "steps": args.steps, "lr": args.lr,
+        "seed": args.seed, "batch": args.batch, "ae_batch": args.ae_batch, "ae_crop": args.ae_crop,
+        "ae_steps": args.ae_steps, "steps": args.steps, "lr": args.lr, "product_weight": args.product_weight,
+        "bf16": args.bf16, "command": "python -m kontext_core.tiny.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "train_seconds": round(state["elapsed"], 1),
         "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in final.__dict__.items()},
