@@ -19,6 +19,7 @@ from .fingerprint import source_fingerprint
 from .loading import ModelSource, load_components, resolve_model
 from .resolution import check_output_size, context_size
 from .sampling import denoise, image_ids, noise_for_seed, pack, schedule, unpack
+from .speed.options import SpeedOptions, SpeedReport, apply_speed
 from .step_cache import FirstBlockCache
 from .transformer import KontextTransformer
 
@@ -83,7 +84,8 @@ class KontextEditor:
     """A resident FLUX.1 Kontext model. ``load`` once, then call ``edit`` on batches."""
 
     def __init__(self, preset: Preset, transformer: KontextTransformer, autoencoder: AutoEncoder,
-                 text: TextEncoders, device: torch.device, dtype: torch.dtype, fingerprint: str):
+                 text: TextEncoders, device: torch.device, dtype: torch.dtype, fingerprint: str,
+                 speed: SpeedOptions | None = None, speed_report: SpeedReport | None = None):
         self.preset = preset
         self.transformer = transformer
         self.autoencoder = autoencoder
@@ -91,14 +93,21 @@ class KontextEditor:
         self.device = device
         self.dtype = dtype
         self.fingerprint = fingerprint
+        self.speed = speed or SpeedOptions()
+        self.speed_report = speed_report or SpeedReport()
 
     @classmethod
     def load(cls, model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
-             dtype: torch.dtype = torch.float32) -> KontextEditor:
+             dtype: torch.dtype = torch.float32, speed: SpeedOptions | None = None) -> KontextEditor:
+        """``speed``: exact-path speed-ups (fused RoPE, compile) and fast-path approximations (fp8);
+        see kontext_core.speed. Default: the plain exact path."""
         source: ModelSource = resolve_model(model)
         device = torch.device(device)
         transformer, autoencoder, text = load_components(source, device, dtype)
-        return cls(source.preset, transformer, autoencoder, text, device, dtype, source_fingerprint(source))
+        speed = speed or SpeedOptions()
+        report = apply_speed(transformer, speed)
+        return cls(source.preset, transformer, autoencoder, text, device, dtype, source_fingerprint(source),
+                   speed, report)
 
     @property
     def pixels_per_token(self) -> int:

@@ -15,7 +15,10 @@ from torch import nn
 
 from .config import TransformerConfig
 from .rope import apply_rope, rope_table
+from .speed.fused_rope import FusedRope, apply_rope_fused, fused_tables
 from .step_cache import FirstBlockCache
+
+ROPE_MODES = ("exact", "fused")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10_000.0) -> torch.Tensor:
@@ -85,9 +88,12 @@ def split_heads(qkv: torch.Tensor, num_heads: int, norm: QKNorm) -> tuple[torch.
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """RoPE then unmasked SDPA; [B, H, L, D] -> [B, L, H·D]."""
-    cos, sin = pe
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    """RoPE then unmasked SDPA; [B, H, L, D] -> [B, L, H·D]. ``pe``: (cos, sin) or FusedRope."""
+    if isinstance(pe, FusedRope):
+        q, k = apply_rope_fused(q, pe), apply_rope_fused(k, pe)
+    else:
+        cos, sin = pe
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2).flatten(2)
 
@@ -194,10 +200,11 @@ class LastLayer(nn.Module):
 class KontextTransformer(nn.Module):
     """FLUX.1 flow transformer. ``forward`` reads like BFL's ``Flux.forward``."""
 
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config: TransformerConfig, rope_mode: str = "exact"):
         super().__init__()
         config.validate()
         self.config = config
+        self.rope_mode = rope_mode  # "exact" (float32 RoPE) or "fused" (kontext_core.speed.fused_rope)
         c = config
         self.img_in = nn.Linear(c.in_channels, c.hidden_size, bias=True)
         self.time_in = MLPEmbedder(256, c.hidden_size)
@@ -213,8 +220,14 @@ class KontextTransformer(nn.Module):
         self.final_layer = LastLayer(c.hidden_size, c.out_channels)
 
     def rope(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE tables for ids [B or 1, L, 3] (text ids first), shaped to broadcast over heads."""
+        """RoPE tables for ids [B or 1, L, 3] (text ids first), shaped to broadcast over heads.
+
+        With ``rope_mode == "fused"`` a FusedRope in the compute dtype (the txt_in weight's)."""
+        if self.rope_mode not in ROPE_MODES:
+            raise ValueError(f"rope_mode {self.rope_mode!r} is not one of {', '.join(ROPE_MODES)}")
         cos, sin = rope_table(ids, self.config.axes_dim, self.config.theta)
+        if self.rope_mode == "fused":
+            return fused_tables(cos[:, None], sin[:, None], self.txt_in.weight.dtype)
         return cos[:, None], sin[:, None]
 
     def forward(
