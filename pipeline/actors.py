@@ -39,7 +39,8 @@ from pipeline.errors import (
 from pipeline.faults import maybe_inject
 from pipeline.image_io import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
-EditorFactory = Callable[[str, str, Any], Any]  # (model, device, torch dtype) -> editor
+# (model, device, torch dtype) -> editor; called with fp8=True as well when a run asks for fp8
+EditorFactory = Callable[..., Any]
 
 _DEVICE_TYPES = ("H200", "H100", "A100", "L40S")
 # kontext_core's timing names -> ledger phase names
@@ -47,11 +48,13 @@ _MODEL_PHASES = {"text_encode": "text_encode", "context_encode": "context_encode
                  "denoise": "denoise", "decode": "decode_latents"}
 
 
-def load_kontext_editor(model: str, device: str, dtype: Any) -> Any:
-    """The production editor factory: kontext_core's KontextEditor.load."""
+def load_kontext_editor(model: str, device: str, dtype: Any, fp8: bool = False) -> Any:
+    """The production editor factory: kontext_core's KontextEditor.load (fp8: the fast path's
+    fp8 linears; emulated, with a note on stderr, where the device has no fp8 matmul)."""
     from kontext_core import KontextEditor
+    from kontext_core.speed import SpeedOptions
 
-    return KontextEditor.load(model, device=device, dtype=dtype)
+    return KontextEditor.load(model, device=device, dtype=dtype, speed=SpeedOptions(fp8=fp8))
 
 
 def device_type_of(device: str) -> str:
@@ -100,7 +103,7 @@ class EditorActor:
     def __init__(self, name: str, model: str, device: str, dtype: str,
                  editor_factory: EditorFactory | None = None,
                  faults: Sequence[Mapping[str, Any]] = (),
-                 torch_threads: int | None = None) -> None:
+                 torch_threads: int | None = None, fp8: bool = False) -> None:
         import torch
 
         from pipeline.model_info import torch_dtype
@@ -111,7 +114,8 @@ class EditorActor:
         self.faults = list(faults)
         self.load_start = time.time()
         factory = editor_factory or load_kontext_editor
-        self.editor = factory(model, device, torch_dtype(dtype))
+        # fp8 is passed only when on, so factories without the option keep working for exact runs
+        self.editor = factory(model, device, torch_dtype(dtype), **({"fp8": True} if fp8 else {}))
         self.load_end = time.time()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")

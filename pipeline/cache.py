@@ -12,8 +12,8 @@ UTF-8) holding exactly the inputs that change the output file:
      "guidance": <float> | "preset-default",
      "size": [width, height] | "preset-default",
      "dtype": "float32" | "bfloat16" | ...      (precision mode),
-     "approximations": {"fp8": false, "step_cache": null | <threshold>}  (fast-path options;
-                                               step_cache is --step-cache, fp8 is reserved),
+     "approximations": {"fp8": <bool>, "step_cache": null | <threshold>}  (fast-path options:
+                                               --fp8 and --step-cache),
      "output": {"format": "png", "encoder": {...}}           (file encoding + settings),
      "numerics": <numerics version of kontext_core>}
 

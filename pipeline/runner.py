@@ -89,6 +89,7 @@ class RunConfig:
     # Sources with more pixels are refused (bad row) from their header, before decoding.
     max_pixels: int = DEFAULT_MAX_PIXELS
     step_cache: float | None = None  # fast path: first-block step caching threshold (part of the key)
+    fp8: bool = False  # fast path: fp8 row-wise block linears, set at model load (part of the key)
 
 
 @dataclass
@@ -220,7 +221,7 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
             num_cpus=layout.num_cpus, num_gpus=layout.num_gpus, max_restarts=-1,
             max_task_retries=0, max_concurrency=2, scheduling_strategy="SPREAD",
         ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
-                 layout.torch_threads)
+                 layout.torch_threads, fp8=config.fp8)
         slots.append(ActorSlot(name=name, handle=handle))
     return slots
 
@@ -313,12 +314,15 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         output_format=fmt)
     step_cache = config.step_cache or None  # 0 means exact, the same as off
     model_settings = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype,
-                                   approximations={**DEFAULT_APPROXIMATIONS, "step_cache": step_cache})
+                                   approximations={**DEFAULT_APPROXIMATIONS, "step_cache": step_cache,
+                                                   "fp8": bool(config.fp8)})
     identity = {"model": info.fingerprint, "dtype": dtype, "steps": defaults.steps,
                 "guidance": defaults.guidance, "output_format": fmt,
                 "numerics": numerics_version()}
     if step_cache:  # only when on, so exact runs keep their run ids
         identity["step_cache"] = step_cache
+    if config.fp8:
+        identity["fp8"] = True
     out = Path(config.out).resolve()
     runs_dir = out / "runs"
     run_id, history, lock = acquire_run(runs_dir, base_run_id(checked.digest, identity),
