@@ -287,8 +287,25 @@ def run_batch(config: RunConfig, *, editor_factory: Any = None,
             device = resolve_device(config.device, cluster_resources()[1])
         else:
             device = resolve_device(config.device, None)  # local: start Ray only if needed
+        _check_fp8_device(config.fp8, device)
         return _run(config, info, checked, device, editor_factory, faults, session, budget,
                     cleanup)
+
+
+def _check_fp8_device(fp8: bool, device: str) -> None:
+    """--fp8 on a local GPU without fp8 matmuls is a config error now, not a failing actor later
+    (a remote cluster's GPUs are checked by the actors when they load the model)."""
+    if not fp8 or device != "cuda":
+        return
+    import torch
+
+    from kontext_core.speed.fp8 import Fp8UnsupportedError, choose_backend
+
+    if torch.cuda.is_available():
+        try:
+            choose_backend(torch.device("cuda"))
+        except Fp8UnsupportedError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _frozen_pricing(path: str | None) -> dict[str, Any]:

@@ -76,3 +76,18 @@ def test_actor_passes_fp8_to_the_factory_only_when_on() -> None:
     EditorActor("a", TEST_MODEL, "cpu", "float32", editor_factory=factory)
     EditorActor("b", TEST_MODEL, "cpu", "float32", editor_factory=factory, fp8=True)
     assert calls == [{}, {"fp8": True}]
+
+
+def test_fp8_on_a_local_gpu_without_fp8_is_a_config_error(monkeypatch) -> None:
+    import torch
+
+    from pipeline.errors import ConfigError
+    from pipeline.runner import _check_fp8_device
+
+    _check_fp8_device(True, "cpu")  # emulated: allowed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10")
+    _check_fp8_device(False, "cuda")  # exact runs never ask
+    with pytest.raises(ConfigError, match=r"compute capability 8\.9.*A10.*without --fp8"):
+        _check_fp8_device(True, "cuda")
