@@ -86,7 +86,9 @@ def compile_blocks(transformer: nn.Module, cache_dir: str | Path | None = None, 
     path = use_cache_dir(cache_dir)
     import torch._dynamo.config as dynamo_config
 
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, max_buckets)
+    # "recompile_limit" was "cache_size_limit" in older torch releases
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, name, max(getattr(dynamo_config, name), max_buckets))
     if hasattr(dynamo_config, "accumulated_recompile_limit"):
         dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 4 * max_buckets)
     for block in [*transformer.double_blocks, *transformer.single_blocks]:
