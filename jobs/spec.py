@@ -8,7 +8,8 @@
       variants: variants.yaml
       seeds: 1                         # seeds per (product, variant)
     model: kontext-tiny                # a preset name or a folder of downloaded weights
-    sampler: {steps: 8, guidance: 2.5, output_format: png, dtype: auto, batch_size: 4}
+    sampler: {steps: 8, guidance: 2.5, output_format: png, dtype: auto, batch_size: 4,
+              step_cache: 0.2, fp8: false}  # last two: opt-in fast path (approximate; in the cache key)
     output: runs/jobs                  # OUT: OUT/store (shared outputs), OUT/runs/<name>-<date>
     store: s3://bucket/prefix          # optional: outputs elsewhere (default OUT/store)
     pricing: prices.yaml               # optional: default pipeline/pricing.yaml
@@ -47,7 +48,7 @@ _TOP_KEYS = ("name", "description", "manifest", "build", "model", "sampler", "ou
              "pricing", "budget", "retention", "schedule", "ray")
 _SECTIONS = {
     "build": ("catalog", "variants", "seeds"),
-    "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size"),
+    "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size", "step_cache", "fp8"),
     "budget": ("amount", "currency"),
     "retention": ("keep_runs", "keep_days"),
     "schedule": ("cron", "timezone"),
@@ -93,6 +94,8 @@ class Sampler:
     output_format: str = "png"
     dtype: str = "auto"
     batch_size: int = 4
+    step_cache: float | None = None  # first-block step caching threshold (None: exact)
+    fp8: bool = False  # fp8 row-wise block linears
 
 
 @dataclass(frozen=True)
@@ -416,13 +419,20 @@ def _check_sampler(c: _Checker, entry) -> Sampler:
         c.problem(s["guidance"][1], "sampler.guidance", f"must be between 0 and 20, got "
                                                         f"{guidance}")
         guidance = None
+    step_cache = c.typed(s.get("step_cache"), "sampler.step_cache", float, "a number")
+    if step_cache is not None and not (math.isfinite(step_cache) and 0.0 <= step_cache <= 1.0):
+        c.problem(s["step_cache"][1], "sampler.step_cache", f"must be between 0 and 1 (0.1-0.3 is "
+                                                            f"typical), got {step_cache}")
+        step_cache = None
+    fp8 = c.typed(s.get("fp8"), "sampler.fp8", bool, "true or false")
     return Sampler(
         steps=c.int_in(s.get("steps"), "sampler.steps", 1, 200),
         guidance=guidance,
         output_format=c.choice(s.get("output_format"), "sampler.output_format",
                                OUTPUT_FORMATS, "png"),
         dtype=c.choice(s.get("dtype"), "sampler.dtype", DTYPES, "auto"),
-        batch_size=c.int_in(s.get("batch_size"), "sampler.batch_size", 1, 4096) or 4)
+        batch_size=c.int_in(s.get("batch_size"), "sampler.batch_size", 1, 4096) or 4,
+        step_cache=step_cache or None, fp8=bool(fp8))
 
 
 def _pricing_currency(c: _Checker, pricing_path: Path | None, pricing_entry) -> str | None:

@@ -475,3 +475,25 @@ def test_default_date_is_today_in_the_jobs_timezone(tmp_path: Path) -> None:
     for bad in ("2026-02-30", "20261127", "27.11.2026", ""):
         with pytest.raises(ValueError, match="YYYY-MM-DD"):
             parse_date(bad)
+
+
+def test_fast_path_sampler_options_reach_the_run_config(tmp_path: Path, monkeypatch) -> None:
+    import jobs.runner
+    import pipeline.runner
+
+    spec = load_job_spec(write_spec(tmp_path, GOOD + "sampler: {step_cache: 0.2, fp8: true}\n"))
+    assert spec.sampler.step_cache == 0.2 and spec.sampler.fp8 is True
+    assert load_job_spec(write_spec(tmp_path / "exact", GOOD)).sampler.step_cache is None
+
+    seen = {}
+    monkeypatch.setattr(pipeline.runner, "run_batch",
+                        lambda config, **kw: seen.setdefault("config", config))
+    jobs.runner._run(spec, "nightly-2026-11-27", tmp_path / "run", spec.manifest, [], None, (),
+                     False, False, 1, 0.0)
+    assert seen["config"].step_cache == 0.2 and seen["config"].fp8 is True
+
+    path = write_spec(tmp_path / "bad", GOOD + "sampler:\n  step_cache: 2\n  fp8: 'yes'\n")
+    problems = {p.key: p for p in problems_of(path)}
+    assert set(problems) == {"sampler.step_cache", "sampler.fp8"}
+    assert "between 0 and 1" in problems["sampler.step_cache"].message
+    assert "must be true or false" in problems["sampler.fp8"].message
