@@ -147,7 +147,7 @@ def train_autoencoder(ae, device, args, state, path: Path) -> None:
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.ae_steps or out_of_time:
             state.update(ae=ae.state_dict(), ae_opt=opt.state_dict(), ae_gen=gen.get_state(),
-                         ae_step=args.ae_steps if out_of_time else k + 1)
+                         ae_step=args.ae_steps if out_of_time else k + 1, ae_steps_run=k + 1)
             _save_state(path, state)
         if out_of_time:
             tqdm.write(f"autoencoder: time budget reached at step {k + 1}")
@@ -247,7 +247,8 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
                        f"psnr {m.background_product_psnr:.1f} dB | recolour {m.recolour_improvement:.2f}x")
         if (k + 1) % args.checkpoint_every == 0 or k + 1 == args.steps or frac >= 1.0:
             state.update(tf=tf.state_dict(), ema=ema.state_dict(), tf_opt=opt.state_dict(),
-                         tf_step=args.steps if frac >= 1.0 else k + 1, tf_gen=gen.get_state(), tf_losses=losses[-1000:])
+                         tf_step=args.steps if frac >= 1.0 else k + 1, tf_steps_run=k + 1, tf_gen=gen.get_state(),
+                         tf_losses=losses[-1000:])
             _save_state(path, state)
         if frac >= 1.0:
             tqdm.write(f"transformer: time budget reached at step {k + 1}")
@@ -343,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     print(final.summary())
     meta = {
         "seed": args.seed, "batch": args.batch, "ae_batch": args.ae_batch, "ae_crop": args.ae_crop,
-        "ae_steps": args.ae_steps, "steps": args.steps, "lr": args.lr, "product_weight": args.product_weight,
+        "ae_steps": args.ae_steps, "steps": args.steps, "ae_steps_run": state.get("ae_steps_run"),
+        "steps_run": state.get("tf_steps_run"), "lr": args.lr, "product_weight": args.product_weight,
         "bf16": args.bf16, "command": "python -m kontext_core.tiny.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "train_seconds": round(state["elapsed"], 1),
