@@ -143,7 +143,7 @@ def _load(args: argparse.Namespace, **checks: bool):
 def _job_run(args: argparse.Namespace) -> int:
     from jobs.runner import EXIT_BUSY, EXIT_CONFIG, JobBusy, JobError, parse_date, run_job
     from jobs.spec import SpecError
-    from pipeline.errors import ConfigError
+    from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.faults import faults_from_env
     from pipeline.runner import print_summary
 
@@ -158,6 +158,10 @@ def _job_run(args: argparse.Namespace) -> int:
     except JobBusy as exc:
         print(f"kontext-batch job run: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except RunFolderFull as exc:
+        print(f"kontext-batch job run: stopped: {exc}; trigger the same date again to resume",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kontext-batch job run: interrupted; trigger the same date again to resume",
               file=sys.stderr)

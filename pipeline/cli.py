@@ -38,8 +38,8 @@ over http. Animated images use their first frame, EXIF orientation is applied, t
 is flattened onto white: the results table's `notes` column says so per row, and its
 `truncated` column marks instructions cut at the text encoder's token limit.
 
-If the output store runs out of space the run stops (exit code 1, nothing half-written is
-kept) and the same command resumes it once there is space again.
+If the output store or the run folder runs out of space the run stops (exit code 1, nothing
+half-written is kept) and the same command resumes it once there is space again.
 
 Manifest values win over flags: --steps, --guidance and --output-format fill in rows that
 leave those columns empty; otherwise the model preset's defaults apply.
@@ -139,7 +139,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from pipeline.errors import ConfigError
+    from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.faults import faults_from_env
     from pipeline.runner import DEMO_MANIFEST, RunConfig, print_summary, run_batch
 
@@ -165,6 +165,9 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kontext-batch run: error: {exc}", file=sys.stderr)
         return 2
+    except RunFolderFull as exc:
+        print(f"kontext-batch run: stopped: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kontext-batch run: interrupted; run the same command again to resume",
               file=sys.stderr)

@@ -49,6 +49,13 @@ class ConfigError(PipelineError):
     error_class = CONFIG
 
 
+class RunFolderFull(PipelineError):
+    """The run folder (ledger, results) is out of space: the run stops where it is and the same
+    command resumes it later (exit code 1, like a full output store)."""
+
+    error_class = TRANSIENT
+
+
 class BadRowError(PipelineError):
     """One row's input is unusable (missing/corrupt image, empty instruction, ...)."""
 

@@ -4,10 +4,13 @@ Written only by the driver. Each ``append`` call writes its records, flushes and
 so a record that is on disk stays there when the driver is killed. A kill in the middle
 of a write can leave a truncated last line: the reader skips it, and a writer that
 reopens the file first cuts that fragment off, so the file stays complete lines only.
+A run folder that runs out of space (ENOSPC, EDQUOT) mid-write gets the same treatment at
+once: the fragment is cut and ``RunFolderFull`` says where and how to resume.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -16,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import killpoints
+from pipeline.errors import RunFolderFull
 
 SCHEMA_VERSION = 1
 
 RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end")
 OUTCOMES = ("ok", "cache-hit", "retry-scheduled", "failed-permanent")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 PHASES = ("read", "decode", "text_encode", "context_encode", "denoise", "decode_latents",
           "file_encode", "commit")
 
@@ -36,6 +41,7 @@ class LedgerWriter:
         self.path = Path(path)
         self.run_id = run_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.full: str | None = None  # why the folder took no more records, once it is full
         self._file = open(self.path, "ab")
         self._drop_partial_line()
 
@@ -79,8 +85,30 @@ class LedgerWriter:
             self._file.write(payload[: max(1, len(payload) // 2)])
             self._sync()
             killpoints.die()
+        if self.full is not None:
+            raise RunFolderFull(self.full)
+        size = self._file.tell()
+        try:
+            self._write(payload)
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise
+            self._cut_back(size)
+            self.full = run_folder_full_message(self.path.parent, exc)
+            raise RunFolderFull(self.full) from None
+
+    def _write(self, payload: bytes) -> None:
         self._file.write(payload)
         self._sync()
+
+    def _cut_back(self, size: int) -> None:
+        """Drop what a failed write left (in the buffer and on disk): complete lines only."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffered bytes could not be flushed either; that is the point
+        os.truncate(self.path, size)
+        self._file = open(self.path, "ab")
 
     def write(self, type_: str, **fields: Any) -> dict[str, Any]:
         rec = self.record(type_, **fields)
@@ -96,6 +124,12 @@ class LedgerWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_folder_full_message(folder: str | os.PathLike, exc: OSError) -> str:
+    return (f"the run folder {os.fspath(folder)} is out of space ({exc.strerror or exc}); the "
+            f"ledger holds every record made so far. Free space there (or move --out) and run "
+            f"the same command again: it resumes where this stopped")
 
 
 def read_ledger(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -38,10 +38,10 @@ from pipeline.dispatch import (
     StoreFull,
 )
 from pipeline.encode import normalise_format
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, RunFolderFull
 from pipeline.image_io import DEFAULT_MAX_PIXELS
 from pipeline.killpoints import kill_point
-from pipeline.ledger import LedgerWriter
+from pipeline.ledger import NO_SPACE, LedgerWriter, run_folder_full_message
 from pipeline.manifest_input import check_manifest
 from pipeline.model_info import DTYPES, ModelInfo, resolve_model_info
 from pipeline.outcomes import Outcomes
@@ -406,10 +406,16 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         raise ConfigError(str(exc)) from None
     finally:
         digests.close()
-        results = outcomes.write(run_dir / "results.parquet", manifest_abs)
-        kill_point("after-results")
-        ledger.write("run-end", status=status, counts=outcomes.counts())
-        ledger.close()
+        try:
+            results = outcomes.write(run_dir / "results.parquet", manifest_abs)
+            kill_point("after-results")
+            ledger.write("run-end", status=status, counts=outcomes.counts())
+        except OSError as exc:  # results.parquet on a full run folder (the ledger raises its own)
+            if exc.errno not in NO_SPACE:
+                raise
+            raise RunFolderFull(ledger.full or run_folder_full_message(run_dir, exc)) from None
+        finally:
+            ledger.close()
     kill_point("after-run-end")
     reports, report_error = ({}, None)
     if config.reports:

@@ -122,6 +122,72 @@ def test_store_out_of_space_stops_cleanly_and_resumes_when_space_is_back(
     assert len(oks) == 12 and set(oks.values()) == {1}  # the 2 stored rows were not redone
 
 
+# -- the run folder runs out of space ----------------------------------------------------------
+def test_ledger_on_a_full_disk_keeps_complete_lines_and_says_how_to_resume(tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    from pipeline.errors import RunFolderFull
+    from pipeline.ledger import LedgerWriter, read_ledger
+
+    path = tmp_path / "run" / "ledger.jsonl"
+    writer = LedgerWriter(path, "r1")
+    writer.write("run-start", rows=3)
+    real_write = LedgerWriter._write
+
+    def half_then_enospc(self: LedgerWriter, payload: bytes) -> None:
+        real_write(self, payload[: len(payload) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(LedgerWriter, "_write", half_then_enospc)
+    for _ in range(2):  # and every later record is refused the same way, not half-written
+        try:
+            writer.write("run-end", status="complete", counts={})
+        except RunFolderFull as exc:
+            message = str(exc)
+        else:
+            raise AssertionError("a write on a full disk must raise RunFolderFull")
+        assert path.read_bytes().endswith(b"\n")
+        assert [r["type"] for r in read_ledger(path)] == ["run-start"]
+    assert str(path.parent) in message and "No space left on device" in message
+    assert "run the same command again" in message
+    writer.close()
+
+
+def test_run_folder_out_of_space_stops_the_run_and_the_same_command_resumes(
+        cluster, tmp_path: Path, monkeypatch) -> None:
+    from pipeline.errors import RunFolderFull
+    from pipeline.ledger import LedgerWriter
+
+    state = {"appends_left": 6}
+    real_write = LedgerWriter._write
+
+    def write(self: LedgerWriter, payload: bytes) -> None:
+        if state["appends_left"] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        state["appends_left"] -= 1
+        real_write(self, payload)
+
+    monkeypatch.setattr(LedgerWriter, "_write", write)
+    manifest = make_manifest(tmp_path / "m", products=6, variants=2)  # 12 rows
+    out = tmp_path / "out"
+    try:
+        run_batch(_config(manifest, out, cluster.address))
+    except RunFolderFull as exc:
+        assert "out of space" in str(exc) and "run the same command again" in str(exc)
+    else:
+        raise AssertionError("the run must stop with RunFolderFull")
+    (run_dir,) = run_dirs(out)
+    before = read_records(run_dir)
+    raw = (run_dir / "ledger.jsonl").read_bytes()
+    assert raw.endswith(b"\n") and raw.count(b"\n") == len(before)  # complete lines only
+    assert before[0]["type"] == "run-start" and before[-1]["type"] != "run-end"
+    assert check_store(out) == []
+
+    state["appends_left"] = 10**9  # space is back
+    again = run_batch(_config(manifest, out, cluster.address))
+    assert again.run_dir == run_dir and again.exit_code == 0 and again.counts["done"] == 12
+    assert check_run(run_dir, 12) == [] and check_store(out) == []
+
+
 # -- two runs on one cache -------------------------------------------------------------------
 def test_two_concurrent_runs_on_one_cache_commit_each_key_once(cluster, drivers,
                                                                tmp_path: Path) -> None:
