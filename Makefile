@@ -11,7 +11,7 @@ TINY_OUT ?= runs/kontext-tiny-retrained
 export HF_HUB_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 
-.PHONY: soak job-demo bench-step-cache run test venv lint train-tiny eval-tiny finetune-tiny-decoder bench-gpu bench-scale bench-reports bench-manifest clean
+.PHONY: soak job-demo bench-step-cache run test venv lint train-tiny eval-tiny bench-gpu bench-scale bench-reports bench-manifest clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
