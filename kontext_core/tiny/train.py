@@ -86,10 +86,9 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _product_weight(mask: torch.Tensor, weight: float, device: torch.device) -> torch.Tensor:
-    """1 + weight on product pixels and a 2-pixel ring around them (where the edges are), (B,1,H,W)."""
-    m = F.max_pool2d(mask.to(device).float()[:, None], 5, 1, 2)
-    return 1.0 + weight * m
+def _product_region(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Product pixels plus a 2-pixel ring around them (where the edges are), 0/1 as (B,1,H,W)."""
+    return F.max_pool2d(mask.to(device).float()[:, None], 5, 1, 2)
 
 
 def product_crops(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor, size: int,
@@ -134,7 +133,7 @@ def train_autoencoder(ae, device, args, state, path: Path) -> None:
             g["lr"] = args.ae_lr * min(1.0, (k + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         masks = torch.cat([mask, mask])
         x, w = product_crops(_to_pixels(torch.cat([src, tgt]), device),
-                             _product_weight(masks, args.product_weight, device), masks, args.ae_crop, gen)
+                             1.0 + args.product_weight * _product_region(masks, device), masks, args.ae_crop, gen)
         with _autocast(device, args.bf16):
             z = ae.encoder(x)[:, : ae.config.z_channels]
             rec = ae.decoder(z)
@@ -227,7 +226,7 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
             pred = tf(img=torch.cat((xt, ctx), dim=1), img_ids=ids, txt=txt, txt_ids=txt_ids, timesteps=t, y=y,
                       guidance=torch.full((n,), GUIDANCE, device=device), pe=pe)[:, : x0.shape[1]]
         # Tokens covering the product (or its edge ring) weigh more: keeping it intact is the job.
-        cover = F.avg_pool2d(_product_weight(mask, 1.0, device) - 1.0, patch).flatten(1)
+        cover = F.avg_pool2d(_product_region(mask, device), patch).flatten(1)  # share of each token
         tok_w = 1.0 + args.product_weight * cover
         loss = ((pred.float() - (eps - x0)).pow(2).mean(-1) * tok_w).mean() / tok_w.mean()
         opt.zero_grad(set_to_none=True)
