@@ -166,7 +166,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"kontext-batch run: error: {exc}", file=sys.stderr)
         return 2
     except RunFolderFull as exc:
-        print(f"kontext-batch run: stopped: {exc}", file=sys.stderr)
+        print(f"kontext-batch run: stopped: {exc}; run the same command again to resume",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("kontext-batch run: interrupted; run the same command again to resume",
