@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pipeline_helpers import REPO, TEST_MODEL, read_records, short_tmp
+from pipeline_helpers import REPO, TEST_MODEL, read_records, short_tmp, wait_for
 
 FINAL_STATUSES = ("done", "cache-hit", "failed")
 
@@ -155,6 +155,29 @@ def check_run(run_dir: Path, rows_total: int) -> list[str]:
     except Exception as exc:  # the audited reader refuses a malformed ledger
         problems.append(f"the reports' strict ledger reader refuses the ledger: {exc}")
     return problems
+
+
+# -- a node is lost --------------------------------------------------------------------------
+def remove_node_after_it_commits(cluster: Any, worker: Any, out: Path, driver: Any,
+                                 outcome: dict[str, Any], timeout: float = 180) -> None:
+    """Wait until an actor on ``worker`` (a node of the ray.cluster_utils ``cluster``) has
+    committed a row of the run under ``out``, then remove that node while the run goes on.
+    ``driver``/``outcome`` come from run_in_background: a run that ends first fails here."""
+
+    def worker_committed() -> bool:
+        dirs = run_dirs(out)
+        if not dirs or not (dirs[0] / "ledger.jsonl").exists():
+            return False
+        recs = read_records(dirs[0])
+        on_worker = {r["actor"] for r in recs
+                     if r["type"] == "actor-load" and r["node"] == worker.node_id}
+        return any(r["type"] == "attempt" and r["outcome"] == "ok" and r["actor"] in on_worker
+                   for r in recs)
+
+    wait_for(lambda: worker_committed() or not driver.is_alive(), timeout,
+             "an actor on the worker node to commit a row")
+    assert driver.is_alive(), outcome
+    cluster.remove_node(worker)
 
 
 # -- drivers that can be SIGKILLed cheaply ----------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hardening_helpers import remove_node_after_it_commits
 from pipeline_helpers import (
     REPO,
     TEST_MODEL,
@@ -136,21 +137,7 @@ def test_losing_a_node_mid_run_still_completes(tmp_path: Path) -> None:
                            reports=False, progress=False, retry_backoff_s=0.05)
         faults = _sleep_faults(manifest, tmp_path / "faults", 0.25)
         driver, outcome = run_in_background(config, faults)
-
-        def worker_actor_busy() -> bool:
-            ledgers = list((tmp_path / "out" / "runs").glob("*/ledger.jsonl"))
-            if not ledgers:
-                return False
-            recs = read_records(ledgers[0].parent)
-            on_worker = {r["actor"] for r in recs
-                         if r["type"] == "actor-load" and r["node"] == worker.node_id}
-            return any(r["type"] == "attempt" and r["outcome"] == "ok"
-                       and r["actor"] in on_worker for r in recs)
-
-        wait_for(lambda: worker_actor_busy() or not driver.is_alive(), 180,
-                  "the worker node's actor to commit a row")
-        assert driver.is_alive(), outcome
-        cluster.remove_node(worker)
+        remove_node_after_it_commits(cluster, worker, tmp_path / "out", driver, outcome)
         driver.join(timeout=300)
         assert not driver.is_alive() and "error" not in outcome, outcome
         summary = outcome["summary"]

@@ -23,11 +23,12 @@ from hardening_helpers import (
     check_store,
     cli_argv,
     cli_env,
+    remove_node_after_it_commits,
     results_rows,
     run_dirs,
 )
 from PIL import Image
-from pipeline_helpers import TEST_MODEL, make_manifest, read_records, run_in_background, wait_for
+from pipeline_helpers import TEST_MODEL, make_manifest, read_records, run_in_background
 
 from pipeline.runner import RunConfig, run_batch
 from pipeline.store import Store
@@ -319,21 +320,7 @@ def test_node_lost_mid_run_every_row_still_ends_once(tmp_path: Path) -> None:
                    "marker_dir": str(tmp_path / "faults")} for rid in ids]
         config = _config(manifest, tmp_path / "out", cluster.address, actors=2)
         driver, outcome = run_in_background(config, faults)
-
-        def worker_committed() -> bool:
-            dirs = run_dirs(tmp_path / "out")
-            if not dirs or not (dirs[0] / "ledger.jsonl").exists():
-                return False
-            recs = read_records(dirs[0])
-            on_worker = {r["actor"] for r in recs
-                         if r["type"] == "actor-load" and r["node"] == worker.node_id}
-            return any(r["type"] == "attempt" and r["outcome"] == "ok" and r["actor"] in on_worker
-                       for r in recs)
-
-        wait_for(lambda: worker_committed() or not driver.is_alive(), 180,
-                 "an actor on the worker node to commit a row")
-        assert driver.is_alive(), outcome
-        cluster.remove_node(worker)
+        remove_node_after_it_commits(cluster, worker, tmp_path / "out", driver, outcome)
         driver.join(timeout=300)
         assert not driver.is_alive() and "error" not in outcome, outcome
         summary = outcome["summary"]
