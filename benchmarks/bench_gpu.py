@@ -15,7 +15,8 @@ rewritten after each part so a later failure keeps the earlier figures):
 2. edit — a whole edit at 1024² (text encode + context encode + 28 steps + decode) with random
    full-size modules: transformer, autoencoder, T5-XXL and CLIP-L encoders built from config on the
    GPU (random weights: timings are real, pixels are noise). Variants: eager exact, fused + compile,
-   + step cache 0.1, fp8 + fused + compile. Pixel differences vs the eager exact edit.
+   + step cache 0.1, + context at half size (512² context: 1024 context tokens instead of 4096),
+   fp8 + fused + compile. Pixel differences vs the eager exact edit.
 3. pipeline — ``run_batch`` over 16 rows with one Ray actor holding the GPU (num_gpus=1); the
    GPU-busy fraction comes from the run's own ledger (pipeline.reports.usage): busy / (held − load).
 
@@ -327,14 +328,15 @@ def part_edit(args, env: dict) -> dict:
     rows: list[dict] = []
     baseline: list = []
 
-    def run(name: str, step_cache: float | None = None) -> None:
+    def run(name: str, step_cache: float | None = None, context_scale: float | None = None) -> None:
         reset_peak(cuda)
+        fast = {"step_cache": step_cache, "context_scale": context_scale}
         w0 = time.perf_counter()
-        editor.edit(**{**call, "steps": 2}, step_cache=step_cache)  # warm-up: compiles (or loads) here
+        editor.edit(**{**call, "steps": 2}, **fast)  # warm-up: compiles (or loads) here
         sync(cuda)
         warm_s = time.perf_counter() - w0
         w0 = time.perf_counter()
-        out = editor.edit(**call, step_cache=step_cache)
+        out = editor.edit(**call, **fast)
         sync(cuda)
         wall = time.perf_counter() - w0
         px = np.asarray(out.images[0], dtype=np.float64)
@@ -358,6 +360,7 @@ def part_edit(args, env: dict) -> dict:
     with torch.inference_mode():
         run(exact_name)
         run(exact_name + " + step cache 0.1", step_cache=0.1)
+        run(exact_name + " + context at 0.5", context_scale=0.5)
     if args.fp8:
         uncompile(editor.transformer)
         report = apply_speed(editor.transformer, SpeedOptions(fp8=True, compile=args.compile,

@@ -17,7 +17,7 @@ from .autoencoder import AutoEncoder
 from .config import Preset
 from .fingerprint import source_fingerprint
 from .loading import ModelSource, load_components, resolve_model
-from .resolution import check_output_size, context_size
+from .resolution import check_context_scale, check_output_size, context_size, reduced_context_size
 from .sampling import denoise, image_ids, noise_for_seed, pack, schedule, unpack
 from .speed.options import SpeedOptions, SpeedReport, apply_speed
 from .step_cache import FirstBlockCache
@@ -117,9 +117,10 @@ class KontextEditor:
         return context_size(self.preset.resolution, image_size[0], image_size[1], self.pixels_per_token)
 
     @torch.inference_mode()
-    def encode_context(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Resize (LANCZOS) to the policy's context size, encode, pack: [1, N_c, 4C] and (w, h)."""
-        w, h = self.context_size_for(image.size)
+    def encode_context(self, image: Image.Image, scale: float = 1.0) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Resize (LANCZOS) to the policy's context size (times ``scale``, the fast path's reduced
+        context), encode, pack: [1, N_c, 4C] and the encoded (w, h)."""
+        w, h = reduced_context_size(self.context_size_for(image.size), scale, self.pixels_per_token)
         image = image.convert("RGB")
         if image.size != (w, h):
             image = image.resize((w, h), Image.Resampling.LANCZOS)
@@ -137,10 +138,14 @@ class KontextEditor:
         size: tuple[int, int] | None = None,
         progress: Callable[[int, int], None] | None = None,
         step_cache: float | None = None,
+        context_scale: float | None = None,
     ) -> EditOutput:
         """Edit each image by its instruction. Output size defaults to the context's size.
 
         ``step_cache``: opt-in first-block caching threshold (an approximation; None/0 = exact).
+        ``context_scale``: opt-in reduced context (an approximation; None/1 = exact): the source is
+        encoded at this fraction of its context size, fewer tokens to attend to, and laid on the
+        full-size positions. The output size does not change.
 
         Rows sharing an image or an instruction share context latents / text embeddings. Each
         row's noise comes from its own seed, so its pixels do not depend on the batch.
@@ -157,6 +162,7 @@ class KontextEditor:
         ppt = self.pixels_per_token
         if size is not None:
             size = check_output_size(tuple(size), ppt)
+        scale = check_context_scale(context_scale)
         timings: dict[str, float] = {}
         timer = _Timer(timings, self.device)
 
@@ -166,23 +172,24 @@ class KontextEditor:
             text_index = [unique_text.index(i) for i in instructions]
 
         with timer("context_encode"):
-            contexts: dict[str, tuple[torch.Tensor, tuple[int, int]]] = {}
+            # key -> (tokens, encoded size, full context size: the default output size)
+            contexts: dict[str, tuple[torch.Tensor, tuple[int, int], tuple[int, int]]] = {}
             image_keys = []
             for image in images:
                 key = _image_key(image)
                 if key not in contexts:
-                    contexts[key] = self.encode_context(image)
+                    contexts[key] = (*self.encode_context(image, scale), self.context_size_for(image.size))
                 image_keys.append(key)
 
         groups: dict[tuple, list[int]] = {}
         for row, key in enumerate(image_keys):
-            ctx_size = contexts[key][1]
-            groups.setdefault((ctx_size, size or ctx_size), []).append(row)
+            _, ctx_size, full_size = contexts[key]
+            groups.setdefault((ctx_size, full_size, size or full_size), []).append(row)
 
         total_steps, done = len(groups) * steps, 0
         reused = 0
         latents_by_row: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}
-        for (ctx_size, out_size), rows in groups.items():
+        for (ctx_size, full_size, out_size), rows in groups.items():
             with timer("denoise"):
                 lat_h, lat_w = out_size[1] // ppt * 2, out_size[0] // ppt * 2
                 c = self.preset.autoencoder.z_channels
@@ -190,7 +197,9 @@ class KontextEditor:
                 img = pack(noise)
                 img_ids = image_ids(lat_h // 2, lat_w // 2, 0.0, self.device)
                 ctx = torch.cat([contexts[image_keys[r]][0] for r in rows])
-                ctx_ids = image_ids(ctx_size[1] // ppt, ctx_size[0] // ppt, 1.0, self.device)
+                ctx_rows, ctx_cols = ctx_size[1] // ppt, ctx_size[0] // ppt
+                stride = (full_size[1] // ppt / ctx_rows, full_size[0] // ppt / ctx_cols)
+                ctx_ids = image_ids(ctx_rows, ctx_cols, 1.0, self.device, stride)
                 txt = emb.t5[[text_index[r] for r in rows]].to(self.dtype)
                 y = emb.pooled[[text_index[r] for r in rows]].to(self.dtype)
                 txt_ids = torch.zeros(1, txt.shape[1], 3, device=self.device)

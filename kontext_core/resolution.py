@@ -34,3 +34,21 @@ def check_output_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     if w <= 0 or h <= 0 or w % multiple or h % multiple:
         raise ValueError(f"output size {w}x{h} must be positive multiples of {multiple} pixels")
     return w, h
+
+
+def check_context_scale(scale: float | None) -> float:
+    """The reduced-context fraction (None means 1: the exact path); must be in (0, 1]."""
+    if scale is None:
+        return 1.0
+    scale = float(scale)
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"context scale must be in (0, 1] (got {scale}); 0.5 encodes the source at half "
+                         "its width and height, 1 is the exact path")
+    return scale
+
+
+def reduced_context_size(size: tuple[int, int], scale: float, multiple: int) -> tuple[int, int]:
+    """(w, h) times ``scale``, rounded to the nearest multiple (at least one multiple)."""
+    if scale == 1.0:
+        return size
+    return tuple(max(multiple, round(v * scale / multiple) * multiple) for v in size)  # type: ignore[return-value]

@@ -24,10 +24,14 @@ def unpack(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.reshape(b, f // 4, h, w)
 
 
-def image_ids(rows: int, cols: int, axis0: float = 0.0, device=None) -> torch.Tensor:
-    """Position ids [1, rows·cols, 3]: (axis0, row, col), row-major."""
-    r = torch.arange(rows, dtype=torch.float32, device=device)
-    c = torch.arange(cols, dtype=torch.float32, device=device)
+def image_ids(rows: int, cols: int, axis0: float = 0.0, device=None,
+              stride: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    """Position ids [1, rows·cols, 3]: (axis0, row·stride_r, col·stride_c), row-major.
+
+    A stride above 1 lays a reduced context on the positions its full-size grid would have had,
+    so each context token still lines up with the output tokens it shows."""
+    r = torch.arange(rows, dtype=torch.float32, device=device) * stride[0]
+    c = torch.arange(cols, dtype=torch.float32, device=device) * stride[1]
     ids = torch.stack(
         (torch.full((rows, cols), axis0, device=device), r[:, None].expand(rows, cols), c[None, :].expand(rows, cols)),
         dim=-1,

@@ -171,3 +171,25 @@ def test_full_size_shapes_on_meta_device():
     # diffusers' config.json for Kontext maps back to our preset.
     fields = diffusers_transformer_fields(reference_tf.config, "meta")
     assert TransformerConfig(**fields) == preset.transformer
+
+
+def test_reduced_context_has_fewer_tokens_on_full_size_positions_and_keeps_the_output_size(monkeypatch):
+    editor = tiny_editor()
+    calls = spy_on_denoise(monkeypatch)
+    image = random_image(3)
+    exact = editor.edit([image], ["make the background red"], [1])
+    reduced = editor.edit([image], ["make the background red"], [1], context_scale=0.5)
+    full, half = calls
+    # context 48×32 px -> 12×8 tokens exact; at 0.5 -> 24×16 px -> 6×4 tokens, laid on every other position
+    assert full["context"].shape[1] == 96 and half["context"].shape[1] == 24
+    assert half["context_ids"][0, :, 1].unique().tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert half["context_ids"][0, :, 2].unique().tolist() == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert torch.equal(half["img_ids"], full["img_ids"])  # the output grid is the full-size one
+    assert reduced.images[0].size == exact.images[0].size == SIZE
+    assert not np.array_equal(np.asarray(reduced.images[0]), np.asarray(exact.images[0]))
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
+def test_context_scale_outside_zero_to_one_is_refused_with_the_reason(scale):
+    with pytest.raises(ValueError, match=r"context scale must be in \(0, 1\]"):
+        tiny_editor().edit([random_image(0)], ["make it red"], [1], context_scale=scale)

@@ -88,7 +88,7 @@ def held_out_examples(n: int, size: int) -> list[Example]:
 
 def evaluate(editor: KontextEditor, n: int = 64, steps: int | None = None, batch: int = 16,
              examples: Sequence[Example] | None = None, progress: bool = True,
-             step_cache: float | None = None) -> TinyMetrics:
+             step_cache: float | None = None, context_scale: float | None = None) -> TinyMetrics:
     from PIL import Image
 
     size = editor.preset.resolution.size[0] if editor.preset.resolution.size else 64
@@ -99,7 +99,8 @@ def evaluate(editor: KontextEditor, n: int = 64, steps: int | None = None, batch
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
         out = editor.edit([Image.fromarray(e.source) for e in chunk], [e.instruction for e in chunk],
-                          [1000 + i + k for k in range(len(chunk))], steps=steps, step_cache=step_cache)
+                          [1000 + i + k for k in range(len(chunk))], steps=steps, step_cache=step_cache,
+                          context_scale=context_scale)
         outputs += [np.asarray(im) for im in out.images]
         reused, row_steps = reused + out.step_cache_reused, row_steps + out.row_steps
         bar.update(len(chunk))

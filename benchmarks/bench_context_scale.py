@@ -1,0 +1,48 @@
+"""Fast path on CPU: a reduced context (``context_scale``) on kontext-tiny — speed vs quality.
+
+`python benchmarks/bench_context_scale.py [--n 64]` prints, per scale, wall time relative to the
+exact run measured in the same process (best of ``--repeats``, round-robin) and the held-out edit
+metrics (kontext_core.tiny.metrics) next to the exact path's. The full-size speed is part 2 of
+bench_gpu.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from kontext_core import KontextEditor
+from kontext_core.tiny.metrics import evaluate, held_out_examples
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="kontext-tiny")
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--scales", default="0.75,0.5")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    editor = KontextEditor.load(args.model)
+    examples = held_out_examples(args.n, editor.preset.resolution.size[0])
+    configs = [None] + [float(s) for s in args.scales.split(",")]
+    best: dict = {}
+    metrics: dict = {}
+    for _ in range(args.repeats):
+        for scale in configs:
+            t0 = time.perf_counter()
+            metrics[scale] = evaluate(editor, examples=examples, progress=False, context_scale=scale)
+            best[scale] = min(best.get(scale, float("inf")), time.perf_counter() - t0)
+    base_t, base = best[None], metrics[None]
+    print(f"{'scale':>6s} {'time':>7s} {'speed':>6s} {'bg x':>6s} {'psnr':>6s} {'recol x':>7s}  vs exact (bg, psnr, recolour)")
+    for scale in configs:
+        m, t = metrics[scale], best[scale]
+        print(f"{'exact' if scale is None else f'{scale:g}':>6s} {t:6.1f}s {base_t / t:5.2f}x "
+              f"{m.background_improvement:6.1f} {m.background_product_psnr:6.2f} {m.recolour_improvement:7.2f}  "
+              f"{m.background_improvement / base.background_improvement - 1:+.1%}, "
+              f"{m.background_product_psnr - base.background_product_psnr:+.1f} dB, "
+              f"{m.recolour_improvement / base.recolour_improvement - 1:+.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
