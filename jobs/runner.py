@@ -146,7 +146,7 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
         address=spec.ray.address, device=spec.ray.device, dtype=spec.sampler.dtype,
         batch_size=spec.sampler.batch_size, actors=spec.ray.actors, steps=spec.sampler.steps,
         guidance=spec.sampler.guidance, output_format=spec.sampler.output_format,
-        step_cache=spec.sampler.step_cache, fp8=spec.sampler.fp8,
+        step_cache=spec.sampler.step_cache, fp8=spec.sampler.fp8, compile=spec.sampler.compile,
         run_id=run_id, max_attempts=spec.ray.max_attempts, retry_backoff_s=retry_backoff_s,
         num_cpus=num_cpus, reports=reports, progress=progress,
         image_roots=image_roots or None, pricing=str(pricing_file))

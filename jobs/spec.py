@@ -9,7 +9,8 @@
       seeds: 1                         # seeds per (product, variant)
     model: kontext-tiny                # a preset name or a folder of downloaded weights
     sampler: {steps: 8, guidance: 2.5, output_format: png, dtype: auto, batch_size: 4,
-              step_cache: 0.2, fp8: false}  # last two: opt-in fast path (approximate; in the cache key)
+              step_cache: 0.2, fp8: false,  # opt-in fast path (approximate; in the cache key)
+              compile: false}               # opt-in exact path: torch.compile in each actor
     output: runs/jobs                  # OUT: OUT/store (shared outputs), OUT/runs/<name>-<date>
     store: s3://bucket/prefix          # optional: outputs elsewhere (default OUT/store)
     pricing: prices.yaml               # optional: default pipeline/pricing.yaml
@@ -48,7 +49,7 @@ _TOP_KEYS = ("name", "description", "manifest", "build", "model", "sampler", "ou
              "pricing", "budget", "retention", "schedule", "ray")
 _SECTIONS = {
     "build": ("catalog", "variants", "seeds"),
-    "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size", "step_cache", "fp8"),
+    "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size", "step_cache", "fp8", "compile"),
     "budget": ("amount", "currency"),
     "retention": ("keep_runs", "keep_days"),
     "schedule": ("cron", "timezone"),
@@ -96,6 +97,7 @@ class Sampler:
     batch_size: int = 4
     step_cache: float | None = None  # first-block step caching threshold (None: exact)
     fp8: bool = False  # fp8 row-wise block linears
+    compile: bool = False  # exact path: fused RoPE + torch.compile per block in each actor
 
 
 @dataclass(frozen=True)
@@ -425,6 +427,7 @@ def _check_sampler(c: _Checker, entry) -> Sampler:
                                                             f"typical), got {step_cache}")
         step_cache = None
     fp8 = c.typed(s.get("fp8"), "sampler.fp8", bool, "true or false")
+    compile_ = c.typed(s.get("compile"), "sampler.compile", bool, "true or false")
     return Sampler(
         steps=c.int_in(s.get("steps"), "sampler.steps", 1, 200),
         guidance=guidance,
@@ -432,7 +435,7 @@ def _check_sampler(c: _Checker, entry) -> Sampler:
                                OUTPUT_FORMATS, "png"),
         dtype=c.choice(s.get("dtype"), "sampler.dtype", DTYPES, "auto"),
         batch_size=c.int_in(s.get("batch_size"), "sampler.batch_size", 1, 4096) or 4,
-        step_cache=step_cache or None, fp8=bool(fp8))
+        step_cache=step_cache or None, fp8=bool(fp8), compile=bool(compile_))
 
 
 def _pricing_currency(c: _Checker, pricing_path: Path | None, pricing_entry) -> str | None:

@@ -39,7 +39,8 @@ from pipeline.errors import (
 from pipeline.faults import maybe_inject
 from pipeline.image_io import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
-# (model, device, torch dtype) -> editor; called with fp8=True as well when a run asks for fp8
+# (model, device, torch dtype) -> editor; called with fp8=True / compile=True as well when a run
+# asks for them (and only then, so factories without those options keep working)
 EditorFactory = Callable[..., Any]
 
 _DEVICE_TYPES = ("H200", "H100", "A100", "L40S")
@@ -48,13 +49,18 @@ _MODEL_PHASES = {"text_encode": "text_encode", "context_encode": "context_encode
                  "denoise": "denoise", "decode": "decode_latents"}
 
 
-def load_kontext_editor(model: str, device: str, dtype: Any, fp8: bool = False) -> Any:
-    """The production editor factory: kontext_core's KontextEditor.load (fp8: the fast path's
-    fp8 linears; emulated, with a note on stderr, where the device has no fp8 matmul)."""
+def load_kontext_editor(model: str, device: str, dtype: Any, fp8: bool = False, compile: bool = False) -> Any:
+    """The production editor factory: kontext_core's KontextEditor.load.
+
+    fp8: the fast path's fp8 linears (emulated, with a note on stderr, where the device has no fp8
+    matmul). compile: the exact path's fused RoPE + per-block torch.compile; each new shape
+    compiles on its first batch, into the on-disk cache ($KONTEXT_COMPILE_CACHE or the user cache
+    dir) that the node's other actors and later runs load instead of compiling again."""
     from kontext_core import KontextEditor
     from kontext_core.speed import SpeedOptions
 
-    return KontextEditor.load(model, device=device, dtype=dtype, speed=SpeedOptions(fp8=fp8))
+    return KontextEditor.load(model, device=device, dtype=dtype,
+                              speed=SpeedOptions(fp8=fp8, fused_rope=compile, compile=compile))
 
 
 def device_type_of(device: str) -> str:
@@ -103,7 +109,7 @@ class EditorActor:
     def __init__(self, name: str, model: str, device: str, dtype: str,
                  editor_factory: EditorFactory | None = None,
                  faults: Sequence[Mapping[str, Any]] = (),
-                 torch_threads: int | None = None, fp8: bool = False) -> None:
+                 torch_threads: int | None = None, fp8: bool = False, compile: bool = False) -> None:
         import torch
 
         from pipeline.model_info import torch_dtype
@@ -114,8 +120,9 @@ class EditorActor:
         self.faults = list(faults)
         self.load_start = time.time()
         factory = editor_factory or load_kontext_editor
-        # fp8 is passed only when on, so factories without the option keep working for exact runs
-        self.editor = factory(model, device, torch_dtype(dtype), **({"fp8": True} if fp8 else {}))
+        # options are passed only when on, so factories without them keep working for plain runs
+        options = {name: True for name, on in (("fp8", fp8), ("compile", compile)) if on}
+        self.editor = factory(model, device, torch_dtype(dtype), **options)
         self.load_end = time.time()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")

@@ -124,6 +124,13 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    help="fast path (approximate, opt-in): fp8 row-wise matmuls in the transformer's "
                         "blocks (GPUs with compute capability 8.9+, e.g. L40S/H100/H200; emulated "
                         "and slower on CPU). Part of the cache key. Default: exact")
+    p.add_argument("--compile", action="store_true",
+                   help="exact path (opt-in): fused RoPE and torch.compile of each transformer "
+                        "block in every actor. The first batch of each new shape compiles (minutes "
+                        "at full size); compiled kernels are cached on disk ($KONTEXT_COMPILE_CACHE, "
+                        "default ~/.cache/kontext-batch/torch-compile) so other actors and later runs "
+                        "load them. Pays on GPUs; same pixels up to rounding, so cached outputs stay "
+                        "valid. Default: eager")
     p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
                    metavar="N", help="refuse source images with more pixels (read from the "
                                      "header, before decoding; default: "
@@ -158,7 +165,7 @@ def run_command(args: argparse.Namespace) -> int:
         guidance=args.guidance, output_format=args.output_format, run_id=args.run_id,
         max_attempts=args.max_attempts, verify_cache=args.verify_cache,
         image_roots=args.image_root or None, max_pixels=args.max_pixels,
-        step_cache=args.step_cache, fp8=args.fp8,
+        step_cache=args.step_cache, fp8=args.fp8, compile=args.compile,
         reports=not args.no_report, progress=not args.quiet)
     try:
         summary = run_batch(config, faults=faults_from_env())

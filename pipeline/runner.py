@@ -90,6 +90,9 @@ class RunConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     step_cache: float | None = None  # fast path: first-block step caching threshold (part of the key)
     fp8: bool = False  # fast path: fp8 row-wise block linears, set at model load (part of the key)
+    # exact path: fused RoPE + torch.compile per block in each actor (same pixels up to rounding,
+    # so not in the key; compiled kernels are cached on disk and shared by the node's actors)
+    compile: bool = False
 
 
 @dataclass
@@ -221,7 +224,7 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
             num_cpus=layout.num_cpus, num_gpus=layout.num_gpus, max_restarts=-1,
             max_task_retries=0, max_concurrency=2, scheduling_strategy="SPREAD",
         ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
-                 layout.torch_threads, fp8=config.fp8)
+                 layout.torch_threads, fp8=config.fp8, compile=config.compile)
         slots.append(ActorSlot(name=name, handle=handle))
     return slots
 

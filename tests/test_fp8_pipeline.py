@@ -75,7 +75,8 @@ def test_actor_passes_fp8_to_the_factory_only_when_on() -> None:
 
     EditorActor("a", TEST_MODEL, "cpu", "float32", editor_factory=factory)
     EditorActor("b", TEST_MODEL, "cpu", "float32", editor_factory=factory, fp8=True)
-    assert calls == [{}, {"fp8": True}]
+    EditorActor("c", TEST_MODEL, "cpu", "float32", editor_factory=factory, compile=True)
+    assert calls == [{}, {"fp8": True}, {"compile": True}]
 
 
 def test_fp8_on_a_local_gpu_without_fp8_is_a_config_error(monkeypatch) -> None:

@@ -481,19 +481,20 @@ def test_fast_path_sampler_options_reach_the_run_config(tmp_path: Path, monkeypa
     import jobs.runner
     import pipeline.runner
 
-    spec = load_job_spec(write_spec(tmp_path, GOOD + "sampler: {step_cache: 0.2, fp8: true}\n"))
-    assert spec.sampler.step_cache == 0.2 and spec.sampler.fp8 is True
-    assert load_job_spec(write_spec(tmp_path / "exact", GOOD)).sampler.step_cache is None
+    spec = load_job_spec(write_spec(tmp_path, GOOD + "sampler: {step_cache: 0.2, fp8: true, compile: true}\n"))
+    assert spec.sampler.step_cache == 0.2 and spec.sampler.fp8 is True and spec.sampler.compile is True
+    exact = load_job_spec(write_spec(tmp_path / "exact", GOOD)).sampler
+    assert exact.step_cache is None and exact.fp8 is False and exact.compile is False
 
     seen = {}
     monkeypatch.setattr(pipeline.runner, "run_batch",
                         lambda config, **kw: seen.setdefault("config", config))
     jobs.runner._run(spec, "nightly-2026-11-27", tmp_path / "run", spec.manifest, [], None, (),
                      False, False, 1, 0.0)
-    assert seen["config"].step_cache == 0.2 and seen["config"].fp8 is True
+    assert seen["config"].step_cache == 0.2 and seen["config"].fp8 is True and seen["config"].compile is True
 
-    path = write_spec(tmp_path / "bad", GOOD + "sampler:\n  step_cache: 2\n  fp8: 'yes'\n")
+    path = write_spec(tmp_path / "bad", GOOD + "sampler:\n  step_cache: 2\n  fp8: 'yes'\n  compile: 1\n")
     problems = {p.key: p for p in problems_of(path)}
-    assert set(problems) == {"sampler.step_cache", "sampler.fp8"}
+    assert set(problems) == {"sampler.step_cache", "sampler.fp8", "sampler.compile"}
     assert "between 0 and 1" in problems["sampler.step_cache"].message
     assert "must be true or false" in problems["sampler.fp8"].message
