@@ -391,14 +391,15 @@ class RandomEditorFactory:
     def __init__(self, tiny: bool) -> None:
         self.tiny = tiny
 
-    def __call__(self, model: str, device: str, dtype, fp8: bool = False):
+    def __call__(self, model: str, device: str, dtype, fp8: bool = False, compile: bool = False):
         import torch as _torch
 
         from kontext_core.speed import SpeedOptions, apply_speed
 
         editor = random_editor(self.tiny, _torch.device(device if device != "cuda" else "cuda:0"), dtype)
-        if fp8:
-            apply_speed(editor.transformer, SpeedOptions(fp8=True), progress=False)
+        if fp8 or compile:  # the same options pipeline.actors.load_kontext_editor applies
+            apply_speed(editor.transformer, SpeedOptions(fp8=fp8, fused_rope=compile, compile=compile),
+                        progress=False)
         return editor
 
 
@@ -434,7 +435,7 @@ def part_pipeline(args, env: dict) -> dict:
                        model="tiny-random" if full else args.pipeline_model,
                        device="cuda" if cuda else "cpu", actors=1, batch_size=args.batch_size,
                        steps=args.pipeline_steps, reports=False, progress=False,
-                       num_cpus=None if cuda else 2, fp8=args.pipeline_fp8)
+                       num_cpus=None if cuda else 2, fp8=args.pipeline_fp8, compile=args.pipeline_compile)
     t0 = time.perf_counter()
     summary = run_batch(config, editor_factory=RandomEditorFactory(args.tiny) if full else None)
     wall = time.perf_counter() - t0
@@ -442,7 +443,7 @@ def part_pipeline(args, env: dict) -> dict:
     t = figures["time"]
     held, load, busy = t["held_seconds"] or 0.0, t["load_seconds"] or 0.0, t["busy_seconds"] or 0.0
     result = {**env["header"], "rows": args.rows, "size": size, "steps": args.pipeline_steps,
-              "batch_size": args.batch_size, "fp8": args.pipeline_fp8,
+              "batch_size": args.batch_size, "fp8": args.pipeline_fp8, "compile": args.pipeline_compile,
               "model": (f"{'tiny-random' if args.tiny else 'flux.1-kontext-dev'} shapes, random weights built "
                         "in the actor (cache-key fingerprint: tiny-random, nominal)") if full else config.model,
               "status": summary.status, "counts": summary.counts, "wall_s": wall,
@@ -481,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-model", default="full-random",
                     help="'full-random' (full-size random modules built in the actor) or a model spec")
     ap.add_argument("--pipeline-fp8", action="store_true", help="run part 3 with --fp8")
+    ap.add_argument("--pipeline-compile", action="store_true",
+                    help="run part 3 with --compile (the actor compiles its batch shape on the first batch, "
+                         "from $KONTEXT_COMPILE_CACHE when parts 1-2 left it there)")
     ap.add_argument("--out", default="bench_gpu.json")
     args = ap.parse_args(argv)
     if args.tiny:

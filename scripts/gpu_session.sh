@@ -30,6 +30,12 @@ part() {  # name limit_s extra-args...
 part transformer 240 --reps 3 --warmup 1
 part edit 170
 part pipeline 150 --rows 16 --batch-size 4 --pipeline-steps 8
+# PIPELINE_COMPILE=1: part 3 again with --compile (the actor compiles batch-4 shapes on its first batch)
+if [ "${PIPELINE_COMPILE:-0}" = 1 ]; then
+  KONTEXT_COMPILE_CACHE=$CACHE timeout 200 python3 benchmarks/bench_gpu.py --part pipeline --rows 24 --batch-size 4 \
+    --pipeline-steps 8 --pipeline-compile --out "$OUT/bench_pipeline_compile.json" > "$OUT/bench_pipeline_compile.log" 2>&1
+  tail -6 "$OUT/bench_pipeline_compile.log"
+fi
 du -sh "$CACHE" 2>/dev/null | tee -a "$OUT/gpu.txt"
 
 if [ "${TRAIN:-0}" = 1 ]; then
