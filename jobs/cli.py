@@ -141,15 +141,25 @@ def _load(args: argparse.Namespace, **checks: bool):
 
 
 def _job_run(args: argparse.Namespace) -> int:
-    from jobs.runner import EXIT_BUSY, EXIT_CONFIG, JobBusy, JobError, parse_date, run_job
+    from jobs.runner import (
+        EXIT_BUSY,
+        EXIT_CONFIG,
+        JobBusy,
+        JobError,
+        parse_date,
+        run_job,
+        today_for,
+    )
     from jobs.spec import SpecError
     from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.faults import faults_from_env
     from pipeline.runner import print_summary
 
+    date = None
     try:
         date = parse_date(args.date) if args.date else None
         spec = _load(args, check_files=True, check_model=True)
+        date = date or today_for(spec)  # fixed now, so a resume hint names the date that ran
         result = run_job(spec, date, faults=faults_from_env(), progress=not args.quiet,
                          reports=not args.no_report)
     except (SpecError, JobError, ConfigError, ValueError) as exc:
@@ -159,12 +169,12 @@ def _job_run(args: argparse.Namespace) -> int:
         print(f"kontext-batch job run: {exc}", file=sys.stderr)
         return EXIT_BUSY
     except RunFolderFull as exc:
-        print(f"kontext-batch job run: stopped: {exc}; trigger the same date again to resume",
-              file=sys.stderr)
+        print(f"kontext-batch job run: stopped: {exc}; trigger the same date again to resume: "
+              f"kontext-batch job run {args.job} --date {date}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("kontext-batch job run: interrupted; trigger the same date again to resume",
-              file=sys.stderr)
+        print("kontext-batch job run: interrupted; trigger the same date again to resume"
+              + (f": kontext-batch job run {args.job} --date {date}" if date else ""), file=sys.stderr)
         return 130
     if result.action == "nothing-to-do":
         counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts.items()))

@@ -50,4 +50,17 @@ def test_job_run_stops_with_exit_1_and_says_how_to_resume(
     # _job_run imports run_job from jobs.runner when it runs: patch it there.
     monkeypatch.setattr("jobs.runner.run_job", _raise_full)
     code = entry.main(["job", "run", str(spec), "--date", "2025-01-02", "--quiet"])
-    _assert_clean_stop(code, capsys, "trigger the same date again to resume")
+    _assert_clean_stop(code, capsys, f"to resume: kontext-batch job run {spec} --date 2025-01-02")
+
+
+def test_job_run_without_a_date_names_the_date_it_ran_for_in_the_resume_hint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "nightly.yaml"
+    spec.write_text(f"name: nightly\nbuild:\n  catalog: {DEMO / 'catalog.csv'}\n"
+                    f"  variants: {VARIANTS}\nmodel: kontext-tiny\n"
+                    f"output: {tmp_path / 'jobs'}\n", encoding="utf-8")
+    monkeypatch.setattr("jobs.runner.run_job", _raise_full)
+    monkeypatch.setattr("jobs.runner.today_for", lambda spec, now=None: "2031-05-06")
+    code = entry.main(["job", "run", str(spec), "--quiet"])
+    _assert_clean_stop(code, capsys, "--date 2031-05-06")
