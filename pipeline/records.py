@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.ledger import empty_phases
+from pipeline.ledger import compact_cache_hit, empty_phases
 
 
 @dataclass(slots=True)
@@ -59,7 +59,7 @@ def attempt_fields(*, row_id: str | None, row_index: int, key: str | None, attem
         "instruction": instruction, "seed": seed, "image": image,
     }
     rec.update(extra)
-    return rec
+    return compact_cache_hit(rec) if outcome == "cache-hit" else rec
 
 
 def task_attempt(task: Task, *, attempt: int, outcome: str, **fields: Any) -> dict[str, Any]:

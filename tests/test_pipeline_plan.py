@@ -12,7 +12,7 @@ from pipeline_helpers import make_manifest, read_records
 from pipeline.cache import ModelSettings
 from pipeline.digests import SourceDigests
 from pipeline.errors import ConfigError
-from pipeline.ledger import LedgerWriter
+from pipeline.ledger import LedgerWriter, read_ledger
 from pipeline.manifest_input import check_manifest
 from pipeline.outcomes import Outcomes
 from pipeline.plan import Plan, RowDefaults, plan_run
@@ -95,7 +95,12 @@ def test_committed_rows_are_hits_and_duplicates_follow(tmp_path: Path) -> None:
     assert outcomes2.status == ["cache-hit", "cache-hit", "not-run", "not-run", "cache-hit"]
     hits = [r for r in read_records(run_dir) if r.get("outcome") == "cache-hit"]
     assert sorted(r["row_index"] for r in hits) == [0, 1, 4]
-    assert all(r["actor"] is None and set(r["phases"].values()) == {0.0} for r in hits)
+    # written compact (no actor, no phases, no end: implied for a hit) and read back expanded
+    assert all("actor" not in r and "phases" not in r and "end" not in r for r in hits)
+    expanded = [r for r in read_ledger(run_dir / "ledger.jsonl") if r.get("outcome") == "cache-hit"]
+    assert sorted(r["row_index"] for r in expanded) == [0, 1, 4]
+    assert all(r["actor"] is None and r["end"] == r["start"] and set(r["phases"].values()) == {0.0}
+               and r["output_uri"] for r in expanded)
 
 
 def test_resume_keeps_done_rows_and_recovers_unlogged_commits(tmp_path: Path) -> None:

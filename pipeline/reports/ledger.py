@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.ledger import expand_attempt
+
 LEDGER_VERSION = 1
 RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end")
 
@@ -65,6 +67,8 @@ def parse_ledger(data: bytes, path: Path) -> Ledger:
                 f"{path} line {line_no}: unknown record type {record.get('type')!r} "
                 f"(expected one of {', '.join(RECORD_TYPES)})"
             )
+        if record["type"] == "attempt":
+            expand_attempt(record)  # cache hits are written without their implied fields
         record["_line"] = line_no  # for messages; stripped from anything written out
         records.append(record)
     return Ledger(path=path, records=records, sha256=hashlib.sha256(data).hexdigest(), warnings=warnings)
