@@ -149,7 +149,7 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
         step_cache=spec.sampler.step_cache, fp8=spec.sampler.fp8, compile=spec.sampler.compile,
         run_id=run_id, max_attempts=spec.ray.max_attempts, retry_backoff_s=retry_backoff_s,
         num_cpus=num_cpus, reports=reports, progress=progress,
-        image_roots=image_roots or None, pricing=str(pricing_file))
+        image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file))
     return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
 
 

@@ -13,6 +13,9 @@
               compile: false}               # opt-in exact path: torch.compile in each actor
     output: runs/jobs                  # OUT: OUT/store (shared outputs), OUT/runs/<name>-<date>
     store: s3://bucket/prefix          # optional: outputs elsewhere (default OUT/store)
+    image_roots: [s3://bucket/photos/] # optional: where images outside the manifest's folder may
+                                       # be read from (folders or URI prefixes; a built manifest's
+                                       # local catalog folders are allowed without this)
     pricing: prices.yaml               # optional: default pipeline/pricing.yaml
     budget: {amount: 25, currency: USD}  # optional cap per run, in the pricing file's currency
     retention: {keep_runs: 14, keep_days: 30}  # optional; see jobs.retention
@@ -46,7 +49,7 @@ DEVICES = ("auto", "cpu", "cuda")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 _TOP_KEYS = ("name", "description", "manifest", "build", "model", "sampler", "output", "store",
-             "pricing", "budget", "retention", "schedule", "ray")
+             "image_roots", "pricing", "budget", "retention", "schedule", "ray")
 _SECTIONS = {
     "build": ("catalog", "variants", "seeds"),
     "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size", "step_cache", "fp8", "compile"),
@@ -145,6 +148,7 @@ class JobSpec:
     description: str = ""
     sampler: Sampler = field(default_factory=Sampler)
     store: str | None = None
+    image_roots: tuple[str, ...] = ()  # folders (resolved) or URI prefixes images may come from
     pricing: Path | None = None
     budget: Budget | None = None
     retention: Retention = field(default_factory=Retention)
@@ -328,6 +332,7 @@ def _check(c: _Checker, root: yaml.Node, check_files: bool, check_model: bool
     store = c.typed(top.get("store"), "store", str, "a folder or URI such as s3://bucket/prefix")
     if store is not None and "://" not in store:
         store = str((c.base / Path(store).expanduser()).resolve())
+    image_roots = _check_image_roots(c, top.get("image_roots"), check_files)
     sampler = _check_sampler(c, top.get("sampler"))
     pricing_path = c.path_value(top.get("pricing"), "pricing")
     budget = _check_budget(c, top.get("budget"), pricing_path, top.get("pricing"))
@@ -338,8 +343,40 @@ def _check(c: _Checker, root: yaml.Node, check_files: bool, check_model: bool
         return None
     return JobSpec(path=c.path, name=name, model=model, output=output, manifest=manifest,
                    build=build, description=description, sampler=sampler, store=store,
-                   pricing=pricing_path, budget=budget, retention=retention, schedule=schedule,
+                   image_roots=image_roots, pricing=pricing_path, budget=budget, retention=retention, schedule=schedule,
                    ray=ray)
+
+
+def _check_image_roots(c: _Checker, entry: tuple[yaml.Node, yaml.Node] | None,
+                      check_files: bool) -> tuple[str, ...]:
+    """A list of folders (relative to the spec) or URI prefixes (s3://bucket/photos/)."""
+    if entry is None or c.value(entry[1]) is None:
+        return ()
+    from manifests.paths import SUPPORTED_SCHEMES, uri_scheme
+
+    items = c.value(entry[1])
+    if not isinstance(items, list):
+        items = [items] if isinstance(items, str) else None
+    if items is None or not all(isinstance(i, str) and i.strip() for i in items):
+        c.problem(entry[1], "image_roots", "must be a list of folders or URI prefixes, e.g. "
+                                           "[s3://bucket/photos/, /data/catalog]")
+        return ()
+    roots = []
+    for item in items:
+        scheme = uri_scheme(item)
+        if scheme is not None and scheme != "file":
+            if scheme not in SUPPORTED_SCHEMES:
+                c.problem(entry[1], "image_roots", f"{item!r}: remote roots must use a scheme pyarrow "
+                                                   f"reads ({', '.join(sorted(SUPPORTED_SCHEMES - {'file'}))})")
+                continue
+            roots.append(item)
+            continue
+        folder = (c.base / Path(item.removeprefix("file://")).expanduser()).resolve()
+        if check_files and not folder.is_dir():
+            c.problem(entry[1], "image_roots", f"{folder} is not a folder; fix the path or remove it")
+            continue
+        roots.append(str(folder))
+    return tuple(roots)
 
 
 def _section(c: _Checker, entry: tuple[yaml.Node, yaml.Node] | None, key: str

@@ -498,3 +498,32 @@ def test_fast_path_sampler_options_reach_the_run_config(tmp_path: Path, monkeypa
     assert set(problems) == {"sampler.step_cache", "sampler.fp8", "sampler.compile"}
     assert "between 0 and 1" in problems["sampler.step_cache"].message
     assert "must be true or false" in problems["sampler.fp8"].message
+
+
+def test_image_roots_resolve_against_the_spec_and_reach_the_run_config(tmp_path: Path, monkeypatch) -> None:
+    import jobs.runner
+    import pipeline.runner
+
+    (tmp_path / "photos").mkdir()
+    spec = load_job_spec(write_spec(tmp_path, GOOD + "image_roots: [photos, 's3://bucket/catalog/']\n"))
+    assert spec.image_roots == (str((tmp_path / "photos").resolve()), "s3://bucket/catalog/")
+    assert load_job_spec(write_spec(tmp_path / "none", GOOD)).image_roots == ()
+
+    seen = {}
+    monkeypatch.setattr(pipeline.runner, "run_batch", lambda config, **kw: seen.setdefault("config", config))
+    jobs.runner._run(spec, "nightly-2026-11-27", tmp_path / "run", spec.manifest, ["/built/catalog"], None, (),
+                     False, False, 1, 0.0)
+    assert seen["config"].image_roots == [str((tmp_path / "photos").resolve()), "s3://bucket/catalog/",
+                                          "/built/catalog"]  # the spec's, then a built manifest's folders
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("[missing-folder]", "is not a folder; fix the path or remove it"),
+    ("['ftp://host/photos/']", "remote roots must use a scheme pyarrow reads"),
+    ("{a: 1}", "must be a list of folders or URI prefixes"),
+])
+def test_bad_image_roots_are_named_with_the_fix(tmp_path: Path, value: str, message: str) -> None:
+    path = write_spec(tmp_path, GOOD + f"image_roots: {value}\n")
+    problems = {p.key: p for p in problems_of(path)}
+    assert set(problems) == {"image_roots"} and message in problems["image_roots"].message
+    assert problems["image_roots"].line == line_of(path, "image_roots")
