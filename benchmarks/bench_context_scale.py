@@ -9,10 +9,11 @@ bench_gpu.py.
 from __future__ import annotations
 
 import argparse
-import time
+
+from tiny_round_robin import round_robin
 
 from kontext_core import KontextEditor
-from kontext_core.tiny.metrics import evaluate, held_out_examples
+from kontext_core.tiny.metrics import held_out_examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,13 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     editor = KontextEditor.load(args.model)
     examples = held_out_examples(args.n, editor.preset.resolution.size[0])
     configs = [None] + [float(s) for s in args.scales.split(",")]
-    best: dict = {}
-    metrics: dict = {}
-    for _ in range(args.repeats):
-        for scale in configs:
-            t0 = time.perf_counter()
-            metrics[scale] = evaluate(editor, examples=examples, progress=False, context_scale=scale)
-            best[scale] = min(best.get(scale, float("inf")), time.perf_counter() - t0)
+    best, metrics = round_robin(editor, examples, "context_scale", configs, args.repeats)
     base_t, base = best[None], metrics[None]
     print(f"{'scale':>6s} {'time':>7s} {'speed':>6s} {'bg x':>6s} {'psnr':>6s} {'recol x':>7s}  vs exact (bg, psnr, recolour)")
     for scale in configs:

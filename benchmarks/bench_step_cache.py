@@ -8,10 +8,11 @@ the held-out edit metrics (kontext_core.tiny.metrics) next to the exact path's.
 from __future__ import annotations
 
 import argparse
-import time
+
+from tiny_round_robin import round_robin
 
 from kontext_core import KontextEditor
-from kontext_core.tiny.metrics import evaluate, held_out_examples
+from kontext_core.tiny.metrics import held_out_examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     editor = KontextEditor.load(args.model)
     examples = held_out_examples(args.n, editor.preset.resolution.size[0])
     configs = [None] + [float(t) for t in args.thresholds.split(",")]
-    best: dict = {}
-    metrics: dict = {}
-    # Round-robin repeats, best time of each: a shared machine's noise hits every variant alike.
-    for _ in range(args.repeats):
-        for thr in configs:
-            t0 = time.perf_counter()
-            metrics[thr] = evaluate(editor, examples=examples, progress=False, step_cache=thr)
-            best[thr] = min(best.get(thr, float("inf")), time.perf_counter() - t0)
+    best, metrics = round_robin(editor, examples, "step_cache", configs, args.repeats)
     rows = [(thr, best[thr], metrics[thr]) for thr in configs]
     base_t, base = rows[0][1], rows[0][2]
     print(f"{'threshold':>9s} {'time':>7s} {'speed':>6s} {'bg x':>6s} {'psnr':>6s} {'recol x':>7s} {'reused':>6s}  vs exact (bg, recolour)")

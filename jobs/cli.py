@@ -183,7 +183,7 @@ def _job_run(args: argparse.Namespace) -> int:
               f"{result.run_dir}")
         return result.exit_code
     print(f"job {result.job} {result.date}: {result.action} as {result.run_id}")
-    print_summary(result.summary)
+    print_summary(result.summary, resume=f"kontext-batch job run {args.job} --date {result.date}")
     stop = result.budget_stop
     if result.status == "budget-stopped" and stop:
         print(f"  budget:   stopped at the cap: spent {stop.get('spent')} of "

@@ -180,7 +180,7 @@ def run_command(args: argparse.Namespace) -> int:
         print("kontext-batch run: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
-    print_summary(summary)
+    print_summary(summary, resume="run the same command again")
     return summary.exit_code
 
 

@@ -512,8 +512,8 @@ class Dispatcher:
     def _store_full(self, task: Task, attempt: int, error: str, info: Mapping[str, Any],
                     res: Mapping[str, Any], phases: Mapping[str, float]) -> StoreFull:
         message = (f"the output store {self.store.root!r} is out of space ({error}); free "
-                   "space there (or pass another --store), then run the same command again: "
-                   "the run resumes where it stopped")
+                   "space there (or pass another --store); started again, the run resumes "
+                   "where it stopped")
         record = self.ledger.record("attempt", **task_attempt(
             task, attempt=attempt, outcome="retry-scheduled", error_class=TRANSIENT,
             error=f"commit to the store failed: {error}", actor=info, start=res["start"],

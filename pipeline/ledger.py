@@ -128,8 +128,8 @@ class LedgerWriter:
 
 def run_folder_full_message(folder: str | os.PathLike, exc: OSError) -> str:
     return (f"the run folder {os.fspath(folder)} is out of space ({exc.strerror or exc}); the "
-            f"ledger holds every record made so far. Free space there (or move --out) and run "
-            f"the same command again: it resumes where this stopped")
+            f"ledger holds every record made so far. Free space there (or move --out); started "
+            f"again, the run resumes where it stopped")
 
 
 def read_ledger(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -466,8 +466,9 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
     return len(slots), dispatcher.budget_stopped
 
 
-def print_summary(summary: RunSummary, file=None) -> None:
-    """Where everything is, for the person who ran the command."""
+def print_summary(summary: RunSummary, file=None, resume: str | None = None) -> None:
+    """Where everything is, for the person who ran the command. ``resume``: the command that
+    resumes a run that stopped early (each CLI knows its own), shown under the stop reason."""
     c = summary.counts
     lines = [
         f"run {summary.run_id}: {summary.status} — {c['done']} done, {c['cache-hit']} cache "
@@ -494,6 +495,8 @@ def print_summary(summary: RunSummary, file=None) -> None:
         lines.append("  failed rows and their reasons: status == 'failed' in the results table")
     if summary.stop_reason:
         lines.append(f"  stopped:  {summary.stop_reason}")
+        if resume:
+            lines.append(f"  resume:   {resume}")
     print("\n".join(lines), file=file or sys.stdout)
 
 

@@ -97,7 +97,7 @@ def test_store_out_of_space_stops_cleanly_and_resumes_when_space_is_back(
     first = run_batch(_config(manifest, out, cluster.address))
     assert state["refused"] >= 1
     assert first.status == "interrupted" and first.exit_code == 1
-    assert "out of space" in first.stop_reason and "run the same command again" in \
+    assert "out of space" in first.stop_reason and "started again, the run resumes" in \
         first.stop_reason and "No space left on device" in first.stop_reason
     rows = results_rows(first.run_dir)
     assert len(rows) == 12
@@ -149,7 +149,7 @@ def test_ledger_on_a_full_disk_keeps_complete_lines_and_says_how_to_resume(tmp_p
         assert path.read_bytes().endswith(b"\n")
         assert [r["type"] for r in read_ledger(path)] == ["run-start"]
     assert str(path.parent) in message and "No space left on device" in message
-    assert "run the same command again" in message
+    assert "started again, the run resumes" in message
     writer.close()
 
 
@@ -173,7 +173,7 @@ def test_run_folder_out_of_space_stops_the_run_and_the_same_command_resumes(
     try:
         run_batch(_config(manifest, out, cluster.address))
     except RunFolderFull as exc:
-        assert "out of space" in str(exc) and "run the same command again" in str(exc)
+        assert "out of space" in str(exc) and "started again, the run resumes" in str(exc)
     else:
         raise AssertionError("the run must stop with RunFolderFull")
     (run_dir,) = run_dirs(out)

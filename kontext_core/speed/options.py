@@ -8,7 +8,7 @@ per-edit option (``KontextEditor.edit(step_cache=...)``), not a load option.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .compile import ShapeBucket, compile_blocks, warm_up
@@ -23,10 +23,6 @@ class SpeedOptions:
     warm_up: Sequence[ShapeBucket] = ()  # shapes to compile at load (e.g. compile.preferred_buckets())
     fp8: bool = False  # fast path (approximation): fp8 row-wise block linears
 
-    def approximations(self) -> dict[str, bool]:
-        """The options that change pixels beyond rounding (they belong in a cache key)."""
-        return {"fp8": self.fp8}
-
 
 @dataclass
 class SpeedReport:
@@ -34,7 +30,6 @@ class SpeedReport:
     fp8: Fp8Report | None = None
     compile_cache_dir: Path | None = None
     buckets_warmed: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def apply_speed(transformer, options: SpeedOptions, progress: bool = True) -> SpeedReport:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from ..editor import KontextEditor
+from ..editor import KontextEditor, tensor_to_images
 from ..synthetic import Example, sample_batch
 
 EVAL_SEED = 20261127
@@ -76,10 +76,9 @@ def autoencoder_product_psnr(editor: KontextEditor, n: int = 64) -> float:
     pixels = torch.from_numpy(np.stack([e.target for e in examples])).permute(0, 3, 1, 2)
     pixels = pixels.to(editor.device, torch.float32) / 127.5 - 1.0
     with torch.no_grad():
-        rec = ae.decode(ae.encode(pixels.to(editor.dtype))).float().clamp(-1, 1)
-    rec_u8 = ((rec + 1) * 127.5).round().permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
-    return float(np.mean([_psnr(r, e.target, np.repeat(e.mask[..., None], 3, axis=2))
-                          for r, e in zip(rec_u8, examples, strict=True)]))
+        rec = tensor_to_images(ae.decode(ae.encode(pixels.to(editor.dtype))))
+    return float(np.mean([_psnr(np.asarray(r), e.target, np.repeat(e.mask[..., None], 3, axis=2))
+                          for r, e in zip(rec, examples, strict=True)]))
 
 
 def held_out_examples(n: int, size: int) -> list[Example]:

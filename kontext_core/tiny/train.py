@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=6500, help="transformer steps")
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--product-weight", type=float, default=4.0,
-                    help="extra loss weight on product pixels/tokens (autoencoder: x this; transformer: x this)")
+                    help="product emphasis: autoencoder pixels and transformer tokens covering the product "
+                         "(plus a 2-px ring) weigh 1 + this × their product share")
     ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in plain float32")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--workers", type=int, default=1, help="data generator processes")
