@@ -39,10 +39,10 @@ test: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check kontext_core manifests pipeline jobs tests benchmarks
 
-## make train-tiny: train kontext-tiny from scratch (CPU or GPU) into TINY_OUT (~105 min on 2 CPU cores;
+## make train-tiny: train kontext-tiny from scratch (CPU or GPU) into TINY_OUT (~110 min on 2 CPU cores;
 ## the time caps only bind on a slower machine, then the result depends on its speed)
 train-tiny: $(RUN_STAMP)
-	$(BIN)/python -m kontext_core.tiny.train --out $(TINY_OUT) --device auto --ae-max-minutes 25 --max-minutes 88
+	$(BIN)/python -m kontext_core.tiny.train --out $(TINY_OUT) --device auto --ae-max-minutes 25 --max-minutes 76 --dec-max-minutes 8
 
 ## make eval-tiny [MODEL=...]: held-out edit metrics of kontext-tiny (or another tiny model folder)
 eval-tiny: $(RUN_STAMP)

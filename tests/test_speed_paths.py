@@ -220,6 +220,8 @@ def test_preferred_buckets_are_the_kontext_token_counts() -> None:
     assert all(b.tokens == 512 + b.img_tokens for b in buckets)
     assert len(preferred_buckets(batch_sizes=(1, 2, 4))) == 27
     assert preferred_buckets(with_context=False, resolutions=[(1024, 1024)]) == [ShapeBucket(1, 512, 4096)]
+    # kontext-tiny's 8-px tokens: a 64² edit is 64 target + 64 context tokens
+    assert preferred_buckets(24, resolutions=[(64, 64)], pixels_per_token=8) == [ShapeBucket(1, 24, 128)]
 
 
 def test_compile_cache_dir_defaults(monkeypatch, tmp_path) -> None:

@@ -27,7 +27,7 @@ from torch import nn
 from ..resolution import PREFERRED_KONTEXT_RESOLUTIONS
 
 CACHE_ENV = "KONTEXT_COMPILE_CACHE"
-PIXELS_PER_TOKEN = 16  # FLUX: 8× autoencoder, 2×2 patches
+FLUX_PIXELS_PER_TOKEN = 16  # FLUX: 8× autoencoder, 2×2 patches
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,13 @@ def use_cache_dir(cache_dir: str | Path | None = None) -> Path:
 
 def preferred_buckets(txt_tokens: int = 512, batch_sizes: Sequence[int] = (1,),
                       resolutions: Iterable[tuple[int, int]] = PREFERRED_KONTEXT_RESOLUTIONS,
-                      with_context: bool = True) -> list[ShapeBucket]:
-    """Distinct shapes of a Kontext edit at the preferred resolutions (target = context size)."""
+                      with_context: bool = True, pixels_per_token: int = FLUX_PIXELS_PER_TOKEN) -> list[ShapeBucket]:
+    """Distinct shapes of a Kontext edit at the preferred resolutions (target = context size).
+
+    ``pixels_per_token``: a token's side in pixels (``KontextEditor.pixels_per_token``; 16 for FLUX)."""
     seen: dict[ShapeBucket, None] = {}
     for w, h in resolutions:
-        n = (w // PIXELS_PER_TOKEN) * (h // PIXELS_PER_TOKEN)
+        n = (w // pixels_per_token) * (h // pixels_per_token)
         for b in batch_sizes:
             seen[ShapeBucket(b, txt_tokens, 2 * n if with_context else n)] = None
     return list(seen)
