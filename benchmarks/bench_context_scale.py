@@ -8,25 +8,11 @@ bench_gpu.py.
 
 from __future__ import annotations
 
-import argparse
-
-from tiny_round_robin import round_robin
-
-from kontext_core import KontextEditor
-from kontext_core.tiny.metrics import held_out_examples
+from tiny_round_robin import time_option_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="kontext-tiny")
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--scales", default="0.75,0.5")
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args(argv)
-    editor = KontextEditor.load(args.model)
-    examples = held_out_examples(args.n, editor.preset.resolution.size[0])
-    configs = [None] + [float(s) for s in args.scales.split(",")]
-    best, metrics = round_robin(editor, examples, "context_scale", configs, args.repeats)
+    configs, best, metrics = time_option_from_args(__doc__, "context_scale", "--scales", "0.75,0.5", argv)
     base_t, base = best[None], metrics[None]
     print(f"{'scale':>6s} {'time':>7s} {'speed':>6s} {'bg x':>6s} {'psnr':>6s} {'recol x':>7s}  vs exact (bg, psnr, recolour)")
     for scale in configs:

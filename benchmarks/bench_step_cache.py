@@ -7,25 +7,11 @@ the held-out edit metrics (kontext_core.tiny.metrics) next to the exact path's.
 
 from __future__ import annotations
 
-import argparse
-
-from tiny_round_robin import round_robin
-
-from kontext_core import KontextEditor
-from kontext_core.tiny.metrics import held_out_examples
+from tiny_round_robin import time_option_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="kontext-tiny")
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--thresholds", default="0.05,0.1,0.2,0.3")
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args(argv)
-    editor = KontextEditor.load(args.model)
-    examples = held_out_examples(args.n, editor.preset.resolution.size[0])
-    configs = [None] + [float(t) for t in args.thresholds.split(",")]
-    best, metrics = round_robin(editor, examples, "step_cache", configs, args.repeats)
+    configs, best, metrics = time_option_from_args(__doc__, "step_cache", "--thresholds", "0.05,0.1,0.2,0.3", argv)
     rows = [(thr, best[thr], metrics[thr]) for thr in configs]
     base_t, base = rows[0][1], rows[0][2]
     print(f"{'threshold':>9s} {'time':>7s} {'speed':>6s} {'bg x':>6s} {'psnr':>6s} {'recol x':>7s} {'reused':>6s}  vs exact (bg, recolour)")

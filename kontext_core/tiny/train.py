@@ -8,7 +8,8 @@ Three phases, all resumable from ``DIR/train_state.pt`` and deterministic given 
 2. transformer: the rectified-flow objective on (source → target) pairs, the source encoded as
    Kontext context tokens, t drawn logit-normal and shifted like the sampling schedule, tokens that
    cover the product weighted up; an EMA of the weights is what ships. The text encoders stay at
-   their seeded random init (frozen). Its blocks are compiled (1.7x faster steps on a CPU);
+   their seeded random init (frozen). Its blocks are compiled, attention on the MATH backend
+   (1.7x faster steps on a CPU);
 3. decoder: the finished transformer edits a few thousand training scenes, and the decoder is
    fine-tuned to turn those output latents into the exact targets (the encoder stays fixed).
 All phases run under bf16 autocast (fp32 master weights): 1.4-1.6x faster on a CPU with AVX-512
@@ -21,6 +22,7 @@ held-out metrics), from which the shipped MODEL_CARD.md is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -192,13 +194,24 @@ class TextCache:
 
 
 def compile_transformer(tf) -> None:
-    """Compile each transformer block in place (state_dict keys unchanged): on a 2-core CPU the
-    fused elementwise ops make a training step 1.7x faster for ~30 s of compiling. Where compiling
-    fails (no C compiler), dynamo falls back to eager instead of stopping the run."""
+    """Compile each transformer block in place (state_dict keys unchanged); run it under
+    ``compiled_attention()``. Where compiling fails (no C compiler), dynamo falls back to eager
+    instead of stopping the run."""
     import torch._dynamo
 
     torch._dynamo.config.suppress_errors = True
     compile_blocks(tf)
+
+
+def compiled_attention():
+    """The attention backend for compiled training: plain matmul + softmax (MATH), which inductor
+    fuses with the block around it. Compiled with CPU flash attention (opaque to inductor) a step
+    gains little; this way the forward + backward is ~1.7x faster on a 2-core CPU
+    (benchmarks/bench_train_step.py). Dynamo traces under the backend active at the first call,
+    so every compiled step must run inside this context."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> None:
@@ -211,6 +224,7 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
     if "tf_gen" in state:
         gen.set_state(state["tf_gen"])
     texts = TextCache(editor.text)
+    attention = compiled_attention if args.compile else contextlib.nullcontext
     if args.compile:
         compile_transformer(tf)
     grid = IMAGE_SIZE // editor.pixels_per_token
@@ -238,7 +252,7 @@ def train_flow(editor: KontextEditor, ema, device, args, state, path: Path) -> N
         t = sample_t(n, x0.shape[1], gen, device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
-        with _autocast(device, args.bf16):
+        with _autocast(device, args.bf16), attention():
             pred = tf(img=torch.cat((xt, ctx), dim=1), img_ids=ids, txt=txt, txt_ids=txt_ids, timesteps=t, y=y,
                       guidance=torch.full((n,), GUIDANCE, device=device), pe=pe)[:, : x0.shape[1]]
         # Tokens covering the product (or its edge ring) weigh more: keeping it intact is the job.
