@@ -1,6 +1,6 @@
 """Edit quality of the speed paths on kontext-tiny (CPU is fine): exact vs fused RoPE vs fp8.
 
-`python benchmarks/bench_fp8_quality.py [--n 64] [--out fp8_quality.json]` evaluates kontext-tiny's
+`python benchmarks/bench_fp8_quality.py [--n 64] [--out runs/benchmarks/fp8_quality.json]` evaluates kontext-tiny's
 held-out edit metrics (kontext_core.tiny.metrics) with the exact path, with fused RoPE (exact
 path: should match to rounding) and with fp8 row-wise linears (fast path: an approximation; on a
 CPU the fp8 matmuls are emulated, with the same quantization as the GPU kernel up to accumulation
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="kontext-tiny")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="fp8_quality.json")
+    ap.add_argument("--out", default="runs/benchmarks/fp8_quality.json",
+                    help="where the JSON goes (its folder is created)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = {"exact": SpeedOptions(), "fused RoPE": SpeedOptions(fused_rope=True),
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                          "psnr_db": r["product_psnr_db"] - base["product_psnr_db"]}
         print(f"{r['variant']:14s} {r['background_improvement']:7.2f} {r['product_psnr_db']:10.2f} dB "
               f"{r['recolour_improvement']:11.2f}  {bg:+.1%}, {rc:+.1%}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"model": args.model, "n": args.n, "rows": rows}, f, indent=1,
                   default=lambda o: float(o) if isinstance(o, np.floating) else str(o))

@@ -485,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-compile", action="store_true",
                     help="run part 3 with --compile (the actor compiles its batch shape on the first batch, "
                          "from $KONTEXT_COMPILE_CACHE when parts 1-2 left it there)")
-    ap.add_argument("--out", default="bench_gpu.json")
+    ap.add_argument("--out", default="runs/benchmarks/bench_gpu.json",
+                    help="where the JSON goes (its folder is created); rewritten after every part")
     args = ap.parse_args(argv)
     if args.tiny:
         args.size, args.reps, args.warmup, args.edit_steps = 64, 2, 1, 4
@@ -498,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(part: str, data: dict) -> None:
         results[part] = data
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(results if args.part == "all" else data, f, indent=1, default=str)
 
