@@ -84,7 +84,8 @@ class RunConfig:
     # Extra folders the manifest's local images may live in (besides the manifest's folder),
     # e.g. a catalog's image folder for a manifest built elsewhere (jobs).
     image_roots: list[str] | None = None
-    # Pricing file frozen into config.json, so the report prices the run as its budget did.
+    # Pricing file (default pipeline/pricing.yaml) frozen into config.json, so the report prices
+    # the run as its budget did, whatever later edits of the file.
     pricing: str | None = None
     # Sources with more pixels are refused (bad row) from their header, before decoding.
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -312,9 +313,9 @@ def _check_fp8_device(fp8: bool, device: str) -> None:
 
 
 def _frozen_pricing(path: str | None) -> dict[str, Any]:
-    """config.json's "pricing" entry (the reports read it), validated now, not at report time."""
-    if path is None:
-        return {}
+    """config.json's "pricing" entry (the reports read it), validated now, not at report time.
+    Every run freezes its prices (the shipped pipeline/pricing.yaml when no file is given), so a
+    later edit of that file does not change an old run's report or fail its --verify."""
     from pipeline.reports.pricing import PricingError, load_pricing
 
     try:

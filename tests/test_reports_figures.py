@@ -57,10 +57,11 @@ def test_totals_equal_sums_over_the_ledger(run):
     assert cost["total"] == pytest.approx(held / 3600 * H100, abs=2e-6)
     assert cost["failed_attempts"] == pytest.approx(failed_busy / 3600 * H100, abs=2e-6)
     assert cost["failed_attempts"] > 0  # the retried rows' first tries are shown, not hidden
-    assert cost["per_delivered_image"] == pytest.approx(held / 3600 * H100 / 9, abs=2e-6)
-    assert cost["hosted_api"]["flux.1-kontext-pro"]["cost"] == pytest.approx(10 * 0.04, abs=2e-6)
-    assert cost["hosted_api"]["flux.1-kontext-dev"]["cost"] == pytest.approx(10 * 0.025, abs=2e-6)
-    assert cost["cache_saved"] == pytest.approx(1 * cost["per_delivered_image"], abs=2e-6)
+    assert cost["per_generated_image"] == pytest.approx(held / 3600 * H100 / 9, abs=2e-6)
+    assert cost["per_delivered_image"] == pytest.approx(held / 3600 * H100 / 10, abs=2e-6)
+    assert cost["hosted_api"]["flux.1-kontext-pro"]["cost"] == pytest.approx(9 * 0.04, abs=2e-6)  # generated only
+    assert cost["hosted_api"]["flux.1-kontext-dev"]["cost"] == pytest.approx(9 * 0.025, abs=2e-6)
+    assert cost["cache_saved"] == pytest.approx(1 * cost["per_generated_image"], abs=2e-6)
     assert sum(a["cost"] for a in f["actors"]) == pytest.approx(cost["total"], abs=2e-6)
 
 
@@ -171,7 +172,8 @@ def test_rollup_sums_runs_and_recomputes_ratios(tmp_path):
     assert total["rows"]["done"] == fa["rows"]["done"] + fb["rows"]["done"] == 5 + 3
     assert total["rows"]["cache_hits"] == 3
     assert total["cost"]["total"] == pytest.approx(fa["cost"]["total"] + fb["cost"]["total"], abs=2e-6)
-    assert total["cost"]["per_delivered_image"] == pytest.approx(total["cost"]["total"] / 8, abs=2e-6)
+    assert total["cost"]["per_generated_image"] == pytest.approx(total["cost"]["total"] / 8, abs=2e-6)
+    assert total["cost"]["per_delivered_image"] == pytest.approx(total["cost"]["total"] / 11, abs=2e-6)
     assert total["cost"]["cache_saved"] == pytest.approx(3 * total["cost"]["total"] / 8, abs=2e-6)
     held = fa["time"]["held_seconds"] + fb["time"]["held_seconds"]
     busy = fa["time"]["busy_seconds"] + fb["time"]["busy_seconds"]
@@ -182,9 +184,10 @@ def test_all_cache_hits_cost_nothing_and_say_cache_saving_has_no_basis(tmp_path)
     run = make_synthetic_run(tmp_path / "out", products=1, variants=3, cache_hits=(0, 1, 2), actors=0)
     outputs = generate_reports(run.run_dir, review=False)
     cost = outputs.report["figures"]["cost"]
-    assert cost["total"] == 0 and cost["per_delivered_image"] is None and cost["cache_saved"] is None
-    assert cost["hosted_api"]["flux.1-kontext-pro"]["cost"] == pytest.approx(3 * 0.04, abs=2e-6)
-    assert "n/a (0 images generated this run)" in outputs.files["md"].read_text()
+    assert cost["total"] == 0 and cost["per_generated_image"] is None and cost["cache_saved"] is None
+    assert cost["per_delivered_image"] == 0  # three images delivered for nothing
+    assert cost["hosted_api"]["flux.1-kontext-pro"]["cost"] == 0  # nothing generated, nothing to buy
+    assert "n/a (0 images generated this run; cache hits excluded)" in outputs.files["md"].read_text()
 
 
 def test_a_driver_killed_after_run_start_still_gets_a_report(tmp_path):

@@ -27,6 +27,8 @@ from urllib.parse import quote
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.cache import normalise_instruction
+
 from .changes import ReviewThresholds, compare_to_source
 from .images import fill, fit, locate, open_image, safe_name
 from .provenance import ProvenanceError, provenance_from_image
@@ -265,6 +267,15 @@ def build_review_assets(run_dir: str | Path, views: list[RowView], *, manifest: 
     return ReviewBuild(reviews, [sheet for _, sheet in built], [])
 
 
+def _comparable(key: str, value: Any) -> Any:
+    """Provenance carries the instruction as the pipeline normalised it (the cache key's form),
+    results.parquet the manifest's raw text: compare both normalised, so whitespace alone is no
+    mismatch."""
+    if key == "instruction" and isinstance(value, str):
+        return normalise_instruction(value)
+    return value
+
+
 def _review_row(view: RowView, ctx: _Context) -> tuple[RowReview, Image.Image | None]:
     """The row's review entry and its display thumbnail (None when there is no output image)."""
     run_dir, size = ctx.run_dir, ctx.size
@@ -292,7 +303,7 @@ def _review_row(view: RowView, ctx: _Context) -> tuple[RowReview, Image.Image | 
         review.notes.append(prov_problem or "no provenance")
     else:
         mismatched = [k for k, want in (("instruction", view.instruction), ("seed", view.seed))
-                      if k in params and params[k] != want]
+                      if k in params and _comparable(k, params[k]) != _comparable(k, want)]
         if mismatched:
             review.flags.append("provenance-mismatch")
             review.notes.append("embedded " + ", ".join(f"{k}={params[k]!r}" for k in mismatched)

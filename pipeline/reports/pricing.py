@@ -13,6 +13,7 @@ A pricing mapping has the shape of ``pipeline/pricing.yaml``::
 
 A run's ``config.json`` may carry the same mapping under ``"pricing"`` (frozen at run time, so a
 later edit of pricing.yaml does not change an old run's verified report) or a path to such a file.
+The runner freezes it into every run; only runs written before it did fall back to pricing.yaml.
 """
 
 from __future__ import annotations

@@ -88,13 +88,17 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
     ]
     for cls, value in cost["failed_attempts_by_error_class"].items():
         cost_pairs.append((f"  failed: {cls}", money(value, cur)))
+    cost_pairs.append(("cost per generated image",
+                       f"{money(cost['per_generated_image'], cur)} ({rows['done']} images generated this run; "
+                       "cache hits excluded)"))
     cost_pairs.append(("cost per delivered image",
-                       f"{money(cost['per_delivered_image'], cur)} ({rows['done']} images generated this run)"))
+                       f"{money(cost['per_delivered_image'], cur)} ({rows['delivered']} images delivered: "
+                       f"{rows['done']} generated + {rows['cache_hits']} cache hits)"))
     for name, hosted in cost["hosted_api"].items():
         cost_pairs.append((f"hosted API equivalent ({name})",
-                           f"{money(hosted['cost'], cur)} for {rows['delivered']} images at "
-                           f"{money(hosted['price_per_image'], cur)} each; ours is "
-                           f"{_compare(hosted['difference'], cur)}"))
+                           f"{money(hosted['cost'], cur)} for the {hosted['images']} images generated this run "
+                           f"at {money(hosted['price_per_image'], cur)} each (cache hits not counted on "
+                           f"either side); ours is {_compare(hosted['difference'], cur)}"))
     cost_pairs.append(("cache saved", f"{money(cost['cache_saved'], cur)} ({rows['cache_hits']} cache hits; "
                                       f"{cost['cache_saved_basis']})"))
     if f.get("budget"):

@@ -19,7 +19,9 @@ from .usage import COST_MODEL, Analysis, analyse
 
 # @2: busy = device-busy (model phases only); CPU phases (read, decode, file encode, commit) are
 # reported apart as cpu_seconds / cpu_by_phase. An @1 report's figures used other definitions.
-REPORT_SCHEMA = "kontext-batch/report@2"
+# @3: cost.per_generated_image (cost / generated) beside per_delivered_image (now cost /
+# (generated + cache hits)); the hosted API equivalent counts generated images only.
+REPORT_SCHEMA = "kontext-batch/report@3"
 
 
 def analyse_run(run_dir: str | Path, pricing: Pricing | None = None) -> Analysis:

@@ -23,8 +23,10 @@ def _r(value: float | None) -> float | None:
 def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> dict[str, Any]:
     """Sum the ledger-derived figures of `run_dirs` (each priced by its own config unless
     `pricing` is given). Ratios are recomputed from the sums, not averaged:
-    utilisation = device-busy / held, cost per delivered image = total cost / images generated, and
-    cache saved = all cache hits x that job-wide cost per image."""
+    utilisation = device-busy / held, cost per generated image = total cost / images generated,
+    cost per delivered image = total cost / (generated + cache hits), hosted API equivalent = the
+    runs' own (images generated x price, summed), and cache saved = all cache hits x that job-wide
+    cost per generated image."""
     runs = []
     rows = dict.fromkeys(ROW_KEYS, 0)
     attempts = dict.fromkeys(ATTEMPT_KEYS, 0)
@@ -63,9 +65,11 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
         device_hours += cost["device_hours"]
         runs.append({
             "run_dir": str(run_dir), "run_id": f["run"]["run_id"], "status": f["run"]["status"],
-            "rows": f["rows"], "cost": cost["total"], "per_delivered_image": cost["per_delivered_image"],
+            "rows": f["rows"], "cost": cost["total"], "per_generated_image": cost["per_generated_image"],
+            "per_delivered_image": cost["per_delivered_image"],
         })
     per_image = total_cost / rows["done"] if rows["done"] else None
+    per_delivered = total_cost / rows["delivered"] if rows["delivered"] else None
     for d in devices.values():
         d["actors"] = int(d["actors"])
         d["utilisation"] = d["busy_seconds"] / d["held_seconds"] if d["held_seconds"] > 0 else None
@@ -86,10 +90,11 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
             "total": _r(total_cost),
             "device_hours": _r(device_hours),
             "failed_attempts": _r(failed_cost),
-            "per_delivered_image": _r(per_image),
+            "per_generated_image": _r(per_image),
+            "per_delivered_image": _r(per_delivered),
             "hosted_api": {k: _r(v) for k, v in sorted(hosted.items())},
             "cache_saved": _r(rows["cache_hits"] * per_image) if per_image is not None else None,
-            "cache_saved_basis": "cache hits x the job's cost per delivered image over these runs"
+            "cache_saved_basis": "cache hits x the job's cost per generated image over these runs"
             if per_image is not None else "no basis: these runs generated no images",
         },
     }

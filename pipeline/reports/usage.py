@@ -16,10 +16,13 @@ Cost model (printed in every report):
 * cost = device-hours x price[device type] (pricing file: source and date are printed).
 * Failed attempts (``retry-scheduled`` and ``failed-permanent``) cost their device-busy seconds x
   price; this share is already inside the total and is shown as its own line.
-* cost per delivered image = total cost / images generated this run (``ok`` rows; cache hits
+* cost per generated image = total cost / images generated this run (``ok`` rows; cache hits
   cost nothing and are not counted).
-* hosted API equivalent = (generated + cache hits) x reference price per image.
-* cache saved = cache hits x this run's cost per delivered image (our own historical cost; no
+* cost per delivered image = total cost / (generated + cache hits): what each image this run
+  handed over cost, the cache's reuse included.
+* hosted API equivalent = images generated this run x reference price per image. Cache hits are
+  left out on both sides: a hosted pipeline with its own cache would not pay for them either.
+* cache saved = cache hits x this run's cost per generated image (our own historical cost; no
   figure when this run generated nothing).
 * Per-row cost (contact sheets, review page) = device-busy seconds of the row's attempts x price;
   load, idle and CPU work are shared overhead and appear only in the run totals.
@@ -297,9 +300,10 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
 
     per_image = cost_total / done if done else None
     delivered = done + cache_hits
+    # Like for like: the hosted API would be paid for the images we generated, not for our hits.
     hosted = {
-        name: {"price_per_image": price, "cost": _r(delivered * price),
-               "difference": _r(delivered * price - cost_total)}
+        name: {"price_per_image": price, "images": done, "cost": _r(done * price),
+               "difference": _r(done * price - cost_total)}
         for name, price in sorted(pricing.hosted_per_image.items())
     }
     run_start = starts[0] if starts else {}
@@ -347,10 +351,11 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
             "failed_attempts": _r(failed_cost),
             "failed_attempts_busy_seconds": _r(failed_busy),
             "failed_attempts_by_error_class": {k: _r(v) for k, v in sorted(failed_by_class.items())},
-            "per_delivered_image": _r(per_image),
+            "per_generated_image": _r(per_image),
+            "per_delivered_image": _r(_ratio(cost_total, delivered)),
             "hosted_api": hosted,
             "cache_saved": _r(cache_hits * per_image) if per_image is not None else None,
-            "cache_saved_basis": "cache hits x this run's cost per delivered image"
+            "cache_saved_basis": "cache hits x this run's cost per generated image"
             if per_image is not None else "no basis: this run generated no images",
         },
         "budget": budget,
