@@ -44,7 +44,7 @@ from jobs.cron import Cron, CronError, parse_cron
 
 CURRENCIES = ("USD", "EUR", "GBP")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16")  # no float16: FLUX activations overflow it
 DEVICES = ("auto", "cpu", "cuda")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

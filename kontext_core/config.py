@@ -68,6 +68,9 @@ class AutoencoderConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
 
+T5_MAX_LENGTH_LIMIT = 512  # FLUX pipelines (BFL and diffusers) refuse longer T5 prompts
+
+
 @dataclass(frozen=True)
 class TextConfig:
     """Text encoder settings; the models themselves come from transformers configs."""
@@ -77,6 +80,12 @@ class TextConfig:
     t5_config: dict[str, Any] | None = None  # for presets built from config (tiny / tests)
     clip_config: dict[str, Any] | None = None
     vocabulary: tuple[str, ...] | None = None  # words for a built tiny tokenizer
+
+    def __post_init__(self) -> None:
+        # T5 v1.1's relative attention was trained up to 512 tokens; FLUX pipelines refuse more.
+        if not 0 < self.t5_max_length <= T5_MAX_LENGTH_LIMIT:
+            raise ValueError(f"text.t5_max_length {self.t5_max_length} is outside 1..{T5_MAX_LENGTH_LIMIT} "
+                             "(FLUX's T5 limit); set it to 512 or less")
 
 
 @dataclass(frozen=True)

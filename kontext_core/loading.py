@@ -53,6 +53,7 @@ from .checkpoint.stream import fill_module, identity_rules
 from .checkpoint.tables import autoencoder_rules, transformer_rules
 from .config import (
     PRESET_DIR,
+    T5_MAX_LENGTH_LIMIT,
     AutoencoderConfig,
     Preset,
     TransformerConfig,
@@ -67,7 +68,6 @@ if TYPE_CHECKING:  # transformers is imported only when encoders are built: reso
 
 NATIVE_PRESET_FILE = SIDECAR  # "kontext.json"
 BASE_PRESET = "flux.1-kontext-dev"  # settings (sampler, resolution, text) for weights without kontext.json
-T5_MAX_LENGTH_LIMIT = 512  # T5 v1.1's relative attention was trained up to 512 tokens (FLUX's limit)
 
 __all__ = [
     "CheckpointError",
@@ -154,6 +154,14 @@ def _tokenizer_max_length(folder: Path, limit: int) -> int | None:
     return value if isinstance(value, int) and 0 < value <= limit else None
 
 
+# FlowMatchEulerDiscreteScheduler keys whose non-default values would change the schedule.
+_PLAIN_SCHEDULER: dict[str, Any] = {
+    "time_shift_type": "exponential", "shift_terminal": None, "invert_sigmas": False,
+    "use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
+    "stochastic_sampling": False,
+}
+
+
 def _scheduler_settings(root: Path) -> dict[str, Any]:
     path = root / "scheduler" / "scheduler_config.json"
     if not path.is_file():
@@ -162,6 +170,14 @@ def _scheduler_settings(root: Path) -> dict[str, Any]:
     if not config.get("use_dynamic_shifting", True):
         raise CheckpointError(f"{path}: use_dynamic_shifting is false; Kontext's sampler shifts the schedule by "
                               "the image token count (FLUX.1 scheduler settings)")
+    # Settings our sampler does not implement: refuse them rather than sample another schedule.
+    unsupported = {key: config[key] for key, plain in _PLAIN_SCHEDULER.items()
+                   if key in config and config[key] != plain}
+    if unsupported:
+        found = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
+        raise CheckpointError(f"{path}: {found} is not supported (kontext_core samples FLUX.1's exponentially "
+                              "shifted linear schedule); use the scheduler_config.json of the FLUX.1 Kontext "
+                              "download or remove those keys")
     names = {"base_shift": "base_shift", "max_shift": "max_shift", "base_image_seq_len": "base_seq_len",
              "max_image_seq_len": "max_seq_len"}
     return {ours: config[theirs] for theirs, ours in names.items() if theirs in config}
@@ -223,8 +239,20 @@ def load_autoencoder(weights: ComponentWeights, cfg: AutoencoderConfig, device: 
     return fill_module(module, weights, rules, torch.device(device), dtype, _summary(cfg))
 
 
+def check_dtype(dtype: torch.dtype) -> None:
+    """Refuse precisions the model does not run correctly in, naming the fix."""
+    if dtype == torch.float16:
+        # FLUX's activations and T5-XXL's feed-forward outputs exceed float16's range (±65504):
+        # images come out black/NaN. BFL's reference has no float16 path either.
+        raise ValueError("float16 is not supported: FLUX.1 activations overflow it (NaN or black images); "
+                         "use bfloat16 on GPUs (the default on CUDA) or float32")
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"dtype {dtype} is not supported; use torch.bfloat16 or torch.float32")
+
+
 def load_components(source: ModelSource, device: torch.device | str, dtype: torch.dtype
                     ) -> tuple[KontextTransformer, AutoEncoder, TextEncoders]:
+    check_dtype(dtype)
     if source.kind == "random":
         transformer, autoencoder, text = build_random(source.preset, source.preset.random_init_seed or 0)
     elif source.transformer is not None and source.autoencoder is not None and source.root is not None:

@@ -56,6 +56,19 @@ def build_clip_tokenizer(max_length: int) -> CLIPTokenizer:
     return tok
 
 
+def _load_strict(model_class: type, folder: Path, dtype: torch.dtype) -> nn.Module:
+    """from_pretrained, but weights missing from the folder are an error, not a random init
+    (transformers only logs a warning, which would give silently wrong conditioning)."""
+    model, info = model_class.from_pretrained(folder, torch_dtype=dtype, local_files_only=True,
+                                              output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{folder}: {model_class.__name__} weights incomplete, {len(missing)} missing "
+                         f"({shown}); re-copy that folder from the FLUX.1-Kontext-dev download")
+    return model
+
+
 @dataclass
 class TextEmbeddings:
     t5: torch.Tensor  # [B, L, d_t5]
@@ -100,8 +113,8 @@ class TextEncoders(nn.Module):
                 "(text_encoder, tokenizer) and T5-XXL (text_encoder_2, tokenizer_2) folders of the "
                 "FLUX.1-Kontext-dev download there."
             )
-        clip = CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype, local_files_only=True)
-        t5 = T5EncoderModel.from_pretrained(root / "text_encoder_2", torch_dtype=dtype, local_files_only=True)
+        clip = _load_strict(CLIPTextModel, root / "text_encoder", dtype)
+        t5 = _load_strict(T5EncoderModel, root / "text_encoder_2", dtype)
         clip_tok = AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
         t5_tok = AutoTokenizer.from_pretrained(root / "tokenizer_2", local_files_only=True)
         if len(t5_tok) == 0 or len(clip_tok) == 0:

@@ -94,7 +94,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                         "local Ray for this run")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CUDA when the cluster has GPUs (one actor per GPU), else CPU")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
                    default="auto", help="precision (auto: bfloat16 on CUDA, float32 on CPU); "
                                         "part of the cache key")
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",

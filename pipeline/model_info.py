@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")  # no float16: FLUX activations overflow it
 
 
 @dataclass(frozen=True)

@@ -500,6 +500,13 @@ def test_fast_path_sampler_options_reach_the_run_config(tmp_path: Path, monkeypa
     assert "must be true or false" in problems["sampler.fp8"].message
 
 
+def test_float16_is_refused_and_bfloat16_suggested(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, GOOD + "sampler: {dtype: float16}\n")
+    problems = {p.key: p for p in problems_of(path)}
+    assert set(problems) == {"sampler.dtype"}
+    assert "'float16' is not one of auto, float32, bfloat16; did you mean 'bfloat16'?" in problems["sampler.dtype"].message
+
+
 def test_image_roots_resolve_against_the_spec_and_reach_the_run_config(tmp_path: Path, monkeypatch) -> None:
     import jobs.runner
     import pipeline.runner

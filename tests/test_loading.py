@@ -268,6 +268,46 @@ def test_missing_key_names_file_and_key(tmp_path, bfl_dir):
         KontextEditor.load(root)
 
 
+def test_text_encoder_with_missing_weights_is_an_error_not_a_random_init(tmp_path, bfl_dir):
+    root = shutil.copytree(bfl_dir, tmp_path / "partial_t5")
+    path = next((root / "text_encoder_2").glob("*.safetensors"))
+    state = load_file(str(path))
+    dropped = sorted(k for k in state if ".layer.1.DenseReluDense.wo." in k)
+    assert dropped, sorted(state)[:10]
+    save_file({k: v for k, v in state.items() if k not in dropped}, str(path), metadata={"format": "pt"})
+    with pytest.raises(ValueError) as err:
+        KontextEditor.load(root)
+    msg = str(err.value)
+    assert str(root / "text_encoder_2") in msg and "T5EncoderModel weights incomplete" in msg
+    assert f"{len(dropped)} missing" in msg and "re-copy that folder" in msg
+
+
+@pytest.mark.parametrize("key, value", [("shift_terminal", 0.02), ("use_karras_sigmas", True),
+                                        ("time_shift_type", "linear")])
+def test_scheduler_settings_our_sampler_lacks_are_refused(tmp_path, diffusers_dir, key, value):
+    root = shutil.copytree(diffusers_dir, tmp_path / "odd_scheduler")
+    path = root / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    assert config.get(key) != value
+    path.write_text(json.dumps({**config, key: value}))
+    with pytest.raises(CheckpointError) as err:
+        resolve_model(root)
+    assert str(path) in str(err.value) and f"{key}={value!r} is not supported" in str(err.value)
+
+
+def test_t5_length_over_512_is_refused(tmp_path, diffusers_dir):
+    root = shutil.copytree(diffusers_dir, tmp_path / "long_t5")
+    sidecar = json.loads((root / "kontext.json").read_text())
+    (root / "kontext.json").write_text(json.dumps({**sidecar, "text": {"t5_max_length": 1024}}))
+    with pytest.raises(CheckpointError, match="t5_max_length 1024 is outside 1..512"):
+        resolve_model(root)
+
+
+def test_float16_is_refused_with_the_reason(bfl_dir):
+    with pytest.raises(ValueError, match="float16 is not supported: FLUX.1 activations overflow"):
+        KontextEditor.load(bfl_dir, dtype=torch.float16)
+
+
 def test_kontext_json_fills_what_bfl_shapes_cannot_and_must_agree_with_them(tmp_path, bfl_dir):
     root = shutil.copytree(bfl_dir, tmp_path / "sidecar")
     (root / "kontext.json").unlink()
