@@ -5,23 +5,36 @@ cache hits, so a file is hashed only when its (path, size, mtime_ns) is new. The
 lives beside a local store (``<store>/index/source_digests.sqlite``) or in the user cache
 for remote stores. A stale entry needs the same path, size and nanosecond mtime as the
 changed file, which in-place editors do not produce.
+
+Errors: a source the manifest must fix (not found, a directory, permission denied) is a
+``BadRowError``; any other I/O error (EIO, ESTALE, a timeout, an S3 503) may pass, so it is a
+``TransientError`` and ``digest_many`` tries it again with backoff before giving up on it.
+A source whose stat keeps failing is still hashed (reading it may work): it is just not
+indexed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable
+import stat
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from pipeline.errors import BadRowError, TransientError
+from pipeline.errors import BadRowError, PipelineError, TransientError
 
 _CHUNK = 1 << 20
 _SQL_CHUNK = 500
+# errnos that say the path is wrong, not that the storage had a bad moment.
+_MISSING = (errno.ENOENT, errno.ENOTDIR)
+_NO_PERMISSION = (errno.EACCES, errno.EPERM)
+_BAD_PATH = (errno.ENAMETOOLONG, errno.ELOOP)
 
 
 def _is_uri(location: str) -> bool:
@@ -32,10 +45,34 @@ def _local_path(location: str) -> str:
     return location[len("file://"):] if location.startswith("file://") else location
 
 
+def _not_found(location: str) -> BadRowError:
+    return BadRowError(f"source image {location!r} not found; fix the path in the "
+                       f"manifest's image column")
+
+
+def source_error(location: str, exc: OSError) -> PipelineError:
+    """What an I/O error on a source means: a bad row when the path is wrong (not found, a
+    directory, permission denied), else transient (EIO, ESTALE, a timeout, an S3 503)."""
+    text = str(exc).lower()
+    if exc.errno in _MISSING or "not found" in text or "no such file" in text:
+        return _not_found(location)
+    if exc.errno == errno.EISDIR:
+        return BadRowError(f"source image {location!r} is a directory, not a regular file")
+    if exc.errno in _NO_PERMISSION or "permission denied" in text or "access denied" in text \
+            or "access_denied" in text:
+        return BadRowError(f"source image {location!r} cannot be read: permission denied "
+                           f"({exc}); fix its permissions or the manifest's image column")
+    if exc.errno in _BAD_PATH:
+        return BadRowError(f"source image {location!r} cannot be opened ({exc}); fix the "
+                           f"path in the manifest's image column")
+    return TransientError(f"reading source image {location!r} failed: {exc} (an I/O error "
+                          f"that may pass)")
+
+
 def read_source_bytes(location: str) -> bytes:
     """The bytes of a source image (local path or pyarrow-filesystem URI).
 
-    A missing file is a bad row; other I/O errors may pass (transient)."""
+    A missing or unreadable path is a bad row; other I/O errors may pass (transient)."""
     try:
         if _is_uri(location):
             fs, path = pafs.FileSystem.from_uri(location)
@@ -43,35 +80,26 @@ def read_source_bytes(location: str) -> bytes:
                 return stream.read()
         with open(_local_path(location), "rb") as f:
             return f.read()
-    except FileNotFoundError as exc:
-        raise BadRowError(f"source image {location!r} not found; fix the path in the "
-                          f"manifest's image column") from exc
-    except IsADirectoryError as exc:
-        raise BadRowError(f"source image {location!r} is a directory, not a file") from exc
     except OSError as exc:
-        if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
-            raise BadRowError(f"source image {location!r} not found; fix the path in the "
-                              f"manifest's image column") from exc
-        raise TransientError(f"reading source image {location!r} failed: {exc}") from exc
+        raise source_error(location, exc) from exc
 
 
 def _stat(location: str) -> tuple[int, int]:
-    """(size, mtime_ns) of a source; raises BadRowError when it does not exist."""
-    if _is_uri(location):
-        fs, path = pafs.FileSystem.from_uri(location)
-        info = fs.get_file_info(path)
-        if info.type != pafs.FileType.File:
-            raise BadRowError(f"source image {location!r} not found; fix the path in the "
-                              f"manifest's image column")
-        return int(info.size or 0), int(info.mtime_ns or 0)
+    """(size, mtime_ns) of a source; BadRowError when it is missing or not a file,
+    TransientError for an I/O error that may pass."""
     try:
+        if _is_uri(location):
+            fs, path = pafs.FileSystem.from_uri(location)
+            info = fs.get_file_info(path)
+            if info.type != pafs.FileType.File:
+                raise _not_found(location)
+            return int(info.size or 0), int(info.mtime_ns or 0)
         st = os.stat(_local_path(location))
-    except FileNotFoundError as exc:
-        raise BadRowError(f"source image {location!r} not found; fix the path in the "
-                          f"manifest's image column") from exc
     except OSError as exc:
-        raise BadRowError(f"source image {location!r} cannot be read: {exc}") from exc
-    if not os.path.isfile(_local_path(location)):
+        raise source_error(location, exc) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise BadRowError(f"source image {location!r} is a directory, not a regular file")
+    if not stat.S_ISREG(st.st_mode):
         raise BadRowError(f"source image {location!r} is not a regular file")
     return st.st_size, st.st_mtime_ns
 
@@ -84,9 +112,8 @@ def _hash_source(location: str) -> str:
         with open(_local_path(location), "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
-    except FileNotFoundError as exc:
-        raise BadRowError(f"source image {location!r} not found; fix the path in the "
-                          f"manifest's image column") from exc
+    except OSError as exc:
+        raise source_error(location, exc) from exc
     return h.hexdigest()
 
 
@@ -101,8 +128,11 @@ def default_index_path(store_root: str) -> Path:
 class SourceDigests:
     """Digest lookups for many sources at once, with a persistent (path, size, mtime) index."""
 
-    def __init__(self, index_path: str | Path | None, threads: int = 4) -> None:
+    def __init__(self, index_path: str | Path | None, threads: int = 4, tries: int = 3,
+                 backoff_s: float = 0.5) -> None:
         self._threads = threads
+        self._tries = max(1, tries)  # per source, for errors that may pass (TransientError)
+        self._backoff_s = backoff_s  # before the second try; doubled before each later one
         self._db: sqlite3.Connection | None = None
         self.hashed = 0  # files actually read and hashed (the index missed)
         if index_path is not None:
@@ -132,16 +162,45 @@ class SourceDigests:
                 found[path] = (size, mtime, digest)
         return found
 
+    def _retrying(self, fn: Callable[[str], object], locations: list[str],
+                  threads: int = 1) -> dict[str, object]:
+        """location -> fn(location) or the exception it raised. TransientErrors are tried
+        again, in rounds (one backoff sleep per round, however many sources failed)."""
+        def call(loc: str) -> tuple[str, object]:
+            try:
+                return loc, fn(loc)
+            except Exception as exc:  # reported per row by the planner
+                return loc, exc
+
+        out: dict[str, object] = {}
+        pending = locations
+        for n in range(self._tries):
+            if n:
+                time.sleep(self._backoff_s * 2 ** (n - 1))
+            if len(pending) > 1 and threads > 1:
+                with ThreadPoolExecutor(threads) as pool:
+                    out.update(pool.map(call, pending))
+            else:
+                out.update(map(call, pending))
+            pending = [loc for loc in pending if isinstance(out[loc], TransientError)]
+            if not pending:
+                break
+        return out
+
     def digest_many(self, locations: Iterable[str]) -> dict[str, str | BaseException]:
-        """location -> sha256 hex, or the exception (BadRowError when missing/unreadable)."""
+        """location -> sha256 hex, or the exception: BadRowError when the row must be fixed,
+        TransientError when reading still failed after ``tries`` tries."""
         unique = list(dict.fromkeys(locations))
         result: dict[str, str | BaseException] = {}
         stats: dict[str, tuple[int, int]] = {}
-        for loc in unique:
-            try:
-                stats[loc] = _stat(loc)
-            except Exception as exc:  # a bad row, reported per row by the planner
-                result[loc] = exc
+        unindexed: list[str] = []  # stat kept failing: hash anyway, reading may still work
+        for loc, value in self._retrying(_stat, unique).items():
+            if isinstance(value, TransientError):
+                unindexed.append(loc)
+            elif isinstance(value, BaseException):
+                result[loc] = value
+            else:
+                stats[loc] = value
         known = self._lookup(list(stats))
         to_hash = [loc for loc, st in stats.items()
                    if loc not in known or known[loc][:2] != st]
@@ -149,24 +208,13 @@ class SourceDigests:
         for loc in stats:
             if loc not in hashing:
                 result[loc] = known[loc][2]
+        to_hash += unindexed
         if to_hash:
             self.hashed += len(to_hash)
-
-            def run(loc: str) -> tuple[str, str | BaseException]:
-                try:
-                    return loc, _hash_source(loc)
-                except Exception as exc:
-                    return loc, exc
-
-            if len(to_hash) == 1:
-                computed = [run(to_hash[0])]
-            else:
-                with ThreadPoolExecutor(self._threads) as pool:
-                    computed = list(pool.map(run, to_hash))
             rows = []
-            for loc, value in computed:
+            for loc, value in self._retrying(_hash_source, to_hash, self._threads).items():
                 result[loc] = value
-                if isinstance(value, str):
+                if isinstance(value, str) and loc in stats:
                     rows.append((loc, stats[loc][0], stats[loc][1], value))
             if self._db is not None and rows:
                 self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)", rows)

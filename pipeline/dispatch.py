@@ -10,7 +10,9 @@
   bad rows fail at once; transient and poisoned-device failures are retried with
   exponential backoff up to ``max_attempts`` tries, OOM rows in halved batches, and rows
   of a dead actor one by one, each alone in its actor process (so a row that kills its
-  actor ends up failing alone and takes no neighbour with it).
+  actor ends up failing alone and takes no neighbour with it). Rows waiting on a row's key
+  (followers) end with it: a ``cache-hit`` record each when it commits, a ``failed-permanent``
+  one (no actor, zero phases) when it fails.
 - An actor that dies mid-batch (``os._exit``, lost node) raises ``RayActorError`` here;
   Ray restarts it (``max_restarts=-1``) and the rows go to whichever actor is free first.
 - A store that is out of space (ENOSPC, EDQUOT) stops the run (``StoreFull``): every later
@@ -551,10 +553,18 @@ class Dispatcher:
         self.outcomes.set(task.row_index, status="failed", key=task.key, attempts=attempt,
                           error_class=error_class, reason=error)
         self.progress.row_failed()
+        now = time.time()
         for follower in self.followers.get(task.key, []):
+            # The owner's failure is the follower's too: its own failed-permanent record (no
+            # actor, zero phases: the work and its cost belong to the owner's attempts) so
+            # the ledger, and every report read from it, count it failed with the reason.
+            reason = f"{error} (same key as row {task.row_index})"
+            tried = self.prior.get(follower.row_index, 0) + 1
+            records.append(self.ledger.record("attempt", **task_attempt(
+                follower, attempt=tried, outcome="failed-permanent",
+                error_class=error_class or TRANSIENT, error=reason, start=now, end=now)))
             self.outcomes.set(follower.row_index, status="failed", key=follower.key,
-                              attempts=0, error_class=error_class,
-                              reason=f"{error} (same key as row {task.row_index})")
+                              attempts=tried, error_class=error_class, reason=reason)
             self.progress.row_failed()
         return records
 

@@ -8,6 +8,11 @@ key is committed are cache hits (or stay ``done`` when an earlier invocation of 
 run computed them); rows whose key another row already owns wait for that row; the rest
 become tasks, ordered so rows sharing (steps, guidance, size), then source image, then
 instruction, sit next to each other and land in the same batch.
+
+A row whose source is wrong (missing, a directory, no permission) fails here for good. One
+whose source could not be read for a reason that may pass (I/O error, timeout: the digests
+already tried again with backoff) has no key, so it cannot run now: it stays ``not-run`` with
+a ``retry-scheduled`` record (error class transient), and running the command again retries it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from manifests import ManifestRow
 from pipeline.cache import ModelSettings, RowSettings, cache_key, normalise_instruction
 from pipeline.digests import SourceDigests
 from pipeline.encode import extension, normalise_format, shared_output_spec
-from pipeline.errors import BAD_ROW, PipelineError, describe
+from pipeline.errors import BAD_ROW, TRANSIENT, PipelineError, describe
 from pipeline.ledger import LedgerWriter
 from pipeline.manifest_input import BadRow, CheckedManifest, iter_manifest
 from pipeline.outcomes import Outcomes
@@ -48,6 +53,7 @@ class Plan:
     hits: int = 0
     done_before: int = 0  # computed by an earlier invocation of this run
     failed: int = 0
+    deferred: int = 0  # source unreadable for now (transient): not run, a re-run retries it
     hashed_sources: int = 0
 
 
@@ -107,14 +113,20 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
                  variant, error_class: str = BAD_ROW) -> None:
         prev = history.rows.get(index)
         attempt = (prev.attempts if prev else 0) + 1
+        transient = error_class == TRANSIENT  # may pass: not run now, never failed for good
+        if transient:
+            reason += "; not run: running the same command again retries this row"
         records.add(attempt_fields(
             row_id=row_id, row_index=index, key=None, attempt=attempt,
-            outcome="failed-permanent", error_class=error_class, error=reason, start=now,
-            end=now, image=image, instruction=instruction, seed=seed, product_id=product_id,
-            variant=variant))
-        outcomes.set(index, status="failed", row_id=row_id, attempts=attempt,
-                     error_class=error_class, reason=reason)
-        plan.failed += 1
+            outcome="retry-scheduled" if transient else "failed-permanent",
+            error_class=error_class, error=reason, start=now, end=now, image=image,
+            instruction=instruction, seed=seed, product_id=product_id, variant=variant))
+        outcomes.set(index, status="not-run" if transient else "failed", row_id=row_id,
+                     attempts=attempt, error_class=error_class, reason=reason)
+        if transient:
+            plan.deferred += 1
+        else:
+            plan.failed += 1
 
     hashed_before = digests.hashed
     for batch in iter_manifest(checked):
