@@ -76,6 +76,27 @@ def device_type_of(device: str) -> str:
     return name
 
 
+def check_same_model(editor: Any, expected: Mapping[str, Any], model: str) -> None:
+    """Raise when the loaded editor is not the model the driver keyed the cache with."""
+    host = os.uname().nodename
+    want = expected.get("fingerprint")
+    got = getattr(editor, "fingerprint", None)
+    if want is not None and got is not None and got != want:
+        raise RuntimeError(
+            f"model {model!r} on node {host} is not the one the driver planned with (weights fingerprint "
+            f"{got[:12]} here, {want[:12]} on the driver); its outputs would be cached under the wrong "
+            "key. Fix: give every node the same copy of the weights (or an absolute path to a shared one)")
+    want_numerics = expected.get("numerics")
+    if want_numerics is not None:
+        from pipeline.cache import numerics_version
+
+        if numerics_version() != want_numerics:
+            raise RuntimeError(
+                f"kontext_core on node {host} has numerics {numerics_version()!r}, the driver "
+                f"{want_numerics!r}: the same key would give different pixels. Fix: install the same "
+                "kontext-batch version on every node")
+
+
 class _RowFailure(Exception):
     def __init__(self, error_class: str, message: str) -> None:
         super().__init__(message)
@@ -109,7 +130,11 @@ class EditorActor:
     def __init__(self, name: str, model: str, device: str, dtype: str,
                  editor_factory: EditorFactory | None = None,
                  faults: Sequence[Mapping[str, Any]] = (),
-                 torch_threads: int | None = None, fp8: bool = False, compile: bool = False) -> None:
+                 torch_threads: int | None = None, fp8: bool = False, compile: bool = False,
+                 expected: Mapping[str, Any] | None = None) -> None:
+        """expected: {"fingerprint", "numerics"} the driver built cache keys with; an actor whose
+        loaded model differs (another copy of the weights on its node, another kontext_core)
+        refuses to start rather than store its outputs under keys that name other weights."""
         import torch
 
         from pipeline.model_info import torch_dtype
@@ -124,6 +149,7 @@ class EditorActor:
         options = {name: True for name, on in (("fp8", fp8), ("compile", compile)) if on}
         self.editor = factory(model, device, torch_dtype(dtype), **options)
         self.load_end = time.time()
+        check_same_model(self.editor, expected or {}, model)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
         node = ip = None

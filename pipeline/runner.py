@@ -225,7 +225,8 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
             num_cpus=layout.num_cpus, num_gpus=layout.num_gpus, max_restarts=-1,
             max_task_retries=0, max_concurrency=2, scheduling_strategy="SPREAD",
         ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
-                 layout.torch_threads, fp8=config.fp8, compile=config.compile)
+                 layout.torch_threads, fp8=config.fp8, compile=config.compile,
+                 expected={"fingerprint": info.fingerprint, "numerics": numerics_version()})
         slots.append(ActorSlot(name=name, handle=handle))
     return slots
 

@@ -1,0 +1,63 @@
+"""An actor whose loaded model is not the driver's (another copy of the weights on its node,
+another kontext_core) refuses to start, so nothing it makes is cached under the driver's keys."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pipeline_helpers import TEST_MODEL, make_manifest, start_ray
+
+from pipeline.actors import check_same_model
+from pipeline.cache import numerics_version
+from pipeline.errors import ConfigError
+from pipeline.runner import RunConfig, run_batch
+
+
+def test_same_model_passes_and_other_weights_or_numerics_are_named() -> None:
+    editor = SimpleNamespace(fingerprint="a" * 64)
+    check_same_model(editor, {"fingerprint": "a" * 64, "numerics": numerics_version()}, "m")
+    check_same_model(SimpleNamespace(), {"fingerprint": "a" * 64}, "m")  # a test double without one
+    with pytest.raises(RuntimeError) as err:
+        check_same_model(editor, {"fingerprint": "b" * 64}, "/models/kontext")
+    msg = str(err.value)
+    assert "'/models/kontext'" in msg and "aaaaaaaaaaaa here, bbbbbbbbbbbb on the driver" in msg
+    assert "same copy of the weights" in msg
+    with pytest.raises(RuntimeError, match="has numerics .* the driver 'other-numerics'.*same kontext-batch version"):
+        check_same_model(editor, {"numerics": "other-numerics"}, "m")
+
+
+class OtherWeightsFactory:
+    """Loads the test model but reports another fingerprint, as a stale copy on a node would."""
+
+    def __call__(self, model: str, device: str, dtype: Any) -> Any:
+        from kontext_core import KontextEditor
+
+        editor = KontextEditor.load(model, device=device, dtype=dtype)
+        editor.fingerprint = "f" * 64
+        return editor
+
+
+def test_run_whose_actors_load_other_weights_stops_before_storing_anything(tmp_path: Path) -> None:
+    import ray
+    from ray import cloudpickle
+
+    manifest = make_manifest(tmp_path / "m", products=2, variants=1)
+    out = tmp_path / "out"
+    start_ray(num_cpus=2)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    try:
+        config = RunConfig(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=2,
+                           actors=1, reports=False, progress=False, retry_backoff_s=0.05)
+        with pytest.raises(ConfigError) as err:
+            run_batch(config, editor_factory=OtherWeightsFactory())
+    finally:
+        ray.shutdown()
+    msg = str(err.value)
+    assert "no actor could load the model" in msg and "not the one the driver planned with" in msg
+    assert "ffffffffffff here" in msg
+    objects = out / "store" / "objects"
+    assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))
