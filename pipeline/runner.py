@@ -404,6 +404,11 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                     outcomes.reason[i] = f"not run: the run stopped because {stop_reason}"
         progress.close()
         counts = outcomes.counts()
+        if stop_reason is None and plan.deferred:
+            # Sources that stayed unreadable through planning's retries (I/O error, throttling):
+            # the run stays resumable, so the same command retries exactly those rows.
+            stop_reason = (f"{plan.deferred} source image(s) could not be read (transient errors, "
+                           "retried); their rows were not run")
         if stop_reason is None:
             status = "budget-stopped" if budget_stopped else \
                 "failed-rows" if counts["failed"] else "complete"
