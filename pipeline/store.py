@@ -6,8 +6,11 @@ Layout under the store root::
     objects/<key[:2]>/<key>.json      sidecar: sha256 + size of the output, key inputs, origin
 
 Commit order: sidecar first, then the output, each written to a temporary name in the same
-folder and renamed into place (object stores: a single put, which is atomic). So an output
-under its final name is always complete and has its sidecar: "present" means committed.
+folder, fsynced, renamed into place and the folder fsynced (object stores: a single put, which
+is atomic and durable). So an output under its final name is always complete and has its
+sidecar, even after a power loss: "present" means committed. (Without the fsyncs a renamed
+file can come back truncated after a crash while the fsynced ledger line naming it survives,
+and a truncated non-empty output would be a cache hit for good.)
 Reading verifies the bytes against the sidecar's sha256 (``read_verified``); planning only
 lists names (cheap at 200k rows) unless asked to verify (``verify``).
 
@@ -20,6 +23,7 @@ processes never both write one key; object stores get the check without the lock
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -59,6 +63,32 @@ def filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
 
 
+def _fsync_file(path: str) -> None:
+    """Flush a written local file to disk (an fd of any mode flushes the file's data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make renames and creations in a local folder durable, where the platform allows:
+    folders that cannot be opened or fsynced (some network and FUSE filesystems) are skipped;
+    a real I/O error (EIO) is raised."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 class Store:
     """The content-addressed store rooted at ``root`` (path or URI)."""
 
@@ -89,6 +119,11 @@ class Store:
     def _ensure_dir(self, path: str) -> None:
         if path not in self._made_dirs:
             self.fs.create_dir(path, recursive=True)
+            if self._atomic_rename:  # local: the new folders' names must survive a crash too
+                folder = path
+                while folder != self.base and folder.startswith(self.base):
+                    folder = os.path.dirname(folder)
+                    _fsync_dir(folder)
             self._made_dirs.add(path)
 
     def _put(self, path: str, data: bytes) -> None:
@@ -100,6 +135,7 @@ class Store:
         try:
             with self.fs.open_output_stream(tmp) as out:
                 out.write(data)
+            _fsync_file(tmp)  # the bytes are on disk before any name points at them
             kill_point("store-tmp-written")
             self.fs.move(tmp, path)
         except BaseException:
@@ -108,6 +144,7 @@ class Store:
             except OSError:
                 pass
             raise
+        _fsync_dir(os.path.dirname(path))  # and the rename itself is durable
 
     def commit(self, key: str, ext: str, data: bytes, sidecar: Mapping[str, Any]) -> str:
         """Atomically store ``data`` as the output of ``key``; returns its URI.
