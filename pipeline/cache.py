@@ -15,7 +15,8 @@ UTF-8) holding exactly the inputs that change the output file:
      "approximations": {"fp8": <bool>, "step_cache": null | <threshold>}  (fast-path options:
                                                --fp8 and --step-cache),
      "output": {"format": "png", "encoder": {...}}           (file encoding + settings),
-     "numerics": <numerics version of kontext_core>}
+     "numerics": <numerics version of kontext_core>,
+     "decode": <version of the source decoding rules, pipeline.image_io.DECODE_VERSION>}
 
 Anything that changes the pixels or the encoded bytes is in the document, so it changes
 the key; nothing else is (row_id, product_id, variant, meta_* columns, run id, batch
@@ -30,6 +31,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.image_io import DECODE_VERSION
 
 KEY_SCHEMA = "kontext-batch-key/1"
 # Used when kontext_core does not publish NUMERICS_VERSION; bump when sampling changes.
@@ -67,6 +70,7 @@ class ModelSettings:
     model_fingerprint: str
     dtype: str
     numerics: str = field(default_factory=numerics_version)
+    decode: str = DECODE_VERSION
     approximations: Mapping[str, Any] = field(
         default_factory=lambda: dict(DEFAULT_APPROXIMATIONS))
 
@@ -97,6 +101,7 @@ def key_document(image_sha256: str, instruction: str, seed: int, model: ModelSet
         "approximations": dict(model.approximations),
         "output": {"format": row.output["format"], "encoder": dict(row.output["encoder"])},
         "numerics": model.numerics,
+        "decode": model.decode,
     }
 
 

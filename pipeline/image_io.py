@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# Part of every cache key: bump when a rule above (or the actor's pre-resize of the context)
+# changes the pixels the model is given, so outputs made from the old pixels are recomputed.
+DECODE_VERSION = "kontext-batch-decode/1"
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger sources are refused before decoding
 _BACKGROUND = (255, 255, 255)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")

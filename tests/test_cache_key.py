@@ -23,6 +23,7 @@ from pipeline.cache import (
     normalise_instruction,
 )
 from pipeline.digests import SourceDigests
+from pipeline.image_io import DECODE_VERSION
 from pipeline.ledger import LedgerWriter
 from pipeline.manifest_input import check_manifest
 from pipeline.outcomes import Outcomes
@@ -150,6 +151,13 @@ def test_key_changes_with_numerics_version_and_approximations() -> None:
     assert cache_key(*args, fp8, _row()) != base
 
 
+def test_key_changes_with_the_source_decoding_rules() -> None:
+    args = ("0" * 64, "edit", 1)
+    base = cache_key(*args, MODEL, _row())
+    assert key_document(*args, MODEL, _row())["decode"] == DECODE_VERSION
+    assert cache_key(*args, ModelSettings("f" * 64, "float32", numerics="1", decode="other"), _row()) != base
+
+
 def test_key_changes_with_encoder_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     args = ("0" * 64, "edit", 1)
     before = cache_key(*args, MODEL, _row(output=encode.output_spec("jpeg")))
@@ -161,7 +169,7 @@ def test_key_changes_with_encoder_settings(monkeypatch: pytest.MonkeyPatch) -> N
 def test_key_document_is_canonical_and_documented_fields_only() -> None:
     doc = key_document("0" * 64, " a  b ", 3, MODEL, _row(size=(48, 32)))
     assert set(doc) == {"schema", "image", "instruction", "seed", "model", "steps", "guidance",
-                        "size", "dtype", "approximations", "output", "numerics"}
+                        "size", "dtype", "approximations", "output", "numerics", "decode"}
     assert doc["instruction"] == "a b" and doc["size"] == [48, 32]
     # ints and floats with equal values encode the same: guidance 3 == 3.0
     assert cache_key("0" * 64, "x", 1, MODEL, _row(guidance=3)) == \
