@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import threading
 import time
@@ -43,7 +44,8 @@ from pipeline.image_io import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 # asks for them (and only then, so factories without those options keep working)
 EditorFactory = Callable[..., Any]
 
-_DEVICE_TYPES = ("H200", "H100", "A100", "L40S")
+# Matched in order against the CUDA device name (longer names first: "GH200" is not an "H200").
+_DEVICE_TYPES = ("GH200", "H200", "H100", "B200", "A100", "A10G", "A10", "L40S", "L40", "L4")
 # kontext_core's timing names -> ledger phase names
 _MODEL_PHASES = {"text_encode": "text_encode", "context_encode": "context_encode",
                  "denoise": "denoise", "decode": "decode_latents"}
@@ -70,10 +72,26 @@ def device_type_of(device: str) -> str:
     import torch
 
     name = torch.cuda.get_device_name(torch.device(device)).upper()
+    return device_type_from_name(name)
+
+
+def device_type_from_name(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'H100'; an unlisted card keeps its name minus the vendor."""
+    name = name.upper()
     for known in _DEVICE_TYPES:
-        if known in name:
+        if re.search(rf"(?<![A-Z0-9]){known}(?![A-Z0-9])", name):
             return known
-    return name
+    return name.removeprefix("NVIDIA ").strip()
+
+
+def check_priced(device_type: str, priced: Sequence[str] | None) -> None:
+    """Raise when the run's pricing has no price for this device: the report could not cost its
+    work, so the actor refuses before doing any (instead of the report failing afterwards)."""
+    if priced is not None and device_type not in priced:
+        raise RuntimeError(
+            f"device type {device_type!r} on node {os.uname().nodename} has no price in this run's pricing "
+            f"(priced: {', '.join(sorted(priced))}). Fix: add `{device_type}: <price per device-hour>` under "
+            "device_hour in pipeline/pricing.yaml or in the file given with --pricing")
 
 
 def check_same_model(editor: Any, expected: Mapping[str, Any], model: str) -> None:
@@ -144,6 +162,8 @@ class EditorActor:
         self.name = name
         self.faults = list(faults)
         self.load_start = time.time()
+        device_type = device_type_of(device)
+        check_priced(device_type, (expected or {}).get("priced_devices"))  # before the load's GPU time
         factory = editor_factory or load_kontext_editor
         # options are passed only when on, so factories without them keep working for plain runs
         options = {name: True for name, on in (("fp8", fp8), ("compile", compile)) if on}
@@ -162,7 +182,7 @@ class EditorActor:
             pass
         self.info = {"actor": name, "pid": os.getpid(), "node": node, "node_ip": ip,
                      "device": device if device != "cuda" else "cuda:0",
-                     "device_type": device_type_of(device), "load_start": self.load_start,
+                     "device_type": device_type, "load_start": self.load_start,
                      "load_end": self.load_end}
 
     def describe(self) -> dict[str, Any]:

@@ -218,6 +218,7 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
     cpus, gpus = cluster_resources()
     layout = actor_layout(device, config.actors, cpus, gpus)
     remote = ray.remote(EditorActor)
+    priced = sorted(_frozen_pricing(config.pricing)["pricing"]["device_hour"])
     slots = []
     for i in range(layout.count):
         name = f"editor-{i}"
@@ -226,7 +227,8 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
             max_task_retries=0, max_concurrency=2, scheduling_strategy="SPREAD",
         ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
                  layout.torch_threads, fp8=config.fp8, compile=config.compile,
-                 expected={"fingerprint": info.fingerprint, "numerics": numerics_version()})
+                 expected={"fingerprint": info.fingerprint, "numerics": numerics_version(),
+                           "priced_devices": priced})
         slots.append(ActorSlot(name=name, handle=handle))
     return slots
 

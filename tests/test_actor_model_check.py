@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pipeline_helpers import TEST_MODEL, make_manifest, start_ray
 
-from pipeline.actors import check_same_model
+from pipeline.actors import check_priced, check_same_model, device_type_from_name
 from pipeline.cache import numerics_version
 from pipeline.errors import ConfigError
 from pipeline.runner import RunConfig, run_batch
@@ -59,5 +59,50 @@ def test_run_whose_actors_load_other_weights_stops_before_storing_anything(tmp_p
     msg = str(err.value)
     assert "no actor could load the model" in msg and "not the one the driver planned with" in msg
     assert "ffffffffffff here" in msg
+    objects = out / "store" / "objects"
+    assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))
+
+
+@pytest.mark.parametrize("name, device_type", [
+    ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA GH200 480GB", "GH200"), ("NVIDIA H200", "H200"),
+    ("NVIDIA A100-SXM4-80GB", "A100"), ("NVIDIA A10G", "A10G"), ("NVIDIA L40S", "L40S"), ("NVIDIA L4", "L4"),
+    ("NVIDIA GeForce RTX 4090", "GEFORCE RTX 4090"),
+])
+def test_device_type_from_the_cuda_name(name: str, device_type: str) -> None:
+    assert device_type_from_name(name) == device_type
+
+
+def test_unpriced_device_is_refused_naming_the_fix() -> None:
+    check_priced("H100", ["CPU", "H100"])
+    check_priced("B200", None)  # no pricing given: nothing to check
+    with pytest.raises(RuntimeError) as err:
+        check_priced("B200", ["CPU", "H100"])
+    msg = str(err.value)
+    assert "device type 'B200'" in msg and "priced: CPU, H100" in msg
+    assert "add `B200: <price per device-hour>` under device_hour" in msg
+
+
+def test_run_on_a_device_its_pricing_lacks_stops_before_any_row(tmp_path: Path) -> None:
+    import ray
+    import yaml
+
+    from pipeline.reports.pricing import load_pricing
+
+    table = load_pricing().to_dict()
+    table["device_hour"] = {k: v for k, v in table["device_hour"].items() if k != "CPU"}
+    pricing = tmp_path / "pricing.yaml"
+    pricing.write_text(yaml.safe_dump(table))
+    manifest = make_manifest(tmp_path / "m", products=2, variants=1)
+    out = tmp_path / "out"
+    start_ray(num_cpus=2)
+    try:
+        config = RunConfig(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=2,
+                           actors=1, reports=False, progress=False, retry_backoff_s=0.05, pricing=str(pricing))
+        with pytest.raises(ConfigError) as err:
+            run_batch(config)
+    finally:
+        ray.shutdown()
+    msg = str(err.value)
+    assert "device type 'CPU'" in msg and "has no price in this run's pricing" in msg
     objects = out / "store" / "objects"
     assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))
