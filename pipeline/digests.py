@@ -11,6 +11,10 @@ Errors: a source the manifest must fix (not found, a directory, permission denie
 ``TransientError`` and ``digest_many`` tries it again with backoff before giving up on it.
 A source whose stat keeps failing is still hashed (reading it may work): it is just not
 indexed.
+
+Remote sources (s3://, gs://, ...): one pyarrow filesystem per bucket serves a SourceDigests for
+its lifetime (``FileSystem.from_uri`` looks credentials up again on every call), and a batch's
+stats run in a thread pool, as each is a network round trip.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import hashlib
 import os
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
@@ -69,13 +75,46 @@ def source_error(location: str, exc: OSError) -> PipelineError:
                           f"that may pass)")
 
 
-def read_source_bytes(location: str) -> bytes:
-    """The bytes of a source image (local path or pyarrow-filesystem URI).
+class RemoteFilesystems:
+    """One pyarrow filesystem per (scheme, bucket or host, URI options), made on first use.
+
+    ``FileSystem.from_uri`` builds a new filesystem, looking up credentials (and an S3
+    bucket's region) each time; calling it per source made planning a remote manifest crawl.
+    How a filesystem's paths map to its URIs (S3/GCS: ``bucket/key``, HDFS: ``/key``) is
+    learned from its first ``from_uri``; a URI that does not fit gets its own ``from_uri``."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str, str], tuple[pafs.FileSystem, str] | None] = {}
+        self._lock = threading.Lock()  # one from_uri per bucket, however many threads ask
+
+    def resolve(self, location: str) -> tuple[pafs.FileSystem, str]:
+        """(filesystem, path inside it) for a URI, as ``FileSystem.from_uri`` returns them."""
+        scheme, _, rest = location.partition("://")
+        rest, _, options = rest.partition("?")
+        root = (scheme.lower(), rest.split("/", 1)[0], options)
+        decoded = unquote(rest)  # from_uri's paths are percent-decoded
+        with self._lock:
+            if root not in self._known:
+                fs, path = pafs.FileSystem.from_uri(location)
+                prefix = decoded[:len(decoded) - len(path)] if path and decoded.endswith(
+                    path) else None
+                self._known[root] = None if prefix is None else (fs, prefix)
+                return fs, path
+            known = self._known[root]
+        if known is None or not decoded.startswith(known[1]) or len(decoded) == len(known[1]):
+            return pafs.FileSystem.from_uri(location)
+        return known[0], decoded[len(known[1]):]
+
+
+def read_source_bytes(location: str, filesystems: RemoteFilesystems | None = None) -> bytes:
+    """The bytes of a source image (local path or pyarrow-filesystem URI); ``filesystems``
+    reuses remote filesystems across calls.
 
     A missing or unreadable path is a bad row; other I/O errors may pass (transient)."""
     try:
         if _is_uri(location):
-            fs, path = pafs.FileSystem.from_uri(location)
+            fs, path = filesystems.resolve(location) if filesystems else \
+                pafs.FileSystem.from_uri(location)
             with fs.open_input_stream(path) as stream:
                 return stream.read()
         with open(_local_path(location), "rb") as f:
@@ -84,12 +123,13 @@ def read_source_bytes(location: str) -> bytes:
         raise source_error(location, exc) from exc
 
 
-def _stat(location: str) -> tuple[int, int]:
+def _stat(location: str, filesystems: RemoteFilesystems | None = None) -> tuple[int, int]:
     """(size, mtime_ns) of a source; BadRowError when it is missing or not a file,
     TransientError for an I/O error that may pass."""
     try:
         if _is_uri(location):
-            fs, path = pafs.FileSystem.from_uri(location)
+            fs, path = filesystems.resolve(location) if filesystems else \
+                pafs.FileSystem.from_uri(location)
             info = fs.get_file_info(path)
             if info.type != pafs.FileType.File:
                 raise _not_found(location)
@@ -104,9 +144,9 @@ def _stat(location: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _hash_source(location: str) -> str:
+def _hash_source(location: str, filesystems: RemoteFilesystems | None = None) -> str:
     if _is_uri(location):
-        return hashlib.sha256(read_source_bytes(location)).hexdigest()
+        return hashlib.sha256(read_source_bytes(location, filesystems)).hexdigest()
     h = hashlib.sha256()
     try:
         with open(_local_path(location), "rb") as f:
@@ -129,8 +169,10 @@ class SourceDigests:
     """Digest lookups for many sources at once, with a persistent (path, size, mtime) index."""
 
     def __init__(self, index_path: str | Path | None, threads: int = 4, tries: int = 3,
-                 backoff_s: float = 0.5) -> None:
+                 backoff_s: float = 0.5, stat_threads: int = 16) -> None:
         self._threads = threads
+        self._stat_threads = stat_threads  # for batches with remote sources (round trips)
+        self._filesystems = RemoteFilesystems()
         self._tries = max(1, tries)  # per source, for errors that may pass (TransientError)
         self._backoff_s = backoff_s  # before the second try; doubled before each later one
         self._db: sqlite3.Connection | None = None
@@ -178,14 +220,23 @@ class SourceDigests:
             if n:
                 time.sleep(self._backoff_s * 2 ** (n - 1))
             if len(pending) > 1 and threads > 1:
-                with ThreadPoolExecutor(threads) as pool:
-                    out.update(pool.map(call, pending))
+                pool = ThreadPoolExecutor(min(threads, len(pending)))
+                try:
+                    out.update(pool.map(call, pending))  # in the order given
+                finally:  # on Ctrl-C or SIGTERM, do not wait for the rest of the batch
+                    pool.shutdown(cancel_futures=True)
             else:
                 out.update(map(call, pending))
             pending = [loc for loc in pending if isinstance(out[loc], TransientError)]
             if not pending:
                 break
         return out
+
+    def _stat(self, location: str) -> tuple[int, int]:
+        return _stat(location, self._filesystems)
+
+    def _hash(self, location: str) -> str:
+        return _hash_source(location, self._filesystems)
 
     def digest_many(self, locations: Iterable[str]) -> dict[str, str | BaseException]:
         """location -> sha256 hex, or the exception: BadRowError when the row must be fixed,
@@ -194,7 +245,9 @@ class SourceDigests:
         result: dict[str, str | BaseException] = {}
         stats: dict[str, tuple[int, int]] = {}
         unindexed: list[str] = []  # stat kept failing: hash anyway, reading may still work
-        for loc, value in self._retrying(_stat, unique).items():
+        remote = any(_is_uri(loc) for loc in unique)
+        for loc, value in self._retrying(self._stat, unique,
+                                         self._stat_threads if remote else 1).items():
             if isinstance(value, TransientError):
                 unindexed.append(loc)
             elif isinstance(value, BaseException):
@@ -212,7 +265,7 @@ class SourceDigests:
         if to_hash:
             self.hashed += len(to_hash)
             rows = []
-            for loc, value in self._retrying(_hash_source, to_hash, self._threads).items():
+            for loc, value in self._retrying(self._hash, to_hash, self._threads).items():
                 result[loc] = value
                 if isinstance(value, str) and loc in stats:
                     rows.append((loc, stats[loc][0], stats[loc][1], value))
