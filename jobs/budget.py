@@ -49,6 +49,8 @@ class _Holding:
 class LedgerBudget:
     """A cap on one run's device cost, metered from its ledger (implements BudgetHook)."""
 
+    read_chunk_bytes = 8 << 20  # the ledger is read in pieces of this size, never whole
+
     def __init__(self, ledger_path: str | Path, cap: float, currency: str, pricing: Pricing,
                  clock: Callable[[], float] = time.time) -> None:
         if currency != pricing.currency:
@@ -117,26 +119,34 @@ class LedgerBudget:
 
     # -- ledger ------------------------------------------------------------------------------
     def _read_new(self) -> None:
-        """Consume complete ledger lines written since the last call."""
+        """Consume complete ledger lines written since the last call, ``read_chunk_bytes`` at
+        a time (the first call of a resumed or just-planned run may find a million records)."""
         try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
+            f = open(self.path, "rb")
         except FileNotFoundError:
             return
-        self._offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # an incomplete last line waits for its end
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                self._apply(rec)
+        with f:
+            f.seek(self._offset)
+            while chunk := f.read(self.read_chunk_bytes):
+                self._offset += len(chunk)
+                end = chunk.rfind(b"\n")
+                if end < 0:  # still inside one line
+                    self._partial += chunk
+                    continue
+                lines = (self._partial + chunk[:end]).split(b"\n")
+                self._partial = chunk[end + 1:]  # an incomplete last line waits for its end
+                for line in lines:
+                    self._consume(line)
+
+    def _consume(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(rec, dict):
+            self._apply(rec)
 
     def _apply(self, rec: dict[str, Any]) -> None:
         kind = rec.get("type")

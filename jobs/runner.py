@@ -93,7 +93,7 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
 
     Raises JobError (config), JobBusy (locked), pipeline ConfigError (the runner's checks)
     and KeyboardInterrupt (the run is left resumable)."""
-    from pipeline.resume import read_history
+    from pipeline.resume import ledger_end, resumable_end
 
     date = parse_date(date) if date else today_for(spec)
     run_id, run_dir = spec.run_id(date), spec.run_dir(date)
@@ -102,14 +102,16 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
         raise JobBusy(f"job {spec.name} for {date} is already running in another process "
                       f"(lock {lock.path}); wait for it, or trigger another date")
     try:
-        history = read_history(run_dir / "ledger.jsonl")
-        if history.exists and not history.resumable:  # finished, as the pipeline sees it
+        # Whether (and how) it ended, as the pipeline sees it: from the ledger's tail, not a
+        # parse of every row.
+        exists, finished_status = ledger_end(run_dir / "ledger.jsonl")
+        if not resumable_end(exists, finished_status):
             _note_trigger(spec, date, run_dir, "nothing-to-do", None)
             return JobRunResult(spec.name, date, run_id, run_dir, "nothing-to-do",
-                                str(history.finished_status), EXIT_OK,
+                                str(finished_status), EXIT_OK,
                                 counts=_result_counts(run_dir),
                                 budget_stop=last_budget_stop(run_dir))
-        action = "resumed" if history.exists else "ran"
+        action = "resumed" if exists else "ran"
         manifest, image_roots = _manifest_for(spec, run_dir)
         _note_trigger(spec, date, run_dir, action, manifest)
         summary = _run(spec, run_id, run_dir, manifest, image_roots, editor_factory, faults,
@@ -181,10 +183,11 @@ def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:
 
 def image_folders(manifest: Path) -> list[str]:
     """Folders of the manifest's local images that lie outside the manifest's own folder (a
-    built manifest refers to the catalog's images where they are)."""
+    built manifest refers to the catalog's images where they are), less folders inside
+    others of them (they would allow nothing more)."""
     import pyarrow.parquet as pq
 
-    from manifests.paths import is_within, uri_scheme
+    from manifests.paths import covering_roots, is_within, uri_scheme
 
     base = os.path.realpath(manifest.parent)
     folders = set()
@@ -193,7 +196,7 @@ def image_folders(manifest: Path) -> list[str]:
             real = os.path.dirname(os.path.realpath(ref))
             if not is_within(real, base):
                 folders.add(real)
-    return sorted(folders)
+    return covering_roots(folders)
 
 
 def _note_trigger(spec: JobSpec, date: str, run_dir: Path, action: str,

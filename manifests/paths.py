@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import unquote, urlparse
 
 # Schemes pyarrow.fs.FileSystem.from_uri understands. http(s) is not among them.
 SUPPORTED_SCHEMES = frozenset({"file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
+_ROOTS_SHOWN = 10  # roots named in a refusal; the rest are counted
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
@@ -38,6 +39,44 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+class RootSet:
+    """Answers "is ``path`` within one of ``roots``?" (``is_within`` against each) in one set
+    lookup per separator of ``path``, not one comparison per root: a built catalog's manifest
+    brings a root per image folder (tens of thousands), checked for every row."""
+
+    def __init__(self, roots: Iterable[str] = ()) -> None:
+        self._exact: set[str] = set()
+        self._keys: set[str] = set()
+        for root in roots:
+            self.add(root)
+
+    def add(self, root: str) -> None:
+        self._exact.add(root)
+        self._keys.add(root.rstrip(os.sep))
+
+    def __contains__(self, path: str) -> bool:
+        if path in self._exact:
+            return True
+        # path.startswith(key + sep) holds exactly when path[:i] == key at a separator i.
+        i = path.find(os.sep)
+        while i >= 0:
+            if path[:i] in self._keys:
+                return True
+            i = path.find(os.sep, i + 1)
+        return False
+
+
+def covering_roots(roots: Iterable[str]) -> list[str]:
+    """``roots`` less those within another of them (they allow nothing more), sorted."""
+    kept: list[str] = []
+    covered = RootSet()
+    for root in sorted(set(roots), key=len):  # a root lies within shorter ones only
+        if root not in covered:
+            kept.append(root)
+            covered.add(root)
+    return sorted(kept)
+
+
 def manifest_folder(manifest_path: str | os.PathLike) -> str:
     """The folder relative image paths resolve against."""
     return os.path.dirname(os.path.abspath(os.fspath(manifest_path)))
@@ -54,6 +93,7 @@ class ImageResolver:
         self.roots: tuple[str, ...] = tuple(
             dict.fromkeys(os.path.realpath(r) for r in [self.base_dir, *extra])
         )
+        self._root_set = RootSet(self.roots)
         self._extra_roots = bool(extra)
         self._real_dirs: dict[str, str] = {}
 
@@ -91,9 +131,9 @@ class ImageResolver:
 
     def _check_local(self, ref: str, path: str) -> str:
         real = self._realpath(path)
-        if any(is_within(real, root) for root in self.roots):
+        if real in self._root_set:
             return path
-        lexically_inside = any(is_within(path, root) for root in self.roots)
+        lexically_inside = path in self._root_set
         how = (
             f"is a symlink (or lies in a linked folder) that resolves to {real!r}"
             if lexically_inside
@@ -117,7 +157,10 @@ class ImageResolver:
     def _roots_text(self) -> str:
         if not self._extra_roots:
             return f"the manifest's folder {self.roots[0]!r}"
-        return "the allowed roots " + ", ".join(repr(r) for r in self.roots)
+        shown = ", ".join(repr(r) for r in self.roots[:_ROOTS_SHOWN])
+        more = len(self.roots) - _ROOTS_SHOWN
+        # Every refused row carries this text: name a catalog's thousands of folders by count.
+        return f"the allowed roots {shown}" + (f" and {more} more" if more > 0 else "")
 
 
 def resolve_image_ref(

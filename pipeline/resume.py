@@ -11,10 +11,12 @@ same command then starts ``<id>-2`` (then ``-3`` ...), whose committed rows are 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipeline.cache import canonical_json
 from pipeline.ledger import read_ledger
@@ -52,7 +54,12 @@ class RunHistory:
 
     @property
     def resumable(self) -> bool:
-        return not self.exists or self.finished_status in (None, *RESUMABLE_END_STATUSES)
+        return resumable_end(self.exists, self.finished_status)
+
+
+def resumable_end(exists: bool, finished_status: str | None) -> bool:
+    """Whether a run with this ledger state is resumed (rather than given the next id)."""
+    return not exists or finished_status in (None, *RESUMABLE_END_STATUSES)
 
 
 _MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
@@ -97,14 +104,67 @@ def read_history(ledger_path: Path) -> RunHistory:
     return history
 
 
+_TAIL_BLOCK = 1 << 16
+
+
+def ledger_end(ledger_path: Path) -> tuple[bool, str | None]:
+    """``(exists, finished_status)`` as ``read_history`` would find them, read from the end.
+
+    Only the last ``run-start`` or ``run-end`` record decides the status, so the ledger is read
+    backwards up to it: a finished run costs its last block, not a parse of every row (run-id
+    choice looks at every earlier finished run of the same command). Lines that are not
+    complete records (a torn last line) are skipped, as ``read_ledger`` skips them."""
+    try:
+        f = open(ledger_path, "rb")
+    except FileNotFoundError:
+        return False, None
+    with f:
+        for line in _lines_backwards(f):
+            # Only a line naming a run record (literally, or through a \\uXXXX escape) can hold
+            # one: the JSON of the many attempt lines is not parsed.
+            if not (b"run-end" in line or b"run-start" in line or b"\\u" in line):
+                continue
+            try:
+                rec = json.loads(line.strip())
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            if rec.get("type") == "run-start":
+                return True, None
+            if rec.get("type") == "run-end":
+                return True, rec.get("status") or "complete"
+    return True, None
+
+
+def ledger_resumable(ledger_path: Path) -> bool:
+    """``read_history(ledger_path).resumable``, from the ledger's tail (see ``ledger_end``)."""
+    return resumable_end(*ledger_end(ledger_path))
+
+
+def _lines_backwards(f: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``f`` (split at b"\\n", as iterating the file does), last first."""
+    pos = f.seek(0, os.SEEK_END)
+    carry = b""
+    while pos > 0:
+        step = min(_TAIL_BLOCK, pos)
+        pos -= step
+        f.seek(pos)
+        lines = (f.read(step) + carry).split(b"\n")
+        carry = lines.pop(0)  # may begin in the block before
+        yield from reversed(lines)
+    yield carry
+
+
 def choose_run(runs_dir: Path, base_id: str, explicit: str | None) -> tuple[str, RunHistory]:
-    """The run id to use and its history: resume an unfinished run, else the next free id."""
+    """The run id to use and its history: resume an unfinished run, else the next free id.
+    Finished runs are recognised from their ledger's tail; only the chosen one is parsed."""
     if explicit:
         return explicit, read_history(runs_dir / explicit / "ledger.jsonl")
     n = 1
     while True:
         run_id = base_id if n == 1 else f"{base_id}-{n}"
-        history = read_history(runs_dir / run_id / "ledger.jsonl")
-        if history.resumable:
-            return run_id, history
+        ledger = runs_dir / run_id / "ledger.jsonl"
+        if ledger_resumable(ledger):
+            return run_id, read_history(ledger)
         n += 1

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.resume import RunHistory, read_history
+from pipeline.resume import RunHistory, ledger_resumable, read_history
 
 LOCK_NAME = ".lock"
 
@@ -84,7 +84,9 @@ def acquire_run(runs_dir: Path, base_id: str,
     while True:
         run_id = base_id if n == 1 else f"{base_id}-{n}"
         ledger = runs_dir / run_id / "ledger.jsonl"
-        if read_history(ledger).resumable:
+        # The tail says whether it finished; only the run taken is parsed in full (nightly
+        # re-runs pile up finished runs of a million rows each under the same base id).
+        if ledger_resumable(ledger):
             lock = try_lock(runs_dir / run_id)
             if lock is not None:
                 history = read_history(ledger)  # again, under the lock: it may have ended
