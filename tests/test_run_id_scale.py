@@ -217,3 +217,30 @@ def test_a_busy_killed_looking_run_is_skipped_without_a_full_parse(tmp_path: Pat
     finally:
         other.release()
     assert run_id == f"{base}-4" and parsed == [f"{base}-4"]
+
+
+def test_a_job_date_is_judged_from_its_ledger_tail(tmp_path: Path, monkeypatch) -> None:
+    import jobs.runner
+    from jobs.spec import load_job_spec
+
+    (tmp_path / "m.parquet").write_bytes(b"not read here")
+    (tmp_path / "job.yaml").write_text("name: nightly\nmanifest: m.parquet\n"
+                                       "model: kontext-tiny\noutput: out\n")
+    spec = load_job_spec(tmp_path / "job.yaml")
+
+    def no_full_parse(path: Path) -> None:
+        raise AssertionError(f"{path} parsed in full")
+
+    monkeypatch.setattr(resume, "read_history", no_full_parse)
+    failed_rows(spec.run_dir("2026-11-27") / "ledger.jsonl")
+    done = jobs.runner.run_job(spec, "2026-11-27", progress=False, reports=False)
+    assert (done.action, done.status, done.exit_code) == ("nothing-to-do", "failed-rows", 0)
+
+    ran = []
+    monkeypatch.setattr(jobs.runner, "_run", lambda *a: ran.append(a[1]) or type(
+        "Summary", (), {"status": "interrupted", "exit_code": 130, "counts": {}})())
+    interrupted(spec.run_dir("2026-11-28") / "ledger.jsonl")
+    again = jobs.runner.run_job(spec, "2026-11-28", progress=False, reports=False)
+    fresh = jobs.runner.run_job(spec, "2026-11-29", progress=False, reports=False)
+    assert (again.action, fresh.action) == ("resumed", "ran")
+    assert ran == ["nightly-2026-11-28", "nightly-2026-11-29"]
