@@ -120,8 +120,9 @@ def ledger_end(ledger_path: Path) -> tuple[bool, str | None]:
         return False, None
     with f:
         for line in _lines_backwards(f):
-            # Only a line naming a run record (literally, or through a \\uXXXX escape) can hold
-            # one: the JSON of the many attempt lines is not parsed.
+            # Only a line naming a run record (literally, or through a \uXXXX escape) can be
+            # one: the JSON of the many attempt lines (read back to a killed run's run-start)
+            # is not parsed.
             if not (b"run-end" in line or b"run-start" in line or b"\\u" in line):
                 continue
             try:
