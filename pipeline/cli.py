@@ -1,15 +1,19 @@
 """``kontext-batch``: run a manifest of image edits on Ray, or report on a finished run.
 
 Exit codes: 0 every row done or a cache hit; 1 the run finished but some rows failed (their
-reasons are in the results table); 2 usage or config error (nothing was run); 130 Ctrl-C
-(the run is resumable: run the same command again).
+reasons are in the results table); 2 usage or config error (nothing was run); 130 Ctrl-C,
+143 SIGTERM (``kill``, ``systemctl stop``): the run is resumable, run the same command again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 RUN_DESCRIPTION = """\
@@ -51,7 +55,11 @@ Written under OUT (default ./runs):
   OUT/runs/<run_id>/report.md|html|json     cost/usage report
   OUT/runs/<run_id>/review.html, sheets/    review page and contact sheets
 
-Exit codes: 0 ok, 1 finished with failed rows, 2 usage/config error, 130 interrupted.
+Ctrl-C or SIGTERM (kill, systemctl stop) stops the run cleanly: results.parquet and the
+ledger say what was done, and the same command resumes it.
+
+Exit codes: 0 ok, 1 finished with failed rows, 2 usage/config error, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM).
 
 Examples:
   kontext-batch run --demo
@@ -145,6 +153,58 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated:
+    """Whether SIGTERM arrived during the run."""
+
+    received = False
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[_Terminated]:
+    """While a run lasts, SIGTERM stops it the way Ctrl-C does: KeyboardInterrupt in the main
+    thread, so the run's cleanup writes results.parquet and the run-end record ("interrupted")
+    and the run stays resumable. (Unhandled, SIGTERM killed the driver with neither.)
+
+    ``ray.init`` installs its own SIGTERM handler (its local node's: kill Ray, exit 1), which
+    would skip that cleanup; Ray is kept from replacing this one while the run lasts (the
+    cleanup shuts a local Ray down itself). The previous handler is restored after."""
+    state = _Terminated()
+    if threading.current_thread() is not threading.main_thread():
+        yield state  # only the main thread may set signal handlers
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if state.received:
+            return  # a second SIGTERM must not cut the results being written short
+        state.received = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with _ray_keeps_sigterm_handler():
+            yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _ray_keeps_sigterm_handler() -> Iterator[None]:
+    """Ray sets every SIGTERM handler of its own through ray._private.utils
+    .set_sigterm_handler (ray.init, a local node's start); make that a no-op meanwhile."""
+    try:
+        import ray._private.utils as ray_utils
+
+        original = ray_utils.set_sigterm_handler
+    except (ImportError, AttributeError):  # another Ray: its handler, if any, wins
+        yield
+        return
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = original
+
+
 def run_command(args: argparse.Namespace) -> int:
     from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.faults import faults_from_env
@@ -167,8 +227,10 @@ def run_command(args: argparse.Namespace) -> int:
         image_roots=args.image_root or None, max_pixels=args.max_pixels,
         step_cache=args.step_cache, fp8=args.fp8, compile=args.compile,
         reports=not args.no_report, progress=not args.quiet)
+    terminated = _Terminated()
     try:
-        summary = run_batch(config, faults=faults_from_env())
+        with _sigterm_as_interrupt() as terminated:
+            summary = run_batch(config, faults=faults_from_env())
     except ConfigError as exc:
         print(f"kontext-batch run: error: {exc}", file=sys.stderr)
         return 2
@@ -177,6 +239,10 @@ def run_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if terminated.received:
+            print("kontext-batch run: terminated (SIGTERM); run the same command again to "
+                  "resume", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("kontext-batch run: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
