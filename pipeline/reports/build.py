@@ -1,5 +1,8 @@
 """Build a run's review material: thumbnails, heat maps, flags, contact sheets and review.html.
 
+Only for the rows chosen for review (rows.select_review_rows: generated or failed in this run,
+under a cap); cache hits are never decoded here, so a night of hits reads no stored output.
+
 Each output is decoded once (JPEGs at reduced scale) and used for its thumbnail, its heat map and
 its sheet cell; each source is decoded once per group. Change analysis runs on images fitted into
 the analysis size (never enlarged); what a reviewer sees (thumbnails, source thumbnails, heat
@@ -33,7 +36,7 @@ from .changes import ReviewThresholds, compare_to_source
 from .images import fill, fit, locate, open_image, safe_name
 from .provenance import ProvenanceError, provenance_from_image
 from .render import money
-from .rows import RowView
+from .rows import ReviewScope, RowView
 from .sheets import Cell, SheetLayout, write_sheets
 
 
@@ -72,6 +75,7 @@ class ReviewBuild:
     rows: list[RowReview]
     sheets: list[SheetGroup]
     notes: list[str]
+    scope: ReviewScope | None = None  # which of the run's rows these are (None: all of them)
 
 
 def url_path(path: Path, run_dir: Path) -> str:
@@ -235,7 +239,8 @@ def build_review_assets(run_dir: str | Path, views: list[RowView], *, manifest: 
                         currency: str = "USD", thresholds: ReviewThresholds | None = None,
                         layout: SheetLayout | None = None, progress: bool = True,
                         workers: int | None = None) -> ReviewBuild:
-    """Thumbnails, heat maps, flags and contact sheets for every row (review.html is separate).
+    """Thumbnails, heat maps, flags and contact sheets for `views` (review.html is separate):
+    the rows rows.select_review_rows chose, so the work follows the review cap, not the run.
 
     Groups are built on `workers` threads (default: up to 2; Pillow and numpy release the GIL
     while decoding, resizing and encoding, and threads are safe inside a Ray driver, unlike fork)."""

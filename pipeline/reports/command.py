@@ -16,13 +16,16 @@ from .ledger import LedgerError
 from .pricing import PricingError, load_pricing
 from .render import report_markdown
 from .report import report_json_bytes
+from .rows import DEFAULT_MAX_REVIEW_ROWS
 from .sheets import SheetLayout
 from .verify import verify_run
 
 DESCRIPTION = """\
 Recompute a run's cost/usage report from its ledger and write report.json (for machines),
 report.md and report.html (for people), contact sheets (sheets/) and the review page
-(review.html; open it in a browser, no server needed). With --verify, write nothing: compare
+(review.html; open it in a browser, no server needed). The review covers the rows generated or
+failed in this run (at most --max-review-rows); cache hits are counted, not shown: they were
+reviewed in the run that generated them. With --verify, write nothing: compare
 the stored report.json with figures recomputed from ledger.jsonl and exit 1 naming every
 figure that differs."""
 
@@ -46,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pricing", metavar="FILE",
                         help="pricing YAML (default: the run's config.json pricing, else pipeline/pricing.yaml)")
     parser.add_argument("--no-review", action="store_true", help="write only report.{json,md,html}")
+    parser.add_argument("--max-review-rows", type=_row_limit, default=DEFAULT_MAX_REVIEW_ROWS, metavar="N",
+                        help="review page and contact sheets show at most N of the rows generated or "
+                             "failed in this run, failed rows first (cache hits are never shown, only "
+                             f"counted; 0: no limit; default {DEFAULT_MAX_REVIEW_ROWS})")
     parser.add_argument("--print", dest="print_format", choices=("md", "json", "none"), default="md",
                         help="what to print on stdout (default: md)")
     parser.add_argument("--sheet-format", choices=("png", "jpeg"), default="png", help="contact sheet format")
@@ -57,6 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--changed-pixel", type=float, metavar="X",
                         help=f"a pixel counts as changed above this difference (default {defaults.changed_pixel})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _row_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a row count; pass a whole number >= 0 (0: no limit)")
+    return value
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -86,7 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
             "changed_pixel": args.changed_pixel})
         outputs = generate_reports(run_dir, pricing=args.pricing, thresholds=thresholds,
                                    layout=SheetLayout(format=args.sheet_format), review=not args.no_review,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, max_review_rows=args.max_review_rows)
     except (FileNotFoundError, LedgerError, PricingError, ValueError) as exc:
         print(f"kontext-batch report: {exc}", file=sys.stderr)
         return 2

@@ -13,13 +13,11 @@ from pipeline.killpoints import kill_point
 
 from .build import build_review_assets
 from .changes import ReviewThresholds, thresholds_from_mapping
-from .ledger import read_ledger
 from .pricing import Pricing, load_pricing, resolve_run_pricing
-from .report import build_report, write_report
+from .report import analyse_run, build_report, write_report
 from .review_page import write_review_page
-from .rows import load_rows
+from .rows import DEFAULT_MAX_REVIEW_ROWS, select_review_rows
 from .sheets import SheetLayout
-from .usage import analyse
 
 
 @dataclass
@@ -56,25 +54,32 @@ def utc_now() -> str:
 def generate_reports(run_dir: str | Path, *, pricing: Pricing | str | Path | None = None,
                      thresholds: ReviewThresholds | None = None, layout: SheetLayout | None = None,
                      review: bool = True, progress: bool = True,
-                     generated_at: str | None = None) -> RunOutputs:
-    """Write report.{json,md,html} and, with `review`, contact sheets and review.html."""
+                     generated_at: str | None = None,
+                     max_review_rows: int | None = DEFAULT_MAX_REVIEW_ROWS) -> RunOutputs:
+    """Write report.{json,md,html} and, with `review`, contact sheets and review.html.
+
+    The ledger is read once, in bounded chunks; the review covers the rows generated or failed
+    in this run, at most `max_review_rows` of them (None or 0: no limit), never cache hits."""
     run_dir = Path(run_dir)
     if not isinstance(pricing, Pricing):
         pricing = load_pricing(pricing) if pricing is not None else resolve_run_pricing(run_dir)
+    if max_review_rows is not None and max_review_rows < 0:
+        raise ValueError(f"max_review_rows must be 0 (no limit) or more, got {max_review_rows}")
     generated_at = generated_at or utc_now()
-    ledger = read_ledger(run_dir)
-    analysis = analyse(ledger, pricing)
+    analysis = analyse_run(run_dir, pricing)
     report = build_report(run_dir, pricing=pricing, analysis=analysis)
     outputs = RunOutputs(report=report, files=write_report(run_dir, report, generated_at))
     kill_point("report-write")  # crash tests (pipeline.killpoints); a no-op otherwise
     if not review:
         return outputs
-    views, notes = load_rows(run_dir, analysis)
+    selection = select_review_rows(run_dir, analysis, max_review_rows)
+    del analysis  # the per-row summaries are not needed while images are decoded
     thresholds = thresholds or run_thresholds(run_dir)
-    build = build_review_assets(run_dir, views, manifest=report["figures"]["run"]["manifest"],
+    build = build_review_assets(run_dir, selection.views, manifest=report["figures"]["run"]["manifest"],
                                 currency=report["figures"]["cost"]["currency"], thresholds=thresholds,
                                 layout=layout, progress=progress)
-    build.notes[:0] = notes
+    build.notes[:0] = selection.notes
+    build.scope = selection.scope
     outputs.sheets = [run_dir / p for g in build.sheets for p in g.paths]
     outputs.review_page = write_review_page(run_dir, build, report, thresholds, generated_at)
     return outputs

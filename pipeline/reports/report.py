@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .ledger import read_ledger
+from .ledger import LedgerStream
 from .pricing import Pricing, resolve_run_pricing
 from .render import report_html_page, report_markdown
-from .usage import COST_MODEL, Analysis, analyse
+from .usage import COST_MODEL, Analysis, analyse_stream
 
 # @2: busy = device-busy (model phases only); CPU phases (read, decode, file encode, commit) are
 # reported apart as cpu_seconds / cpu_by_phase. An @1 report's figures used other definitions.
@@ -25,26 +25,27 @@ REPORT_SCHEMA = "kontext-batch/report@3"
 
 
 def analyse_run(run_dir: str | Path, pricing: Pricing | None = None) -> Analysis:
-    """Ledger-derived figures and per-row summaries of one run."""
+    """Ledger-derived figures and per-row summaries of one run, in one bounded pass over
+    ledger.jsonl (cache hits are counted, not expanded)."""
     run_dir = Path(run_dir)
-    ledger = read_ledger(run_dir)
-    return analyse(ledger, pricing or resolve_run_pricing(run_dir))
+    stream = LedgerStream.open(run_dir, expand_cache_hits=False)
+    return analyse_stream(stream, pricing or resolve_run_pricing(run_dir))
 
 
 def build_report(run_dir: str | Path, pricing: Pricing | None = None,
                  analysis: Analysis | None = None) -> dict[str, Any]:
-    """The report object: verified `figures`, the cost model text, inputs and notes."""
+    """The report object: verified `figures`, the cost model text, inputs and notes. Pass the
+    run's `analysis` when it is at hand: the ledger is then not read again."""
     run_dir = Path(run_dir)
-    ledger = read_ledger(run_dir)
     pricing = pricing or resolve_run_pricing(run_dir)
-    analysis = analysis or analyse(ledger, pricing)
+    analysis = analysis or analyse_run(run_dir, pricing)
     return {
         "schema": REPORT_SCHEMA,
         "figures": analysis.figures,
         "cost_model": COST_MODEL,
         "inputs": {
-            "ledger_sha256": ledger.sha256,
-            "ledger_records": len(ledger.records),
+            "ledger_sha256": analysis.ledger_sha256,
+            "ledger_records": analysis.ledger_records,
             "pricing_origin": pricing.origin,
         },
         "notes": analysis.warnings,

@@ -20,6 +20,7 @@ from .changes import ReviewThresholds
 from .render import money, report_html_fragment
 from .report import atomic_write
 from .review_assets import REVIEW_CSS, REVIEW_JS
+from .rows import ReviewScope
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'")
@@ -91,6 +92,43 @@ def _tile(index: int, r: RowReview, currency: str) -> str:
     )
 
 
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def scope_html(scope: ReviewScope, run_id: str) -> str:
+    """Which rows the page shows and, counted, the rest: the counts add up to the run's rows."""
+    shown, left = scope.shown, scope.left_out
+    hits, not_run, left_total = scope.by_status["cache-hit"], scope.by_status["not-run"], sum(left.values())
+    items = [
+        f"Shown: {_plural(scope.reviewed, 'row')} to review after this run: "
+        f"{shown['done']:,} generated in this run and {shown['failed']:,} failed.",
+        f"Not shown: {_plural(hits, 'cache hit')}. They were reviewed in the run that generated them; "
+        "results.parquet lists them (status cache-hit) with their output paths.",
+        f"Not shown: {_plural(not_run, 'row')} not run (nothing to review); results.parquet lists them "
+        "(status not-run).",
+    ]
+    if left_total:
+        items.append(
+            f"Left out: {_plural(left_total, 'row')} to review ({left['done']:,} generated, "
+            f"{left['failed']:,} failed) above this page's limit of {scope.max_rows:,} rows (failed rows "
+            "come first, then generated rows, in manifest order). results.parquet lists them; to see "
+            f"them here, rebuild the page with a higher limit: kontext-batch report OUT/runs/{run_id} "
+            "--max-review-rows N (0: no limit).")
+    else:
+        items.append("Left out: none; every row to review is shown"
+                     + (f" (limit {scope.max_rows:,} rows)." if scope.max_rows else " (no limit)."))
+    total = (f"{scope.reviewed:,} shown + {_plural(hits, 'cache hit')} + {not_run:,} not run + {left_total:,} left out "
+             f"= {scope.total:,} rows.")
+    return ("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>"
+            f'<p class="total">{escape(total)}</p>')
+
+
+def scope_data(scope: ReviewScope) -> dict[str, Any]:
+    return {"max_rows": scope.max_rows, "total": scope.total, "by_status": dict(scope.by_status),
+            "shown": dict(scope.shown), "left_out": scope.left_out}
+
+
 def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: ReviewThresholds,
                        generated_at: str | None = None) -> str:
     figures = report["figures"]
@@ -101,6 +139,7 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
     flagged = sum(r.flagged and not r.failed for r in rows)
     data = {
         "run_id": run_id,
+        "scope": None if build.scope is None else scope_data(build.scope),
         "thresholds": asdict(thresholds),
         "rows": [{
             "tile": i, "row_id": r.view.row_id, "status": r.view.status, "failed": r.failed,
@@ -124,6 +163,8 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
     notes_html = ("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>") if notes else "<p>none</p>"
     threshold_html = _dl((k, v) for k, v in asdict(thresholds).items())
     footer = f"<p><em>Generated {escape(generated_at)}.</em></p>" if generated_at else ""
+    scope = (f'<section id="scope"><h2>Rows on this page</h2>{scope_html(build.scope, run_id)}</section>\n'
+             if build.scope is not None else "")
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
         f'<meta http-equiv="Content-Security-Policy" content="{_attr(CSP)}">\n'
@@ -137,6 +178,7 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
         f'<button type="button" data-filter="flagged" aria-pressed="false">Flagged ({flagged})</button>'
         f'<span id="showing" aria-live="polite">showing {len(rows)} of {len(rows)} rows</span></nav></header>\n'
         "<main>\n"
+        f"{scope}"
         f'<section id="rows"><h2>Rows</h2><div class="tiles">\n'
         + "\n".join(_tile(i, r, currency) for i, r in enumerate(rows))
         + "\n</div></section>\n"

@@ -33,8 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ledger import Ledger
-from .pricing import Pricing
+from .ledger import Ledger, LedgerStream
+from .pricing import Pricing, PricingError
 
 # Phases that occupy the device (device-busy) and phases run on CPU threads, overlapped with the
 # model's next batch (CPU work): the two are never added together.
@@ -96,148 +96,257 @@ class Holding:
         self.end_source = "last-attempt" if self.last_attempt_end is not None and self.end == self.last_attempt_end else "load-end"
 
 
-@dataclass
+@dataclass(slots=True)
 class RowSummary:
-    """What the ledger says about one manifest row."""
+    """What the ledger says about one manifest row that ran (or failed) on an actor in this run.
+
+    Rows whose every attempt was a cache hit get no RowSummary (a million of them on a nightly
+    re-run): Analysis.hit_rows names them. Attempt records are not kept, only what the report
+    and the review need from them."""
 
     row_id: str
     row_index: int | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
     status: str = "not-run"  # done, cache-hit, failed, pending (retry scheduled, run stopped)
     busy_seconds: float = 0.0  # device-busy (model phases) over all attempts
     cost: float = 0.0
     output_uri: str | None = None
     error_class: str | None = None
     error: str | None = None
+    worked_attempts: int = 0  # attempts that ran (every outcome but cache-hit)
+    has_ok: bool = False
+    has_cache_hit: bool = False
+    last_outcome: Any = None  # as written (an unknown outcome stays unknown here)
+    last: dict[str, Any] = field(default_factory=dict)  # the last attempt's manifest fields
 
     @property
-    def last(self) -> dict[str, Any]:
-        return self.attempts[-1]
+    def attempts(self) -> int:
+        """Attempts that ran, as the review shows them (cache hits are not attempts)."""
+        return self.worked_attempts
+
+
+# The manifest fields of an attempt record, kept from a row's last attempt (rows.py shows them
+# for rows the ledger knows but results.parquet lacks).
+MANIFEST_FIELDS = ("instruction", "seed", "product_id", "variant", "image", "key")
 
 
 @dataclass
 class Analysis:
     figures: dict[str, Any]
-    rows: dict[str, RowSummary]
+    rows: dict[str, RowSummary]  # rows that ran on an actor (or failed before one)
     warnings: list[str]
+    hit_rows: set[str] = field(default_factory=set)  # rows whose every attempt was a cache hit
+    ledger_sha256: str = ""
+    ledger_records: int = 0
+
+    def status_of(self, row_id: str) -> str | None:
+        """done, cache-hit, failed or pending; None when the ledger has no attempt of the row."""
+        summary = self.rows.get(row_id)
+        if summary is not None:
+            return summary.status
+        return "cache-hit" if row_id in self.hit_rows else None
 
 
-def _row_status(attempts: list[dict[str, Any]]) -> str:
-    outcomes = [a.get("outcome") for a in attempts]
-    if "ok" in outcomes:
+def _row_status(row: RowSummary) -> str:
+    if row.has_ok:
         return "done"
-    if "cache-hit" in outcomes:
+    if row.has_cache_hit:
         return "cache-hit"
-    if outcomes[-1] == "failed-permanent":
+    if row.last_outcome == "failed-permanent":
         return "failed"
     return "pending"
 
 
 def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
     """All figures of the report (the verified block) plus per-row summaries."""
-    warnings = list(ledger.warnings)
-    starts = [r for r in ledger.records if r["type"] == "run-start"]
-    ends = [r for r in ledger.records if r["type"] == "run-end"]
-    budget_stops = [r for r in ledger.records if r["type"] == "budget-stop"]
-
-    open_holdings: dict[str, Holding] = {}
-    holdings: list[Holding] = []
-    rows: dict[str, RowSummary] = {}
-    attempt_counts = {"total": 0, "ok": 0, "cache-hit": 0, "retry-scheduled": 0, "failed-permanent": 0}
-    by_error_class: dict[str, int] = {}
-    busy_by_phase = dict.fromkeys(MODEL_PHASES, 0.0)
-    cpu_by_phase = dict.fromkeys(CPU_PHASES, 0.0)
-    failed_busy = 0.0
-    failed_cost = 0.0
-    failed_by_class: dict[str, float] = {}
-
+    aggregate = _Aggregate(pricing)
     for rec in ledger.records:
+        aggregate.add(rec)
+    return aggregate.finish(ledger.warnings, ledger.sha256, len(ledger.records))
+
+
+def analyse_stream(stream: LedgerStream, pricing: Pricing) -> Analysis:
+    """`analyse` in one pass over a LedgerStream: no record is kept once it is counted."""
+    aggregate = _Aggregate(pricing)
+    for rec in stream:
+        aggregate.add(rec)
+    return aggregate.finish(stream.warnings, stream.sha256, stream.count)
+
+
+class _Aggregate:
+    """The report's sums, built one ledger record at a time."""
+
+    def __init__(self, pricing: Pricing) -> None:
+        self.pricing = pricing
+        self.pricing_error: PricingError | None = None
+        self.warnings: list[str] = []
+        self.first_run_id: Any = None
+        self.records = 0
+        self.starts: list[dict[str, Any]] = []
+        self.ends: list[dict[str, Any]] = []
+        self.budget_stops: list[dict[str, Any]] = []
+        self.open_holdings: dict[str, Holding] = {}
+        self.holdings: list[Holding] = []
+        self.rows: dict[str, RowSummary] = {}
+        self.hit_rows: set[str] = set()
+        self.attempt_counts = {"total": 0, "ok": 0, "cache-hit": 0, "retry-scheduled": 0, "failed-permanent": 0}
+        self.by_error_class: dict[str, int] = {}
+        self.busy_by_phase = dict.fromkeys(MODEL_PHASES, 0.0)
+        self.cpu_by_phase = dict.fromkeys(CPU_PHASES, 0.0)
+        self.failed_busy = 0.0
+        self.failed_cost = 0.0
+        self.failed_by_class: dict[str, float] = {}
+
+    def price(self, device_type: str) -> float:
+        """The price, or 0 with the first PricingError kept: it is raised once the whole ledger
+        has been read, so a damaged ledger is still reported first (as when it was parsed whole)."""
+        try:
+            return self.pricing.price_per_hour(device_type)
+        except PricingError as exc:
+            self.pricing_error = self.pricing_error or exc
+            return 0.0
+
+    def add(self, rec: dict[str, Any]) -> None:
+        if self.records == 0:
+            self.first_run_id = rec.get("run_id")
+        self.records += 1
         kind = rec["type"]
+        if kind == "attempt":
+            self._attempt(rec)
+        elif kind == "actor-load":
+            self._actor_load(rec)
+        elif kind == "actor-stop":
+            self._actor_stop(rec)
+        elif kind == "run-start":
+            self.starts.append(rec)
+        elif kind == "run-end":
+            self.ends.append(rec)
+        elif kind == "budget-stop":
+            self.budget_stops.append(rec)
+
+    def _actor_load(self, rec: dict[str, Any]) -> None:
         actor = rec.get("actor")
-        if kind == "actor-load":
-            previous = open_holdings.pop(str(actor), None)
-            if previous is not None:
-                previous.close_without_stop()
+        previous = self.open_holdings.pop(str(actor), None)
+        if previous is not None:
+            previous.close_without_stop()
+        holding = Holding(
+            actor=str(actor), node=rec.get("node"), device=rec.get("device"),
+            device_type=str(rec.get("device_type")), start=_num(rec.get("start")),
+            load_end=_num(rec.get("end")),
+        )
+        self.price(holding.device_type)  # unknown device type: fail (after the read), by name
+        self.open_holdings[holding.actor] = holding
+        self.holdings.append(holding)
+
+    def _actor_stop(self, rec: dict[str, Any]) -> None:
+        actor = rec.get("actor")
+        holding = self.open_holdings.pop(str(actor), None)
+        if holding is None:
+            self.warnings.append(f"ledger line {rec['_line']}: actor-stop for actor {actor!r} without an open actor-load; ignored")
+            return
+        holding.end = _num(rec.get("end"))
+        holding.end_source = "actor-stop"
+
+    def _row(self, row_id: str) -> RowSummary:
+        row = self.rows.get(row_id)
+        if row is None:
+            row = self.rows[row_id] = RowSummary(row_id=row_id)
+            if row_id in self.hit_rows:  # a cache hit earlier, now a real attempt
+                self.hit_rows.discard(row_id)
+                row.has_cache_hit = True
+        return row
+
+    def _attempt(self, rec: dict[str, Any]) -> None:
+        raw_outcome = rec.get("outcome")
+        outcome = raw_outcome
+        if outcome not in self.attempt_counts:
+            self.warnings.append(f"ledger line {rec['_line']}: unknown attempt outcome {outcome!r}; counted as failed")
+            outcome = "failed-permanent"
+        self.attempt_counts["total"] += 1
+        self.attempt_counts[outcome] += 1
+        row_id = str(rec.get("row_id"))
+        if outcome == "cache-hit":
+            row = self.rows.get(row_id)
+            if row is None:  # the usual hit: counted by id only, its record not even expanded
+                self.hit_rows.add(row_id)
+                return
+            row.has_cache_hit = True
+            row.last_outcome = raw_outcome
+            row.last = {k: rec.get(k) for k in MANIFEST_FIELDS}
+            if rec.get("row_index") is not None:
+                row.row_index = int(rec["row_index"])
+            row.output_uri = row.output_uri or rec.get("output_uri")
+            return
+        row = self._row(row_id)
+        row.worked_attempts += 1
+        row.last_outcome = raw_outcome
+        row.last = {k: rec.get(k) for k in MANIFEST_FIELDS}
+        if rec.get("row_index") is not None:
+            row.row_index = int(rec["row_index"])
+        actor = rec.get("actor")
+        if rec.get("error_class"):
+            self.by_error_class[str(rec["error_class"])] = self.by_error_class.get(str(rec["error_class"]), 0) + 1
+        phases = rec.get("phases") or {}
+        for phase in MODEL_PHASES:
+            self.busy_by_phase[phase] += _num(phases.get(phase))
+        for phase in CPU_PHASES:
+            self.cpu_by_phase[phase] += _num(phases.get(phase))
+        busy = model_seconds(rec)
+        holding = self.open_holdings.get(str(actor)) if actor is not None else None
+        if holding is None and actor is not None:
             holding = Holding(
                 actor=str(actor), node=rec.get("node"), device=rec.get("device"),
                 device_type=str(rec.get("device_type")), start=_num(rec.get("start")),
-                load_end=_num(rec.get("end")),
+                load_end=_num(rec.get("start")), implicit=True,
             )
-            pricing.price_per_hour(holding.device_type)  # unknown device type: fail early, by name
-            open_holdings[holding.actor] = holding
-            holdings.append(holding)
-        elif kind == "actor-stop":
-            holding = open_holdings.pop(str(actor), None)
-            if holding is None:
-                warnings.append(f"ledger line {rec['_line']}: actor-stop for actor {actor!r} without an open actor-load; ignored")
-                continue
-            holding.end = _num(rec.get("end"))
-            holding.end_source = "actor-stop"
-        elif kind == "attempt":
-            outcome = rec.get("outcome")
-            if outcome not in attempt_counts:
-                warnings.append(f"ledger line {rec['_line']}: unknown attempt outcome {outcome!r}; counted as failed")
-                outcome = "failed-permanent"
-            attempt_counts["total"] += 1
-            attempt_counts[outcome] += 1
-            row_id = str(rec.get("row_id"))
-            row = rows.setdefault(row_id, RowSummary(row_id=row_id))
-            row.attempts.append(rec)
-            if rec.get("row_index") is not None:
-                row.row_index = int(rec["row_index"])
-            if outcome == "cache-hit":
-                row.output_uri = row.output_uri or rec.get("output_uri")
-                continue
-            if rec.get("error_class"):
-                by_error_class[str(rec["error_class"])] = by_error_class.get(str(rec["error_class"]), 0) + 1
-            phases = rec.get("phases") or {}
-            for phase in MODEL_PHASES:
-                busy_by_phase[phase] += _num(phases.get(phase))
-            for phase in CPU_PHASES:
-                cpu_by_phase[phase] += _num(phases.get(phase))
-            busy = model_seconds(rec)
-            holding = open_holdings.get(str(actor)) if actor is not None else None
-            if holding is None and actor is not None:
-                holding = Holding(
-                    actor=str(actor), node=rec.get("node"), device=rec.get("device"),
-                    device_type=str(rec.get("device_type")), start=_num(rec.get("start")),
-                    load_end=_num(rec.get("start")), implicit=True,
-                )
-                warnings.append(
-                    f"ledger line {rec['_line']}: attempt by actor {actor!r} with no actor-load before "
-                    "it; charged from this attempt's start with no load time"
-                )
-                pricing.price_per_hour(holding.device_type)
-                open_holdings[holding.actor] = holding
-                holdings.append(holding)
-            device_type = holding.device_type if holding else str(rec.get("device_type"))
-            # A row refused before reaching any actor (bad manifest value, missing image)
-            # used no device: nothing to price, whatever device types the pricing knows.
-            no_device = holding is None and rec.get("device_type") is None
-            price = 0.0 if no_device else pricing.price_per_hour(device_type)
-            if holding is not None:
-                holding.busy += busy
-                holding.cpu += cpu_seconds(rec)
-                holding.attempts += 1
-                end = _num(rec.get("end"))
-                holding.last_attempt_end = end if holding.last_attempt_end is None else max(holding.last_attempt_end, end)
-            attempt_cost = busy / 3600.0 * price
-            row.busy_seconds += busy
-            row.cost += attempt_cost
-            if outcome == "ok":
-                row.output_uri = rec.get("output_uri")
-            if outcome in FAILED_OUTCOMES:
-                failed_busy += busy
-                failed_cost += attempt_cost
-                cls = str(rec.get("error_class") or "unclassified")
-                failed_by_class[cls] = failed_by_class.get(cls, 0.0) + attempt_cost
-                row.error_class = rec.get("error_class")
-                row.error = rec.get("error")
+            self.warnings.append(
+                f"ledger line {rec['_line']}: attempt by actor {actor!r} with no actor-load before "
+                "it; charged from this attempt's start with no load time"
+            )
+            self.price(holding.device_type)
+            self.open_holdings[holding.actor] = holding
+            self.holdings.append(holding)
+        device_type = holding.device_type if holding else str(rec.get("device_type"))
+        # A row refused before reaching any actor (bad manifest value, missing image)
+        # used no device: nothing to price, whatever device types the pricing knows.
+        no_device = holding is None and rec.get("device_type") is None
+        price = 0.0 if no_device else self.price(device_type)
+        if holding is not None:
+            holding.busy += busy
+            holding.cpu += cpu_seconds(rec)
+            holding.attempts += 1
+            end = _num(rec.get("end"))
+            holding.last_attempt_end = end if holding.last_attempt_end is None else max(holding.last_attempt_end, end)
+        attempt_cost = busy / 3600.0 * price
+        row.busy_seconds += busy
+        row.cost += attempt_cost
+        if outcome == "ok":
+            row.has_ok = True
+            row.output_uri = rec.get("output_uri")
+        if outcome in FAILED_OUTCOMES:
+            self.failed_busy += busy
+            self.failed_cost += attempt_cost
+            cls = str(rec.get("error_class") or "unclassified")
+            self.failed_by_class[cls] = self.failed_by_class.get(cls, 0.0) + attempt_cost
+            row.error_class = rec.get("error_class")
+            row.error = rec.get("error")
 
-    for holding in open_holdings.values():
+    def finish(self, ledger_warnings: list[str], sha256: str, records: int) -> Analysis:
+        if self.pricing_error is not None:
+            raise self.pricing_error
+        return _figures(self, list(ledger_warnings) + self.warnings, sha256, records)
+
+
+def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) -> Analysis:
+    pricing = agg.pricing
+    starts, ends, budget_stops = agg.starts, agg.ends, agg.budget_stops
+    holdings, rows = agg.holdings, agg.rows
+    attempt_counts, by_error_class = agg.attempt_counts, agg.by_error_class
+    busy_by_phase, cpu_by_phase = agg.busy_by_phase, agg.cpu_by_phase
+    failed_busy, failed_cost, failed_by_class = agg.failed_busy, agg.failed_cost, agg.failed_by_class
+    for holding in agg.open_holdings.values():
         holding.close_without_stop()
     for row in rows.values():
-        row.status = _row_status(row.attempts)
+        row.status = _row_status(row)
         if row.status in ("done", "cache-hit"):
             row.error_class, row.error = None, None
 
@@ -245,15 +354,15 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
     statuses = [r.status for r in rows.values()]
     rows_total = starts[-1].get("rows_total") if starts else None
     if not isinstance(rows_total, int):
-        rows_total = len(rows)
+        rows_total = len(rows) + len(agg.hit_rows)
         warnings.append("no run-start with rows_total in the ledger; total = rows seen in attempts")
     done = statuses.count("done")
-    cache_hits = statuses.count("cache-hit")
+    cache_hits = statuses.count("cache-hit") + len(agg.hit_rows)
     failed = statuses.count("failed")
-    retried = sum(1 for r in rows.values() if sum(a.get("outcome") != "cache-hit" for a in r.attempts) > 1)
+    retried = sum(1 for r in rows.values() if r.worked_attempts > 1)
     unfinished = rows_total - done - cache_hits - failed
     if unfinished < 0:
-        warnings.append(f"ledger has {len(rows)} rows but run-start says rows_total={rows_total}")
+        warnings.append(f"ledger has {len(rows) + len(agg.hit_rows)} rows but run-start says rows_total={rows_total}")
 
     # Device time and cost.
     held = load = busy_total = 0.0
@@ -315,8 +424,7 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
 
     figures = {
         "run": {
-            "run_id": (run_start.get("run_id") if run_start else None)
-            or next((r.get("run_id") for r in ledger.records), None),
+            "run_id": (run_start.get("run_id") if run_start else None) or agg.first_run_id,
             "manifest": run_start.get("manifest"),
             "model": run_start.get("model"),
             "fingerprint": run_start.get("fingerprint"),
@@ -361,4 +469,5 @@ def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
         "budget": budget,
         "pricing": {**pricing.to_dict(), "origin": pricing.origin},
     }
-    return Analysis(figures=figures, rows=rows, warnings=warnings)
+    return Analysis(figures=figures, rows=rows, warnings=warnings, hit_rows=agg.hit_rows,
+                    ledger_sha256=sha256, ledger_records=records)
