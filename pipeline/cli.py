@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 RUN_DESCRIPTION = """\
 Edit every row of a Parquet manifest (image, instruction, seed, ...) with a FLUX.1 Kontext
@@ -165,9 +167,11 @@ def _sigterm_as_interrupt() -> Iterator[_Terminated]:
     thread, so the run's cleanup writes results.parquet and the run-end record ("interrupted")
     and the run stays resumable. (Unhandled, SIGTERM killed the driver with neither.)
 
-    ``ray.init`` installs its own SIGTERM handler (its local node's: kill Ray, exit 1), which
-    would skip that cleanup; Ray is kept from replacing this one while the run lasts (the
-    cleanup shuts a local Ray down itself). The previous handler is restored after."""
+    ``ray.init`` replaces SIGTERM's handler twice, in Python (its local node's: kill Ray, exit 1)
+    and in C++ (its core worker's crash handler: log and abort), either of which skips that
+    cleanup; so this one is put back after ``ray.init`` (the cleanup shuts a local Ray down
+    itself). A SIGTERM during Ray's start-up still gets Ray's handling. The previous handler is
+    restored after the run."""
     state = _Terminated()
     if threading.current_thread() is not threading.main_thread():
         yield state  # only the main thread may set signal handlers
@@ -181,28 +185,33 @@ def _sigterm_as_interrupt() -> Iterator[_Terminated]:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with _ray_keeps_sigterm_handler():
+        with _after_ray_init(lambda: signal.signal(signal.SIGTERM, on_sigterm)):
             yield state
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
-def _ray_keeps_sigterm_handler() -> Iterator[None]:
-    """Ray sets every SIGTERM handler of its own through ray._private.utils
-    .set_sigterm_handler (ray.init, a local node's start); make that a no-op meanwhile."""
-    try:
-        import ray._private.utils as ray_utils
+def _after_ray_init(then: Callable[[], object]) -> Iterator[None]:
+    """Calls ``then()`` in the main thread after each ``ray.init`` meanwhile (the runner starts
+    or joins Ray only when there is work for it)."""
+    import ray
 
-        original = ray_utils.set_sigterm_handler
-    except (ImportError, AttributeError):  # another Ray: its handler, if any, wins
-        yield
-        return
-    ray_utils.set_sigterm_handler = lambda handler: None
+    original = ray.init
+
+    @functools.wraps(original)
+    def init(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                then()
+
+    ray.init = init
     try:
         yield
     finally:
-        ray_utils.set_sigterm_handler = original
+        ray.init = original
 
 
 def run_command(args: argparse.Namespace) -> int:

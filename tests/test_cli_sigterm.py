@@ -33,16 +33,20 @@ from pipeline import cli
 RESUME = "kontext-batch run: terminated (SIGTERM); run the same command again to resume"
 
 
-def _fake_run(events: list[str], *, ray_replaces_handler: bool = False,
-              second_sigterm: bool = False):
-    """A run_batch that gets SIGTERM mid-run; its cleanup (like the runner's finally) records
-    that it ran to the end."""
+def _ray_init_replacing_sigterm(*args: Any, **kwargs: Any) -> None:
+    """What ray.init does to SIGTERM when it starts a local Ray (its node's handler: exit 1)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+
+
+def _fake_run(events: list[str], *, ray_starts: bool = False, second_sigterm: bool = False):
+    """A run_batch that gets SIGTERM mid-run (after starting Ray when ``ray_starts``); its
+    cleanup (like the runner's finally) records that it ran to the end."""
 
     def run_batch(config: Any, **kwargs: Any) -> Any:
-        if ray_replaces_handler:  # what ray.init does when it starts
-            import ray._private.utils as ray_utils
+        if ray_starts:
+            import ray
 
-            ray_utils.set_sigterm_handler(lambda signum, frame: sys.exit(1))
+            ray.init(address="local")
         try:
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(1000):  # the handler raises within a bytecode or two
@@ -57,15 +61,17 @@ def _fake_run(events: list[str], *, ray_replaces_handler: bool = False,
     return run_batch
 
 
-@pytest.mark.parametrize("ray_replaces_handler, second_sigterm", [
+@pytest.mark.parametrize("ray_starts, second_sigterm", [
     (False, False), (True, False), (False, True)])
 def test_sigterm_mid_run_runs_the_cleanup_and_exits_143(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        ray_replaces_handler: bool, second_sigterm: bool) -> None:
+        ray_starts: bool, second_sigterm: bool) -> None:
+    import ray
+
     events: list[str] = []
+    monkeypatch.setattr(ray, "init", _ray_init_replacing_sigterm)
     monkeypatch.setattr("pipeline.runner.run_batch",
-                        _fake_run(events, ray_replaces_handler=ray_replaces_handler,
-                                  second_sigterm=second_sigterm))
+                        _fake_run(events, ray_starts=ray_starts, second_sigterm=second_sigterm))
     before = signal.getsignal(signal.SIGTERM)
     code = cli.main(["run", "--demo", "--out", str(tmp_path / "out"), "--quiet"])
     captured = capsys.readouterr()
@@ -73,6 +79,7 @@ def test_sigterm_mid_run_runs_the_cleanup_and_exits_143(
     assert events == ["cleanup finished"]
     assert RESUME in captured.err and "Traceback" not in captured.err
     assert signal.getsignal(signal.SIGTERM) is before  # restored after the run
+    assert ray.init is _ray_init_replacing_sigterm  # and ray.init is Ray's own again
 
 
 def test_ctrl_c_still_exits_130_and_the_handler_is_restored(
@@ -89,9 +96,6 @@ def test_ctrl_c_still_exits_130_and_the_handler_is_restored(
     assert "interrupted; run the same command again to resume" in captured.err
     assert "SIGTERM" not in captured.err
     assert signal.getsignal(signal.SIGTERM) is before
-    import ray._private.utils as ray_utils
-
-    assert ray_utils.set_sigterm_handler.__name__ == "set_sigterm_handler"  # Ray's own again
 
 
 # -- the real CLI, a local Ray, SIGTERM mid-run ---------------------------------------------------
