@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -575,7 +576,16 @@ class Dispatcher:
                                       Batch(tasks, isolate)))
 
 
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_lines(text: str, n: int = 3) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "^^^" not in ln]
+    """Why an actor died: the exception its __init__ raised (the last `XError: message` line of
+    Ray's traceback text) when there is one, else the text's first lines."""
+    lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip() and "^^^" not in ln]
+    raised = [ln for ln in lines if _RAISED.match(ln)]
+    if raised:
+        return raised[-1][:600]
     return " ".join(lines[:n])[:400]
 
