@@ -92,8 +92,9 @@ def test_all_rows_visible_and_markup_shown_as_text_never_run(chromium, tmp_path,
     dom = dump(chromium, tmp_path, page, "#filter=all")
     assert dom.body().get("data-filter") == "all"  # our script ran...
     assert dom.title == TITLE  # ...but the injected onerror handler did not
-    assert len(dom.tiles()) == 12 and dom.visible_tiles() == list(range(12))
-    assert "showing 12 of 12 rows" in dom.text
+    # rows generated or failed this run: 12 less the cache hit (row 2) and the row not run (11)
+    assert len(dom.tiles()) == 10 and dom.visible_tiles() == list(range(10))
+    assert "showing 10 of 10 rows" in dom.text
     assert SCRIPT in dom.text and IMG in dom.text  # shown to the reviewer as text
     assert not [a for tag, a in dom.elements if tag == "img" and a.get("src") == "x"]
     assert not [a for tag, a in dom.elements if tag == "script" and a.get("src") not in ("review.js", None)]
@@ -102,7 +103,7 @@ def test_all_rows_visible_and_markup_shown_as_text_never_run(chromium, tmp_path,
 def test_failed_filter_shows_only_the_failed_placeholder(chromium, tmp_path, page):
     dom = dump(chromium, tmp_path, page, "#filter=failed")
     assert dom.visible_tiles() == [1]
-    assert "showing 1 of 12 rows" in dom.text
+    assert "showing 1 of 10 rows" in dom.text
     failed_tile = next(a for a in dom.tiles() if a["data-tile"] == "1")
     assert failed_tile["data-status"] == "failed"
     placeholders = [a for tag, a in dom.elements if tag == "div" and a.get("aria-label") == "FAILED"]
@@ -113,9 +114,9 @@ def test_failed_filter_shows_only_the_failed_placeholder(chromium, tmp_path, pag
 
 def test_flagged_filter_shows_unchanged_and_spread_rows(chromium, tmp_path, page):
     dom = dump(chromium, tmp_path, page, "#filter=flagged")
-    assert dom.visible_tiles() == [5, 6]
+    assert dom.visible_tiles() == [4, 5]  # rows 5 and 6 (the cache hit, row 2, has no tile)
     flags = {a["data-tile"]: a["data-flags"] for a in dom.tiles() if "hidden" not in a}
-    assert flags == {"5": "unchanged", "6": "spread"}
+    assert flags == {"4": "unchanged", "5": "spread"}
 
 
 def test_policy_blocks_an_inline_script_even_if_one_got_in(chromium, tmp_path, page):
