@@ -82,6 +82,7 @@ def _positive_int(text: str) -> int:
 
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
     from pipeline.image_io import DEFAULT_MAX_PIXELS
+    from pipeline.reports.command import row_limit
     from pipeline.runner import DEFAULT_MODEL, DEMO_MANIFEST
 
     p = subparsers.add_parser(
@@ -150,6 +151,9 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                         "corrupt ones (reads every cached file)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the report, contact sheets and review page")
+    p.add_argument("--max-review-rows", type=row_limit, metavar="N",
+                   help="review page and contact sheets show at most N of the rows generated or "
+                        "failed in this run (default 2000; 0: all); cache hits are only counted")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_command)
     return p
@@ -235,7 +239,7 @@ def run_command(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts, verify_cache=args.verify_cache,
         image_roots=args.image_root or None, max_pixels=args.max_pixels,
         step_cache=args.step_cache, fp8=args.fp8, compile=args.compile,
-        reports=not args.no_report, progress=not args.quiet)
+        reports=not args.no_report, max_review_rows=args.max_review_rows, progress=not args.quiet)
     terminated = _Terminated()
     try:
         with _sigterm_as_interrupt() as terminated:

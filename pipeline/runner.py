@@ -80,6 +80,7 @@ class RunConfig:
     verify_cache: bool = False
     num_cpus: int | None = None  # local Ray only
     reports: bool = True
+    max_review_rows: int | None = None  # review page cap; None: the reports' default, 0: no limit
     progress: bool = True
     # Extra folders the manifest's local images may live in (besides the manifest's folder),
     # e.g. a catalog's image folder for a manifest built elsewhere (jobs).
@@ -233,14 +234,16 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
     return slots
 
 
-def _build_reports(run_dir: Path, progress: bool) -> tuple[dict[str, str], str | None]:
+def _build_reports(run_dir: Path, progress: bool, max_review_rows: int | None = None
+                   ) -> tuple[dict[str, str], str | None]:
     """Reports, contact sheets and review page (pipeline.reports), when that module exists."""
     try:
         from pipeline.reports import generate_reports
     except ImportError:
         return {}, None
     try:
-        outputs = generate_reports(run_dir, progress=progress)
+        cap = {} if max_review_rows is None else {"max_review_rows": max_review_rows}
+        outputs = generate_reports(run_dir, progress=progress, **cap)
     except Exception as exc:  # a report problem must not turn a finished run into a failure
         return {}, f"{type(exc).__name__}: {exc}"
     paths = {name: str(path) for name, path in outputs.files.items()}
@@ -431,7 +434,7 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
     kill_point("after-run-end")
     reports, report_error = ({}, None)
     if config.reports:
-        reports, report_error = _build_reports(run_dir, config.progress)
+        reports, report_error = _build_reports(run_dir, config.progress, config.max_review_rows)
     counts = outcomes.counts()
     exit_code = 3 if budget_stopped else 1 if counts["failed"] or stop_reason else 0
     return RunSummary(run_id=run_id, run_dir=run_dir, store=store_root, results=results,

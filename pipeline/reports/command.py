@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pricing", metavar="FILE",
                         help="pricing YAML (default: the run's config.json pricing, else pipeline/pricing.yaml)")
     parser.add_argument("--no-review", action="store_true", help="write only report.{json,md,html}")
-    parser.add_argument("--max-review-rows", type=_row_limit, default=DEFAULT_MAX_REVIEW_ROWS, metavar="N",
+    parser.add_argument("--max-review-rows", type=row_limit, default=DEFAULT_MAX_REVIEW_ROWS, metavar="N",
                         help="review page and contact sheets show at most N of the rows generated or "
                              "failed in this run, failed rows first (cache hits are never shown, only "
                              f"counted; 0: no limit; default {DEFAULT_MAX_REVIEW_ROWS})")
@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _row_limit(text: str) -> int:
+def row_limit(text: str) -> int:
+    """argparse type of --max-review-rows (here and on `kontext-batch run`)."""
     try:
         value = int(text)
     except ValueError:
