@@ -9,7 +9,7 @@
 
 Exit codes of ``job run``: 0 ok or nothing to do (date already finished), 1 finished with
 failed rows, 2 config error, 3 stopped at the budget cap, 4 the date is running elsewhere,
-130 interrupted (trigger again to resume).
+130 interrupted, 143 terminated by SIGTERM (trigger again to resume).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,8 @@ run folders older than the retention are deleted (never store objects).
 
 Exit codes: 0 ok or nothing to do, 1 finished with failed rows, 2 config error (spec,
 catalog, manifest, model, cluster), 3 stopped at the budget cap, 4 the date is already
-running in another process, 130 interrupted (trigger again to resume)."""
+running in another process, 130 interrupted, 143 terminated by SIGTERM (trigger again to
+resume)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,17 +153,21 @@ def _job_run(args: argparse.Namespace) -> int:
         today_for,
     )
     from jobs.spec import SpecError
+    from pipeline.cli import Terminated, sigterm_as_interrupt
     from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.faults import faults_from_env
     from pipeline.runner import print_summary
 
     date = None
+    terminated = Terminated()
     try:
         date = parse_date(args.date) if args.date else None
         spec = _load(args, check_files=True, check_model=True)
         date = date or today_for(spec)  # fixed now, so a resume hint names the date that ran
-        result = run_job(spec, date, faults=faults_from_env(), progress=not args.quiet,
-                         reports=not args.no_report)
+        # SIGTERM (systemctl stop, a scheduler's timeout) stops the run as Ctrl-C does: resumable
+        with sigterm_as_interrupt() as terminated:
+            result = run_job(spec, date, faults=faults_from_env(), progress=not args.quiet,
+                             reports=not args.no_report)
     except (SpecError, JobError, ConfigError, ValueError) as exc:
         print(f"kontext-batch job run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -173,9 +179,10 @@ def _job_run(args: argparse.Namespace) -> int:
               f"kontext-batch job run {args.job} --date {date}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("kontext-batch job run: interrupted; trigger the same date again to resume"
+        how = "terminated (SIGTERM)" if terminated.received else "interrupted"
+        print(f"kontext-batch job run: {how}; trigger the same date again to resume"
               + (f": kontext-batch job run {args.job} --date {date}" if date else ""), file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if terminated.received else 130
     if result.action == "nothing-to-do":
         counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts.items()))
         print(f"job {result.job} {result.date}: already finished ({result.status}"

@@ -159,14 +159,14 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-class _Terminated:
+class Terminated:
     """Whether SIGTERM arrived during the run."""
 
     received = False
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[_Terminated]:
+def sigterm_as_interrupt() -> Iterator[Terminated]:
     """While a run lasts, SIGTERM stops it the way Ctrl-C does: KeyboardInterrupt in the main
     thread, so the run's cleanup writes results.parquet and the run-end record ("interrupted")
     and the run stays resumable. (Unhandled, SIGTERM killed the driver with neither.)
@@ -176,7 +176,7 @@ def _sigterm_as_interrupt() -> Iterator[_Terminated]:
     cleanup; so this one is put back after ``ray.init`` (the cleanup shuts a local Ray down
     itself). A SIGTERM during Ray's start-up still gets Ray's handling. The previous handler is
     restored after the run."""
-    state = _Terminated()
+    state = Terminated()
     if threading.current_thread() is not threading.main_thread():
         yield state  # only the main thread may set signal handlers
         return
@@ -240,9 +240,9 @@ def run_command(args: argparse.Namespace) -> int:
         image_roots=args.image_root or None, max_pixels=args.max_pixels,
         step_cache=args.step_cache, fp8=args.fp8, compile=args.compile,
         reports=not args.no_report, max_review_rows=args.max_review_rows, progress=not args.quiet)
-    terminated = _Terminated()
+    terminated = Terminated()
     try:
-        with _sigterm_as_interrupt() as terminated:
+        with sigterm_as_interrupt() as terminated:
             summary = run_batch(config, faults=faults_from_env())
     except ConfigError as exc:
         print(f"kontext-batch run: error: {exc}", file=sys.stderr)
