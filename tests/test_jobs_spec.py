@@ -318,6 +318,7 @@ def test_systemd_units_and_crontab_line(tmp_path: Path, capsys) -> None:
         in units.timer
     assert f"ExecStart=/opt/venv/bin/python -m jobs.cli job run {spec.path}" in units.service
     assert f"WorkingDirectory={tmp_path}" in units.service and "Type=oneshot" in units.service
+    assert "KillMode=mixed" in units.service  # stop signals the driver only: it cleans up itself
 
     line = crontab_line(spec, workdir=tmp_path, python="/opt/venv/bin/python")
     tz_line, job_line = line.split("\n")
