@@ -6,6 +6,7 @@ import atexit
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,3 +152,42 @@ def run_in_background(config: Any, faults: list[dict]) -> tuple[Any, dict[str, A
     driver = threading.Thread(target=drive)
     driver.start()
     return driver, outcome
+
+
+def cli_run_process(manifest: Path, out: Path, faults: list[dict] | None = None,
+                    tmp_prefix: str = "kbcli") -> subprocess.Popen:
+    """`kontext-batch run` on the tiny test model in a child process (its own session, so a
+    test can signal it and its Ray alone), with the given fault plan and nothing inherited
+    that would change the run."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+           "RAY_TMPDIR": short_tmp(tmp_prefix), "OMP_NUM_THREADS": "1"}
+    for name in ("KONTEXT_BATCH_FAULTS", "KONTEXT_TEST_KILL_AT", "RAY_ADDRESS"):
+        env.pop(name, None)
+    if faults:
+        env["KONTEXT_BATCH_FAULTS"] = json.dumps(faults)
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(out),
+           "--model", TEST_MODEL, "--device", "cpu", "--batch-size", "2", "--actors", "1",
+           "--no-report", "--quiet"]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def ok_lines(out: Path) -> int:
+    """Rows committed so far by the (only) run under ``out``, from its ledger."""
+    ledgers = list((out / "runs").glob("*/ledger.jsonl"))
+    if not ledgers:
+        return 0
+    return sum(1 for line in ledgers[0].read_bytes().splitlines() if b'"outcome":"ok"' in line)
+
+
+def sigterm_self_mid_call(events: list[str]) -> None:
+    """Send this process SIGTERM and wait for the handler to interrupt; record what ran."""
+    import signal
+
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler raises within a bytecode or two
+            time.sleep(0.01)
+        events.append("not interrupted")
+    finally:
+        events.append("cleanup finished")

@@ -7,10 +7,8 @@ local Ray in a child process and sends it SIGTERM mid-run."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,12 +17,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from pipeline_helpers import (
-    REPO,
-    TEST_MODEL,
+    cli_run_process,
     make_manifest,
     ok_counts,
+    ok_lines,
     read_records,
-    short_tmp,
     wait_for,
 )
 
@@ -99,25 +96,8 @@ def test_ctrl_c_still_exits_130_and_the_handler_is_restored(
 
 
 # -- the real CLI, a local Ray, SIGTERM mid-run ---------------------------------------------------
-def _cli(manifest: Path, out: Path, faults: list[dict] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "RAY_TMPDIR": short_tmp("kbterm"), "OMP_NUM_THREADS": "1"}
-    for name in ("KONTEXT_BATCH_FAULTS", "KONTEXT_TEST_KILL_AT", "RAY_ADDRESS"):
-        env.pop(name, None)
-    if faults:
-        env["KONTEXT_BATCH_FAULTS"] = json.dumps(faults)
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(out),
-           "--model", TEST_MODEL, "--device", "cpu", "--batch-size", "2", "--actors", "1",
-           "--no-report", "--quiet"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _ok_lines(out: Path) -> int:
-    ledgers = list((out / "runs").glob("*/ledger.jsonl"))
-    if not ledgers:
-        return 0
-    return sum(1 for line in ledgers[0].read_bytes().splitlines() if b'"outcome":"ok"' in line)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -134,9 +114,9 @@ def test_sigterm_mid_run_writes_results_and_the_same_command_resumes(tmp_path: P
     slow = [{"kind": "sleep", "row_id": rid, "seconds": 1.5,
              "marker_dir": str(tmp_path / "faults")} for rid in ids]
     out = tmp_path / "out"
-    first = _cli(manifest, out, slow)
+    first = cli_run_process(manifest, out, slow, tmp_prefix="kbterm")
     try:
-        wait_for(lambda: _ok_lines(out) >= 1 or first.poll() is not None, 240,
+        wait_for(lambda: ok_lines(out) >= 1 or first.poll() is not None, 240,
                  "the first committed row")
         assert first.poll() is None, first.stdout.read().decode()[-3000:]
         first.send_signal(signal.SIGTERM)  # the driver alone, as `kill PID` does
@@ -159,7 +139,7 @@ def test_sigterm_mid_run_writes_results_and_the_same_command_resumes(tmp_path: P
     assert 1 <= len(done) < 8 and {r["status"] for r in rows} <= {"done", "not-run"}
     assert len(done) == sum(ok_counts(run_dir).values())  # results agree with the ledger
 
-    second = _cli(manifest, out)
+    second = cli_run_process(manifest, out, tmp_prefix="kbterm")
     log = second.communicate(timeout=300)[0].decode()
     assert second.returncode == 0, log[-3000:]
     assert [p.name for p in (out / "runs").iterdir()] == [run_dir.name]  # the same run resumed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,8 +14,10 @@ from hardening_helpers import remove_node_after_it_commits
 from pipeline_helpers import (
     REPO,
     TEST_MODEL,
+    cli_run_process,
     make_manifest,
     ok_counts,
+    ok_lines,
     read_records,
     run_in_background,
     short_tmp,
@@ -34,34 +35,18 @@ def _sleep_faults(manifest: Path, marker_dir: Path, seconds: float) -> list[dict
             for rid in ids]
 
 
-def _cli(manifest: Path, out: Path, faults: list[dict] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "RAY_TMPDIR": short_tmp("kbcli")}
-    env.pop("KONTEXT_BATCH_FAULTS", None)
-    if faults:
-        env["KONTEXT_BATCH_FAULTS"] = json.dumps(faults)
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(out),
-           "--model", TEST_MODEL, "--device", "cpu", "--batch-size", "2", "--actors", "1",
-           "--no-report", "--quiet"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 
 
-def _ok_lines(out: Path) -> int:
-    ledgers = list((out / "runs").glob("*/ledger.jsonl"))
-    if not ledgers:
-        return 0
-    return sum(1 for line in ledgers[0].read_bytes().splitlines() if b'"outcome":"ok"' in line)
 
 
 def test_driver_sigkill_then_rerun_finishes_every_row_once(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path / "m", products=6, variants=4)  # 24 rows
     out = tmp_path / "out"
-    first = _cli(manifest, out, _sleep_faults(manifest, tmp_path / "faults", 0.3))
+    first = cli_run_process(manifest, out, _sleep_faults(manifest, tmp_path / "faults", 0.3))
     try:
-        wait_for(lambda: _ok_lines(out) >= 6 or first.poll() is not None, 240,
+        wait_for(lambda: ok_lines(out) >= 6 or first.poll() is not None, 240,
                   "6 committed rows")
         assert first.poll() is None, first.stdout.read().decode()[-2000:]
         os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started
@@ -72,7 +57,7 @@ def test_driver_sigkill_then_rerun_finishes_every_row_once(tmp_path: Path) -> No
     done_before = sum(ok_counts(run_dir).values())
     assert 6 <= done_before < 24
 
-    second = _cli(manifest, out)
+    second = cli_run_process(manifest, out)
     log = second.communicate(timeout=300)[0].decode()
     assert second.returncode == 0, log[-3000:]
     assert [p.name for p in (out / "runs").iterdir()] == [run_dir.name]  # same run resumed

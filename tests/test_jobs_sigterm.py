@@ -3,13 +3,12 @@ does: the run's cleanup finishes, the CLI names the date to trigger again and ex
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_helpers import sigterm_self_mid_call
 
 import jobs.runner
 from jobs import cli as job_cli
@@ -21,13 +20,7 @@ def test_sigterm_during_a_job_run_cleans_up_and_exits_143(monkeypatch: pytest.Mo
     events: list[str] = []
 
     def run_job(spec: Any, date: str, **kwargs: Any) -> Any:
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):  # the handler raises within a bytecode or two
-                time.sleep(0.01)
-            events.append("not interrupted")
-        finally:
-            events.append("cleanup finished")
+        sigterm_self_mid_call(events)
 
     monkeypatch.setattr(jobs.runner, "run_job", run_job)
     before = signal.getsignal(signal.SIGTERM)

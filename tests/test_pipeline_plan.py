@@ -23,7 +23,8 @@ MODEL = ModelSettings(model_fingerprint="f" * 64, dtype="float32", numerics="1")
 DEFAULTS = RowDefaults(steps=4, guidance=2.5, output_format="png")
 
 
-def plan(tmp_path: Path, manifest: Path, run_id: str = "run-t") -> tuple[Plan, Outcomes, Path]:
+def plan(tmp_path: Path, manifest: Path, run_id: str = "run-t",
+         digests: SourceDigests | None = None) -> tuple[Plan, Outcomes, Path]:
     checked = check_manifest(str(manifest))
     outcomes = Outcomes(checked.rows_total)
     run_dir = tmp_path / "out" / "runs" / run_id
@@ -31,7 +32,7 @@ def plan(tmp_path: Path, manifest: Path, run_id: str = "run-t") -> tuple[Plan, O
     with LedgerWriter(run_dir / "ledger.jsonl", run_id) as ledger:
         ledger.write("run-start", rows_total=checked.rows_total)
         result = plan_run(checked, run_id=run_id, model=MODEL, defaults=DEFAULTS,
-                          digests=SourceDigests(None), store=Store(str(tmp_path / "out/store")),
+                          digests=digests or SourceDigests(None), store=Store(str(tmp_path / "out/store")),
                           history=history, ledger=ledger, outcomes=outcomes)
     return result, outcomes, run_dir
 

@@ -15,36 +15,20 @@ from types import SimpleNamespace
 import pyarrow.fs as pafs
 import pytest
 from pipeline_helpers import make_manifest, read_records
+from test_pipeline_plan import plan as plan_with
 
 from pipeline import digests as digests_module
-from pipeline.cache import ModelSettings
 from pipeline.digests import SourceDigests, source_error
 from pipeline.errors import BAD_ROW, TRANSIENT, BadRowError, TransientError
-from pipeline.ledger import LedgerWriter
-from pipeline.manifest_input import check_manifest
 from pipeline.outcomes import Outcomes
-from pipeline.plan import Plan, RowDefaults, plan_run
+from pipeline.plan import Plan
 from pipeline.reports.report import analyse_run
-from pipeline.resume import read_history
-from pipeline.store import Store
 
-MODEL = ModelSettings(model_fingerprint="f" * 64, dtype="float32", numerics="1")
-DEFAULTS = RowDefaults(steps=4, guidance=2.5, output_format="png")
 FLAKY = "product_1.png"  # the source the injected failures hit (rows 2 and 3)
 
 
-def plan(tmp_path: Path, manifest: Path, digests: SourceDigests,
-         run_id: str = "run-t") -> tuple[Plan, Outcomes, Path]:
-    checked = check_manifest(str(manifest))
-    outcomes = Outcomes(checked.rows_total)
-    run_dir = tmp_path / "out" / "runs" / run_id
-    history = read_history(run_dir / "ledger.jsonl")
-    with LedgerWriter(run_dir / "ledger.jsonl", run_id) as ledger:
-        ledger.write("run-start", rows_total=checked.rows_total)
-        result = plan_run(checked, run_id=run_id, model=MODEL, defaults=DEFAULTS,
-                          digests=digests, store=Store(str(tmp_path / "out/store")),
-                          history=history, ledger=ledger, outcomes=outcomes)
-    return result, outcomes, run_dir
+def plan(tmp_path: Path, manifest: Path, digests: SourceDigests) -> tuple[Plan, Outcomes, Path]:
+    return plan_with(tmp_path, manifest, digests=digests)
 
 
 class Faults:
