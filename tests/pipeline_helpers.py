@@ -191,3 +191,21 @@ def sigterm_self_mid_call(events: list[str]) -> None:
         events.append("not interrupted")
     finally:
         events.append("cleanup finished")
+
+
+def run_once(manifest: Path, out: Path, **config: Any) -> Any:
+    """One run_batch of the tiny test model on CPU in its own local Ray (started and shut
+    down here); ``config`` overrides RunConfig fields, ``editor_factory`` goes to run_batch."""
+    import ray
+
+    from pipeline.runner import RunConfig, run_batch
+
+    factory = config.pop("editor_factory", None)
+    settings = dict(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=2,
+                    actors=1, reports=False, progress=False, retry_backoff_s=0.05)
+    start_ray(num_cpus=2)
+    try:
+        return run_batch(RunConfig(**{**settings, **config}),
+                         **({"editor_factory": factory} if factory else {}))
+    finally:
+        ray.shutdown()

@@ -9,12 +9,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from pipeline_helpers import TEST_MODEL, make_manifest, start_ray
+from pipeline_helpers import make_manifest, run_once
 
 from pipeline.actors import check_priced, check_same_model, device_type_from_name
 from pipeline.cache import numerics_version
 from pipeline.errors import ConfigError
-from pipeline.runner import RunConfig, run_batch
 
 
 def test_same_model_passes_and_other_weights_or_numerics_are_named() -> None:
@@ -42,20 +41,13 @@ class OtherWeightsFactory:
 
 
 def test_run_whose_actors_load_other_weights_stops_before_storing_anything(tmp_path: Path) -> None:
-    import ray
     from ray import cloudpickle
 
     manifest = make_manifest(tmp_path / "m", products=2, variants=1)
     out = tmp_path / "out"
-    start_ray(num_cpus=2)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    try:
-        config = RunConfig(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=2,
-                           actors=1, reports=False, progress=False, retry_backoff_s=0.05)
-        with pytest.raises(ConfigError) as err:
-            run_batch(config, editor_factory=OtherWeightsFactory())
-    finally:
-        ray.shutdown()
+    with pytest.raises(ConfigError) as err:
+        run_once(manifest, out, editor_factory=OtherWeightsFactory())
     msg = str(err.value)
     assert "no actor could load the model" in msg and "not the one the driver planned with" in msg
     assert "ffffffffffff here" in msg
@@ -83,7 +75,6 @@ def test_unpriced_device_is_refused_naming_the_fix() -> None:
 
 
 def test_run_on_a_device_its_pricing_lacks_stops_before_any_row(tmp_path: Path) -> None:
-    import ray
     import yaml
 
     from pipeline.reports.pricing import load_pricing
@@ -94,14 +85,8 @@ def test_run_on_a_device_its_pricing_lacks_stops_before_any_row(tmp_path: Path) 
     pricing.write_text(yaml.safe_dump(table))
     manifest = make_manifest(tmp_path / "m", products=2, variants=1)
     out = tmp_path / "out"
-    start_ray(num_cpus=2)
-    try:
-        config = RunConfig(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=2,
-                           actors=1, reports=False, progress=False, retry_backoff_s=0.05, pricing=str(pricing))
-        with pytest.raises(ConfigError) as err:
-            run_batch(config)
-    finally:
-        ray.shutdown()
+    with pytest.raises(ConfigError) as err:
+        run_once(manifest, out, pricing=str(pricing))
     msg = str(err.value)  # CPU runs are priced before Ray starts; GPU actors check their card
     assert "no price for device type 'CPU'" in msg and "add `CPU: <price per device-hour>`" in msg
     objects = out / "store" / "objects"

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import ray
 import yaml
-from pipeline_helpers import TEST_MODEL, make_manifest, start_ray
+from pipeline_helpers import make_manifest, run_once
 
 from pipeline.reports import build_report, generate_reports, load_pricing
 from pipeline.reports import pricing as pricing_module
 from pipeline.reports.command import main as report_main
-from pipeline.runner import RunConfig, run_batch
 
 
 def test_report_of_an_old_run_ignores_later_pricing_edits(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -22,12 +20,7 @@ def test_report_of_an_old_run_ignores_later_pricing_edits(tmp_path: Path, monkey
     monkeypatch.setattr(pricing_module, "DEFAULT_PRICING_FILE", default_file)
 
     manifest = make_manifest(tmp_path / "m", products=1, variants=2)
-    start_ray(num_cpus=2)
-    try:
-        summary = run_batch(RunConfig(manifest=str(manifest), out=str(tmp_path / "out"), model=TEST_MODEL,
-                                      device="cpu", batch_size=2, actors=1, progress=False, reports=True))
-    finally:
-        ray.shutdown()
+    summary = run_once(manifest, tmp_path / "out", reports=True)
     assert summary.exit_code == 0 and summary.report_error is None
     config = json.loads((summary.run_dir / "config.json").read_text())
     assert config["pricing"] == shipped  # no --pricing given: the default table, frozen

@@ -13,27 +13,20 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from pipeline_helpers import TEST_MODEL, make_manifest, start_ray
+from pipeline_helpers import make_manifest, run_once
 
 from pipeline.reports import generate_reports
 from pipeline.reports.provenance import encode_image_with_provenance, read_provenance
-from pipeline.runner import RunConfig, run_batch
 
 PADDED = "  make the   background white "
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import ray
 
     folder = tmp_path_factory.mktemp("whitespace")
     manifest = make_manifest(folder / "m", products=1, variants=3, instruction=[PADDED] * 3)
-    start_ray(num_cpus=2)
-    try:
-        summary = run_batch(RunConfig(manifest=str(manifest), out=str(folder / "out"), model=TEST_MODEL,
-                                      device="cpu", batch_size=3, actors=1, progress=False, reports=False))
-    finally:
-        ray.shutdown()
+    summary = run_once(manifest, folder / "out", batch_size=3)
     assert summary.exit_code == 0 and summary.counts["done"] == 3
     return summary
 

@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import TEST_MODEL, make_manifest, start_ray
+from pipeline_helpers import make_manifest, run_once
 
 from pipeline import cli
-from pipeline.runner import RunConfig, run_batch
 
 
 def test_run_flag_is_parsed_and_checked(capsys) -> None:
@@ -22,16 +21,9 @@ def test_run_flag_is_parsed_and_checked(capsys) -> None:
 
 
 def test_run_review_page_shows_at_most_the_cap_and_counts_the_rest(tmp_path: Path) -> None:
-    import ray
 
     manifest = make_manifest(tmp_path / "m", products=2, variants=2)
-    start_ray(num_cpus=2)
-    try:
-        summary = run_batch(RunConfig(manifest=str(manifest), out=str(tmp_path / "out"), model=TEST_MODEL,
-                                      device="cpu", batch_size=4, actors=1, reports=True, progress=False,
-                                      max_review_rows=3))
-    finally:
-        ray.shutdown()
+    summary = run_once(manifest, tmp_path / "out", batch_size=4, reports=True, max_review_rows=3)
     assert summary.exit_code == 0 and summary.counts["done"] == 4
     page = Path(summary.reports["review"]).read_text()
     assert re.search(r"3 shown \+ 0 cache hits \+ 0 not run \+ 1 left out = 4 rows", page), page[-2000:]
