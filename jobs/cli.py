@@ -155,20 +155,24 @@ def _job_run(args: argparse.Namespace) -> int:
     from jobs.spec import SpecError
     from pipeline.cli import Terminated, sigterm_as_interrupt
     from pipeline.errors import ConfigError, RunFolderFull
-    from pipeline.faults import faults_from_env
     from pipeline.runner import print_summary
 
     date = None
     terminated = Terminated()
     try:
+        # Configuration, checked before any work: each problem is a typed error (exit 2).
         date = parse_date(args.date) if args.date else None
         spec = _load(args, check_files=True, check_model=True)
         date = date or today_for(spec)  # fixed now, so a resume hint names the date that ran
+        faults = _faults_from_env()
         # SIGTERM (systemctl stop, a scheduler's timeout) stops the run as Ctrl-C does: resumable
         with sigterm_as_interrupt() as terminated:
-            result = run_job(spec, date, faults=faults_from_env(), progress=not args.quiet,
+            result = run_job(spec, date, faults=faults, progress=not args.quiet,
                              reports=not args.no_report)
-    except (SpecError, JobError, ConfigError, ValueError) as exc:
+    # Not ValueError: one raised once the run is under way is a bug or a data error, not a
+    # config problem (exit 2 tells a scheduler the spec is wrong). It propagates (traceback,
+    # exit 1) as in `kontext-batch run`, and the date stays resumable.
+    except (SpecError, JobError, ConfigError) as exc:
         print(f"kontext-batch job run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except JobBusy as exc:
@@ -199,6 +203,18 @@ def _job_run(args: argparse.Namespace) -> int:
     for path in result.deleted:
         print(f"  retention: deleted {path}")
     return result.exit_code
+
+
+def _faults_from_env() -> list:
+    """Fault injection for tests ($KONTEXT_BATCH_FAULTS); a bad value is a config error."""
+    from jobs.runner import JobError
+    from pipeline.faults import ENV_VAR, faults_from_env
+
+    try:
+        return faults_from_env()
+    except ValueError as exc:  # json's errors too
+        raise JobError(f"${ENV_VAR} is not usable ({exc}); it is for fault-injection tests "
+                       "only: unset it") from None
 
 
 def _job_history(args: argparse.Namespace) -> int:

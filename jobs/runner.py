@@ -47,6 +47,10 @@ class JobError(Exception):
     """A job cannot run (config-class: exit 2); the message says what to fix."""
 
 
+class DateError(JobError, ValueError):
+    """A date that is not YYYY-MM-DD (config-class: exit 2; still a ValueError for callers)."""
+
+
 class JobBusy(Exception):
     """Another process holds this job date's lock (exit 4)."""
 
@@ -67,13 +71,14 @@ class JobRunResult:
 
 
 def parse_date(text: str) -> str:
-    """YYYY-MM-DD, checked; ValueError saying the format otherwise."""
+    """YYYY-MM-DD, checked; DateError (a JobError and a ValueError) saying the format
+    otherwise."""
     try:
         if len(text) == 10:
             return Date.fromisoformat(text).isoformat()
     except ValueError:
         pass
-    raise ValueError(f"date {text!r} is not a calendar date in the form YYYY-MM-DD "
+    raise DateError(f"date {text!r} is not a calendar date in the form YYYY-MM-DD "
                      "(e.g. 2026-11-27)")
 
 
@@ -225,10 +230,30 @@ def _note_trigger(spec: JobSpec, date: str, run_dir: Path, action: str,
 
 
 def last_budget_stop(run_dir: Path) -> dict[str, Any] | None:
-    from pipeline.ledger import read_ledger
+    """The ledger's last ``budget-stop`` record (None without one), as a full parse with
+    ``read_ledger`` would find it, but read from the end: a finished run costs the ledger's
+    last block, not a parse of a million attempt lines (without a stop the whole file is read
+    backwards, and only lines that could be a stop are parsed). Lines that are not complete
+    JSON objects (a torn last line after a kill) are skipped, as ``read_ledger`` skips them."""
+    # The backwards line reader run-id choice uses (pipeline.resume.ledger_end); one reader.
+    from pipeline.resume import _lines_backwards
 
-    stops = [r for r in read_ledger(run_dir / "ledger.jsonl") if r.get("type") == "budget-stop"]
-    return stops[-1] if stops else None
+    try:
+        f = open(run_dir / "ledger.jsonl", "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        for line in _lines_backwards(f):
+            # Only a line naming the type (literally, or through a \uXXXX escape) can be one.
+            if not (b"budget-stop" in line or b"\\u" in line):
+                continue
+            try:
+                rec = json.loads(line.strip())
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("type") == "budget-stop":
+                return rec
+    return None
 
 
 def _result_counts(run_dir: Path) -> dict[str, int]:
