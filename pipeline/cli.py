@@ -27,8 +27,10 @@ model weights, steps, guidance, size, precision, output encoding) were computed 
 cache hit and never reaches a model, so a re-run only pays for what changed.
 
 Resume: the run id comes from the manifest's content and the settings, so after a crash or
-Ctrl-C the same command continues the same run; finished rows are not recomputed. Running
-a finished run's command again starts a new run (id -2, -3, ...) made of cache hits.
+Ctrl-C the same command continues the same run and ends it as an uninterrupted run would:
+finished rows are not recomputed, rows that failed for good stay failed, and tries already
+spent count against --max-attempts. Running a finished run's command again starts a new run
+(id -2, -3, ...): its done rows are cache hits and its failed rows are tried afresh.
 
 Failures: a row with a bad input (unreadable or missing image, empty instruction, negative
 seed, an image above --max-pixels, ...) fails alone with its reason and the rest run (exit
@@ -109,7 +111,8 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    default="auto", help="precision (auto: bfloat16 on CUDA, float32 on CPU); "
                                         "part of the cache key")
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
-                   help="rows per model call (halved automatically on CUDA out-of-memory)")
+                   help="rows per model call (halved automatically, for that image size only, on "
+                        "CUDA out-of-memory)")
     p.add_argument("--actors", type=_positive_int, metavar="N",
                    help="model actors (default: one per GPU; one on CPU-only clusters)")
     p.add_argument("--steps", type=_positive_int, metavar="N",
@@ -122,7 +125,8 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    help="use (or resume) this run id instead of the one derived from the "
                         "manifest and settings")
     p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="N",
-                   help="tries per row for transient and device errors (default: 3)")
+                   help="tries per row for transient and device errors, over all invocations "
+                        "of a run (default: 3)")
     p.add_argument("--image-root", action="append", default=[], metavar="DIR",
                    help="a folder local images may live in besides the manifest's own, or a "
                         "URI prefix remote images may be read from (s3://bucket/photos/); "

@@ -1,16 +1,24 @@
 """The driver's dispatch loop: batches to actors, results to the store and the ledger.
 
 - Batches hold rows of one (steps, guidance, size) group, neighbours in plan order (same
-  source image / instruction), at most ``batch_size`` rows (halved on CUDA out-of-memory).
+  source image / instruction), at most ``batch_size`` rows. CUDA out-of-memory halves the cap
+  of that group only (memory depends on the size: a 1024² group that does not fit at 4 says
+  nothing about a 512² one).
+- The driver reads a batch's sources concurrently (a few threads, one pyarrow filesystem per
+  bucket), so remote manifests do not pay one round trip per row in series.
 - Each actor has up to ``in_flight_per_actor`` (>= 2) batches queued, so it never waits for
   the driver: while it denoises one batch the next is already there, and the driver reads
   sources and commits outputs in the meantime.
 - Results: an ``ok`` row is committed to the store first, then its ``ok`` attempt record is
   appended to the ledger (one fsync per batch). Failures are classified (pipeline.errors):
   bad rows fail at once; transient and poisoned-device failures are retried with
-  exponential backoff up to ``max_attempts`` tries, OOM rows in halved batches, and rows
-  of a dead actor one by one, each alone in its actor process (so a row that kills its
-  actor ends up failing alone and takes no neighbour with it). Rows waiting on a row's key
+  exponential backoff up to ``max_attempts`` tries of the run (a resumed run counts the
+  earlier invocations' tries too, so it ends as an uninterrupted run would), OOM rows in
+  halved batches, and rows of a dead actor one by one, each alone in its actor process (so a
+  row that kills its actor ends up failing alone and takes no neighbour with it). An
+  isolated row reserves an actor: that actor gets no new batches, and takes the row once the
+  ones it holds are done, while the other actors keep working (at most half the actors are
+  reserved at once, and at least one). Rows waiting on a row's key
   (followers) end with it: a ``cache-hit`` record each when it commits, a ``failed-permanent``
   one (no actor, zero phases) when it fails.
 - An actor that dies mid-batch (``os._exit``, lost node) raises ``RayActorError`` here;
@@ -35,10 +43,11 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.digests import read_source_bytes
+from pipeline.digests import RemoteFilesystems, read_source_bytes
 from pipeline.errors import (
     POISONED_DEVICE,
     TRANSIENT,
@@ -55,6 +64,7 @@ from pipeline.store import Store
 
 _MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
 _COMMIT_TRIES = 3
+_READ_THREADS = 8  # concurrent source reads per batch (remote stores: round trips overlap)
 
 
 BUDGET_REASON = "budget cap reached"
@@ -110,6 +120,7 @@ class ActorSlot:
     node: str | None = None
     death: str | None = None
     exclusive: bool = False  # running an isolated batch: nothing else may share the process
+    reserved: bool = False  # draining for an isolated batch: gets no other batches
     info: dict[str, Any] = field(default_factory=dict)  # last describe(): actor, pid, node...
 
     @property
@@ -170,7 +181,8 @@ class Dispatcher:
                  sidecar_for: Callable[[Task, dict[str, Any], bytes, dict[str, Any]],
                                        dict[str, Any]],
                  node_alive: Callable[[str | None], bool] | None = None,
-                 budget: BudgetHook | None = None) -> None:
+                 budget: BudgetHook | None = None,
+                 spent_attempts: Mapping[int, int] | None = None) -> None:
         import ray  # the driver side only: planning and tests of it do not need Ray
 
         self._ray = ray
@@ -180,13 +192,17 @@ class Dispatcher:
         self.outcomes = outcomes
         self.progress = progress
         self.settings = settings
-        self.prior = prior_attempts
+        self.prior = prior_attempts  # attempt numbering continues the ledger's
+        # tries earlier invocations of this run spent on each row: they count against
+        # max_attempts (default: every prior attempt)
+        self.spent = prior_attempts if spent_attempts is None else spent_attempts
         self.followers = followers
         self.params_for = params_for
         self.sidecar_for = sidecar_for
         self.node_alive = node_alive or (lambda node: True)
-        self.batch_cap = settings.batch_size
+        self.batch_caps: dict[tuple, int] = {}  # group -> cap after out-of-memory
         self.queue: deque[Batch] = deque()
+        self.isolated: deque[Batch] = deque()  # retries that must run alone in an actor
         self.delayed: list[tuple[float, int, Batch]] = []
         self.in_flight: dict[Any, _Flight] = {}
         self.describing: dict[Any, ActorSlot] = {}
@@ -196,13 +212,22 @@ class Dispatcher:
         self.budget = budget
         self.budget_stopped = False
         self.rows_not_dispatched = 0
+        self.filesystems = RemoteFilesystems()
+        self._reader: ThreadPoolExecutor | None = None
 
     # -- public -------------------------------------------------------------------------
     def run(self, tasks: Sequence[Task]) -> None:
         for slot in self.slots:
             self.describing[slot.handle.describe.remote()] = slot
         self.queue.extend(make_batches(tasks, self.settings.batch_size))
-        while self.queue or self.delayed or self.in_flight:
+        self._reader = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="source-read")
+        try:
+            self._loop()
+        finally:
+            self._reader.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        while self.queue or self.isolated or self.delayed or self.in_flight:
             self._release_due()
             self._probe_restarting()
             self._fill()
@@ -319,36 +344,78 @@ class Dispatcher:
         while self.delayed and self.delayed[0][0] <= now:
             due.append(heapq.heappop(self.delayed)[2])
         for batch in reversed(due):  # retries go first
-            self.queue.appendleft(batch)
+            self._requeue_front(batch)
+
+    def _requeue_front(self, batch: Batch) -> None:
+        (self.isolated if batch.isolate else self.queue).appendleft(batch)
+
+    def cap_for(self, group: tuple) -> int:
+        """The batch size a group's batches get now (``batch_size`` until it ran out of
+        memory)."""
+        return self.batch_caps.get(group, self.settings.batch_size)
 
     def _fill(self) -> None:
         if self.budget_stopped:
             self._drop_for_budget()  # retries scheduled after the stop are not run either
             return
+        self._reserve_for_isolated()
+        for slot in self.slots:  # a reserved actor that has drained takes an isolated row
+            if self.isolated and slot.reserved and slot.usable and not slot.in_flight:
+                if not self._take(slot, self.isolated):
+                    return
         per_actor = max(2, self.settings.in_flight_per_actor)
         progressed = True
         while self.queue and progressed:
             progressed = False
-            for slot in sorted((s for s in self.slots if s.usable), key=lambda s: s.in_flight):
+            open_slots = (s for s in self.slots if s.usable and not s.reserved)
+            for slot in sorted(open_slots, key=lambda s: s.in_flight):
                 if not self.queue or slot.in_flight >= per_actor:
                     continue
-                if self.queue[0].isolate and slot.in_flight:
-                    continue  # an isolated batch waits for an idle actor
-                batch = self.queue.popleft()
-                if len(batch.tasks) > self.batch_cap:
-                    self.queue.appendleft(Batch(batch.tasks[self.batch_cap:], batch.isolate))
-                    batch = Batch(batch.tasks[:self.batch_cap], batch.isolate)
-                if self.budget is not None and not self.budget.may_dispatch(len(batch.tasks)):
-                    self.queue.appendleft(batch)
-                    self.budget_stopped = True
-                    self._drop_for_budget()
+                if not self._take(slot, self.queue):
                     return
-                self._submit(slot, batch)
                 progressed = True
+
+    def _reserve_for_isolated(self) -> None:
+        """Keep one reserved actor per isolated batch waiting, up to half the live actors
+        (at least one): they drain while the others keep working."""
+        live = [s for s in self.slots if s.alive and s.ready]
+        for slot in self.slots:
+            if slot.reserved and (slot not in live or not self.isolated):
+                slot.reserved = False
+        if not self.isolated:
+            return
+        want = min(len(self.isolated), max(1, len(live) // 2))
+        held = [s for s in live if s.reserved]
+        if len(held) < want:
+            free = sorted((s for s in live if not s.reserved), key=lambda s: s.in_flight)
+            for slot in free[:want - len(held)]:
+                slot.reserved = True
+        else:
+            # fewer isolated rows wait now: release the busiest reservations
+            for slot in sorted(held, key=lambda s: -s.in_flight)[:len(held) - want]:
+                if not slot.exclusive:
+                    slot.reserved = False
+
+    def _take(self, slot: ActorSlot, queue: deque[Batch]) -> bool:
+        """Submit the head of ``queue`` (cut to its group's cap) to ``slot``; False when the
+        budget says no (then nothing more is dispatched)."""
+        batch = queue.popleft()
+        cap = self.cap_for(batch.tasks[0].group)
+        if len(batch.tasks) > cap:
+            queue.appendleft(Batch(batch.tasks[cap:], batch.isolate))
+            batch = Batch(batch.tasks[:cap], batch.isolate)
+        if self.budget is not None and not self.budget.may_dispatch(len(batch.tasks)):
+            queue.appendleft(batch)
+            self.budget_stopped = True
+            self._drop_for_budget()
+            return False
+        self._submit(slot, batch)
+        return True
 
     def _drop_for_budget(self) -> None:
         """Mark every queued or delayed row not-run and record the stop (cumulative count)."""
-        batches = list(self.queue) + [entry[2] for entry in self.delayed]
+        batches = list(self.isolated) + list(self.queue) + [entry[2] for entry in self.delayed]
+        self.isolated.clear()
         self.queue.clear()
         self.delayed.clear()
         dropped = 0
@@ -369,16 +436,14 @@ class Dispatcher:
     def _submit(self, slot: ActorSlot, batch: Batch) -> None:
         rows, tasks, read = [], {}, {}
         failed_records = []
-        for task in batch.tasks:
-            t0 = time.perf_counter()
-            try:
-                data = read_source_bytes(task.image)
-            except PipelineError as exc:
+        sources = self._read_sources(batch.tasks)
+        for task, (data, seconds) in zip(batch.tasks, sources, strict=True):
+            if isinstance(data, PipelineError):
                 now = time.time()
-                failed_records += self._failure(task, exc.error_class, str(exc), None, now, now,
-                                                {"read": time.perf_counter() - t0})
+                failed_records += self._failure(task, data.error_class, str(data), None, now,
+                                                now, {"read": seconds})
                 continue
-            read[task.row_index] = time.perf_counter() - t0
+            read[task.row_index] = seconds
             tasks[task.row_index] = task
             rows.append({"row_index": task.row_index, "row_id": task.row_id, "key": task.key,
                          "instruction": task.instruction, "seed": task.seed,
@@ -397,6 +462,22 @@ class Dispatcher:
         slot.in_flight += 1
         slot.exclusive = batch.isolate
         self.in_flight[ref] = _Flight(slot, tasks, read, time.time(), batch.isolate)
+
+    def _read_sources(self, tasks: Sequence[Task]
+                      ) -> list[tuple[bytes | PipelineError, float]]:
+        """Each task's source bytes (or the PipelineError saying why not) and the seconds
+        its read took, read concurrently."""
+        def read(task: Task) -> tuple[bytes | PipelineError, float]:
+            t0 = time.perf_counter()
+            try:
+                data: bytes | PipelineError = read_source_bytes(task.image, self.filesystems)
+            except PipelineError as exc:
+                data = exc
+            return data, time.perf_counter() - t0
+
+        if self._reader is None or len(tasks) < 2:
+            return [read(task) for task in tasks]
+        return list(self._reader.map(read, tasks))
 
     # -- results --------------------------------------------------------------------------
     def _complete(self, ref: Any) -> None:
@@ -439,15 +520,17 @@ class Dispatcher:
         if any(r.get("outcome") == "ok" for r in records):
             kill_point("after-ledger-append")
         if oom_rows:
-            self.batch_cap = max(1, min(self.batch_cap, len(result["rows"]) // 2))
-            for i in range(0, len(oom_rows), self.batch_cap):
-                self._schedule(oom_rows[i:i + self.batch_cap], oom_rows[0])
+            group = oom_rows[0].group
+            cap = max(1, min(self.cap_for(group), len(result["rows"]) // 2))
+            self.batch_caps[group] = cap
+            for i in range(0, len(oom_rows), cap):
+                self._schedule(oom_rows[i:i + cap], oom_rows[0])
 
     def _batch_lost(self, flight: _Flight, exc: BaseException) -> None:
         slot = flight.slot
         if self._actor_failed(slot, exc):
             # The model never loaded there: not the rows' fault, requeue without an attempt.
-            self.queue.appendleft(Batch(list(flight.tasks.values()), flight.isolate))
+            self._requeue_front(Batch(list(flight.tasks.values()), flight.isolate))
             return
         self._pause(slot)  # Ray restarts it; no new batches until it answers a probe
         node_lost = slot.node is not None and not self.node_alive(slot.node)
@@ -530,7 +613,7 @@ class Dispatcher:
         return self.prior.get(task.row_index, 0) + n
 
     def _may_retry(self, task: Task, error_class: str) -> bool:
-        tries = self.counters.tries.get(task.row_index, 0)
+        tries = self.spent.get(task.row_index, 0) + self.counters.tries.get(task.row_index, 0)
         return error_class in (TRANSIENT, POISONED_DEVICE) and \
             tries < self.settings.max_attempts
 

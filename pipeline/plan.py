@@ -9,6 +9,12 @@ run computed them); rows whose key another row already owns wait for that row; t
 become tasks, ordered so rows sharing (steps, guidance, size), then source image, then
 instruction, sit next to each other and land in the same batch.
 
+A resumed run (an earlier invocation was killed or interrupted) ends as an uninterrupted one
+would: rows that invocation finished stay done, and rows it failed for good (their tries
+spent, or a bad row found by the model) stay failed with their reason and are not run
+again, as long as their key is unchanged. (A finished run is never resumed: running the
+command again starts a new run, which tries its failed rows afresh.)
+
 A row whose source is wrong (missing, a directory, no permission) fails here for good. One
 whose source could not be read for a reason that may pass (I/O error, timeout: the digests
 already tried again with backoff) has no key, so it cannot run now: it stays ``not-run`` with
@@ -52,7 +58,7 @@ class Plan:
     followers: dict[str, list[Task]] = field(default_factory=dict)  # same key, later rows
     hits: int = 0
     done_before: int = 0  # computed by an earlier invocation of this run
-    failed: int = 0
+    failed: int = 0  # this invocation's planning failures plus failures carried from earlier
     deferred: int = 0  # source unreadable for now (transient): not run, a re-run retries it
     hashed_sources: int = 0
 
@@ -169,6 +175,8 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
         stored = present.get(task.key)
         if stored is not None:
             _classify_present(task, stored, run_id, history, store, records, outcomes, plan)
+        elif _carry_failure(task, history, outcomes):
+            plan.failed += 1
         elif task.key in owners:
             plan.followers.setdefault(task.key, []).append(task)
         else:
@@ -214,6 +222,17 @@ def _classify_present(task: Task, stored: StoredObject, run_id: str, history: Ru
     outcomes.set(task.row_index, status="cache-hit", key=task.key, output_uri=uri,
                  attempts=prev.attempts if prev else 0)
     plan.hits += 1
+
+
+def _carry_failure(task: Task, history: RunHistory, outcomes: Outcomes) -> bool:
+    """A row an earlier invocation of this run failed for good, with this key: it stays
+    failed (its ledger already says so and why); True if so."""
+    prev = history.rows.get(task.row_index)
+    if prev is None or prev.final != "failed-permanent" or prev.key != task.key:
+        return False
+    outcomes.set(task.row_index, status="failed", key=task.key, attempts=prev.attempts,
+                 error_class=prev.error_class, reason=prev.error)
+    return True
 
 
 def _committed_by_this_run(task: Task, stored: StoredObject, run_id: str,

@@ -35,6 +35,10 @@ class RowHistory:
     key: str | None = None
     final: str | None = None  # "ok" | "cache-hit" | "failed-permanent" | "retry-scheduled"
     attempts: int = 0  # attempts that reached (or tried to reach) a model
+    # those made after planning gave the row its key (dispatch: model, read, commit): what
+    # counts against --max-attempts when the run resumes. Planning deferrals (an unreadable
+    # source, no key yet) never reached a model and do not.
+    dispatched: int = 0
     seconds: float | None = None
     output_uri: str | None = None
     error_class: str | None = None
@@ -90,6 +94,7 @@ def read_history(ledger_path: Path) -> RunHistory:
             outcome = rec.get("outcome")
             if outcome != "cache-hit":
                 row.attempts += 1
+                row.dispatched += rec.get("key") is not None
             row.key = rec.get("key")
             row.final = outcome
             if outcome in ("ok", "cache-hit"):

@@ -468,6 +468,7 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
                                   max_pixels=config.max_pixels,
                                   step_cache=config.step_cache or None),
         prior_attempts={i: r.attempts for i, r in history.rows.items()},
+        spent_attempts={i: r.dispatched for i, r in history.rows.items()},
         followers=plan.followers, params_for=_params_for(run_id, info, dtype),
         sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget)
     try:

@@ -101,7 +101,8 @@ def test_followers_of_a_failed_row_are_recorded_failed(tmp_path: Path, capsys) -
     assert record["row_id"] == "p1-v0" and record["image"].endswith("corrupt_b.png")
 
     # A driver killed after writing results but before run-end: the same command resumes the
-    # run. Each row is still counted once, and the follower still never runs on its own.
+    # run and ends it as the uninterrupted run ended: both rows stay failed, with the reasons
+    # recorded the first time (no new attempt), and each row is still counted once.
     ledger = first.run_dir / "ledger.jsonl"
     lines = ledger.read_bytes().splitlines(keepends=True)
     assert b'"type":"run-end"' in lines[-1]
@@ -109,8 +110,9 @@ def test_followers_of_a_failed_row_are_recorded_failed(tmp_path: Path, capsys) -
     resumed = run_batch(_config(manifest, out))
     assert resumed.run_id == first.run_id
     _check_counts_agree(resumed, capsys)
-    records = _attempts(resumed.run_dir, FOLLOWER)
-    assert [r["outcome"] for r in records] == ["failed-permanent", "failed-permanent"]
-    assert [r["attempt"] for r in records] == [1, 2]  # numbered on from the first invocation
-    assert all(r["actor"] is None for r in records)
+    assert resumed.counts["failed"] == 2 and resumed.status == "failed-rows"
+    assert _attempts(resumed.run_dir, FOLLOWER) == [record]
+    assert _attempts(resumed.run_dir, OWNER) == [owner]
+    rows = pq.read_table(resumed.results).to_pylist()
+    assert f"same key as row {OWNER}" in rows[FOLLOWER]["reason"]
     assert [r["outcome"] for r in _attempts(resumed.run_dir, GOOD)] == ["ok"]

@@ -1,0 +1,284 @@
+"""The dispatcher's scheduling decisions, driven by scripted fake actors (no Ray, no model).
+
+A fake Ray answers ``wait`` by finishing, per call, the oldest batch of every actor (actors
+work in parallel, each on its own batches in order), so which batch went where, and when,
+is deterministic and can be asserted: isolated retries reserve one actor while the others
+keep working, out-of-memory shrinks only the batches of the group that ran out, and tries
+spent by earlier invocations of a run count against ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.dispatch import ActorSlot, Dispatcher, DispatchSettings
+from pipeline.ledger import LedgerWriter, read_ledger
+from pipeline.outcomes import Outcomes
+from pipeline.progress import RunProgress
+from pipeline.records import Task
+from pipeline.store import Store
+
+
+class ActorDied(Exception):
+    """Stands in for ray.exceptions.RayActorError."""
+
+
+class _Exceptions:
+    RayActorError = ActorDied
+
+
+class Ref:
+    _ids = itertools.count()
+
+    def __init__(self, actor: FakeActor, kind: str, payload: Any = None) -> None:
+        self.id = next(self._ids)
+        self.actor, self.kind, self.payload = actor, kind, payload
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def __hash__(self) -> int:
+        return self.id
+
+
+class _Method:
+    def __init__(self, actor: FakeActor, kind: str) -> None:
+        self.actor, self.kind = actor, kind
+
+    def remote(self, payload: Any = None) -> Ref:
+        return self.actor.enqueue(Ref(self.actor, self.kind, payload))
+
+
+class FakeActor:
+    """Runs its batches in order, one per ``wait``; faults are scripted per row id:
+    ``"oom"`` (that row runs out of memory, once) or ``"die"`` (the process dies, once)."""
+
+    def __init__(self, name: str, world: FakeRay) -> None:
+        self.name, self.world = name, world
+        self.pid = 100
+        self.queue: deque[Ref] = deque()
+        self.down_for = 0  # waits until a restarted process answers again
+        self.describe = _Method(self, "describe")
+        self.edit_batch = _Method(self, "edit_batch")
+        self.stop = _Method(self, "stop")
+
+    def info(self) -> dict[str, Any]:
+        return {"actor": self.name, "pid": self.pid, "node": "n1", "device": "cpu",
+                "device_type": "cpu"}
+
+    def enqueue(self, ref: Ref) -> Ref:
+        if ref.kind == "edit_batch":
+            rows = [r["row_id"] for r in ref.payload["rows"]]
+            self.world.log.append({"actor": self.name, "rows": rows,
+                                   "busy": sum(q.kind == "edit_batch" for q in self.queue),
+                                   "wait": self.world.waits})
+        self.queue.append(ref)
+        return ref
+
+    def step(self) -> None:
+        if self.down_for:
+            self.down_for -= 1
+            return
+        if not self.queue:
+            return
+        ref = self.queue.popleft()
+        ref.done = True
+        if ref.kind in ("describe", "stop"):
+            ref.result = {**self.info(), "load_start": 0.0, "load_end": 0.0, "end": 1.0}
+            return
+        rows = ref.payload["rows"]
+        faults = self.world.faults
+        if any(faults.get(r["row_id"]) == "die" for r in rows):
+            for r in rows:
+                faults.pop(r["row_id"], None) if faults.get(r["row_id"]) == "die" else None
+            ref.error = ActorDied("the actor died unexpectedly")
+            for queued in self.queue:  # the process is gone: so is everything it held
+                queued.done, queued.error = True, ActorDied("the actor died unexpectedly")
+            self.queue.clear()
+            self.pid += 1
+            self.down_for = self.world.restart_waits
+            return
+        results = []
+        for r in rows:
+            base = {"row_index": r["row_index"], "key": r["key"], "phases": {"denoise": 0.1},
+                    "start": 0.0, "end": 1.0, "truncated": False, "notes": []}
+            if faults.get(r["row_id"]) == "oom":
+                faults.pop(r["row_id"])
+                results.append({**base, "ok": False, "oom": True, "error_class": "transient",
+                                "error": "CUDA out of memory", "data": None})
+            elif faults.get(r["row_id"]) == "transient":
+                results.append({**base, "ok": False, "oom": False, "error_class": "transient",
+                                "error": "injected transient", "data": None})
+            else:
+                results.append({**base, "ok": True, "oom": False, "error_class": None,
+                                "error": None, "data": f"png of {r['row_id']}".encode()})
+        ref.result = {"actor": self.info(), "rows": results}
+
+
+class FakeRay:
+    exceptions = _Exceptions
+
+    def __init__(self, restart_waits: int = 0) -> None:
+        self.actors: list[FakeActor] = []
+        self.faults: dict[str, str] = {}
+        self.log: list[dict[str, Any]] = []
+        self.waits = 0
+        self.restart_waits = restart_waits
+
+    def wait(self, refs: list[Ref], num_returns: int = 1, timeout: float | None = None):
+        if timeout != 0:  # the blocking wait: time passes, every actor does one thing
+            self.waits += 1
+            for actor in self.actors:
+                actor.step()
+        ready = [r for r in refs if r.done]
+        return ready, [r for r in refs if not r.done]
+
+    def get(self, ref: Ref) -> Any:
+        if ref.error is not None:
+            raise ref.error
+        return ref.result
+
+    def kill(self, handle: Any, no_restart: bool = True) -> None:
+        pass
+
+
+def make_tasks(n: int, size: tuple[int, int] | None = None, start: int = 0,
+               image: str = "") -> list[Task]:
+    return [Task(row_index=i, row_id=f"r{i}", image=image, image_sha256="0" * 64,
+                 instruction="edit", seed=i, steps=4, guidance=2.5, size=size,
+                 output_format="png", ext="png", key=f"{i:064x}")
+            for i in range(start, start + n)]
+
+
+def make_dispatcher(tmp_path: Path, world: FakeRay, n_actors: int, tasks: list[Task],
+                    monkeypatch: pytest.MonkeyPatch, *, spent: dict[int, int] | None = None,
+                    **settings: Any) -> tuple[Dispatcher, Outcomes, LedgerWriter]:
+    # Sources are not on disk: every read returns a few bytes (a missing row is named "")
+    monkeypatch.setattr("pipeline.dispatch.read_source_bytes",
+                        lambda location, filesystems=None: b"src")
+    world.actors = [FakeActor(f"actor-{i}", world) for i in range(n_actors)]
+    slots = [ActorSlot(name=a.name, handle=a) for a in world.actors]
+    outcomes = Outcomes(max(t.row_index for t in tasks) + 1)
+    ledger = LedgerWriter(tmp_path / "ledger.jsonl", "run-t")
+    dispatcher = Dispatcher(
+        slots=slots, store=Store(str(tmp_path / "store")), ledger=ledger, outcomes=outcomes,
+        progress=RunProgress(len(tasks), disable=True),
+        settings=DispatchSettings(backoff_s=0.0, **settings),
+        prior_attempts=dict(spent or {}), spent_attempts=spent, followers={},
+        params_for=lambda task: {}, sidecar_for=lambda task, params, data, origin: {})
+    dispatcher._ray = world
+    return dispatcher, outcomes, ledger
+
+
+def attempts(tmp_path: Path) -> list[dict[str, Any]]:
+    return [r for r in read_ledger(tmp_path / "ledger.jsonl") if r.get("type") == "attempt"]
+
+
+def test_an_isolated_retry_reserves_one_actor_while_the_others_keep_working(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeRay(restart_waits=50)  # the dead actor stays down until the retry is done
+    world.faults["r0"] = "die"
+    tasks = make_tasks(60)
+    dispatcher, outcomes, ledger = make_dispatcher(tmp_path, world, 3, tasks, monkeypatch,
+                                                   batch_size=2)
+    dispatcher.run(tasks)
+    ledger.close()
+    assert set(outcomes.status) == {"done"}
+    lost_with_r0 = {r["row_id"] for r in attempts(tmp_path) if r["outcome"] == "retry-scheduled"}
+    assert "r0" in lost_with_r0
+    retried = [i for i, b in enumerate(world.log) if set(b["rows"]) <= lost_with_r0
+               and len(b["rows"]) == 1]
+    first_retry = retried[0]
+    died = _death_wait(world)  # the retries are queued from then on (no backoff here)
+    # Each retried row ran alone: its actor held nothing else when it got it ...
+    for i in retried:
+        assert world.log[i]["busy"] == 0
+        actor = world.log[i]["actor"]
+        # ... and got nothing else until it had finished it.
+        later = [b for b in world.log[i + 1:] if b["actor"] == actor]
+        assert not later or later[0]["wait"] > world.log[i]["wait"]
+    # While the retry waited for its actor to drain, another actor kept receiving batches
+    # (before, a retry at the head of the queue held back every batch behind it).
+    between = [b for b in world.log[:first_retry] if b["wait"] >= died]
+    others = {b["actor"] for b in between} - {world.log[first_retry]["actor"], "actor-0"}
+    assert others, world.log[:first_retry + 1]
+
+
+def _death_wait(world: FakeRay) -> int:
+    """The wait at which the first actor died: its first batch held r0."""
+    return next(b["wait"] for b in world.log if "r0" in b["rows"]) + 1
+
+
+def test_running_out_of_memory_shrinks_only_that_groups_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeRay()
+    world.faults["r0"] = "oom"
+    small, large = make_tasks(12, None), make_tasks(12, (64, 64), start=12)
+    tasks = small + large
+    dispatcher, outcomes, ledger = make_dispatcher(tmp_path, world, 1, tasks, monkeypatch,
+                                                   batch_size=4, in_flight_per_actor=2)
+    dispatcher.run(tasks)
+    ledger.close()
+    assert set(outcomes.status) == {"done"}
+    small_ids = {t.row_id for t in small}
+    oom_at = next(i for i, b in enumerate(world.log) if "r0" in b["rows"])
+    # batches of the group that ran out, sent after the out-of-memory was seen: half size
+    seen_after = [b for b in world.log if b["wait"] > world.log[oom_at]["wait"]]
+    after_small = [b["rows"] for b in seen_after if set(b["rows"]) <= small_ids]
+    assert after_small and max(map(len, after_small)) <= 2
+    # the other group's batches keep the full size
+    large_batches = [b["rows"] for b in world.log if not set(b["rows"]) & small_ids]
+    assert [len(rows) for rows in large_batches] == [4, 4, 4]
+    assert dispatcher.cap_for(small[0].group) == 2
+    assert dispatcher.cap_for(large[0].group) == 4
+
+
+def test_tries_of_earlier_invocations_count_against_max_attempts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeRay()
+    world.faults.update({"r0": "transient", "r1": "transient"})
+    tasks = make_tasks(2)
+    # r0 had two tries in an earlier invocation (of 3), r1 none
+    dispatcher, outcomes, ledger = make_dispatcher(tmp_path, world, 1, tasks, monkeypatch,
+                                                   spent={0: 2}, max_attempts=3, batch_size=1)
+    dispatcher.run(tasks)
+    ledger.close()
+    by_row: dict[str, list[tuple[int, str]]] = {}
+    for r in attempts(tmp_path):
+        by_row.setdefault(r["row_id"], []).append((r["attempt"], r["outcome"]))
+    assert by_row["r0"] == [(3, "failed-permanent")]
+    assert by_row["r1"] == [(1, "retry-scheduled"), (2, "retry-scheduled"),
+                            (3, "failed-permanent")]
+    assert outcomes.status == ["failed", "failed"]
+
+
+def test_sources_are_read_for_a_batch_with_each_rows_own_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeRay()
+    images = tmp_path / "images"
+    images.mkdir()
+    tasks = make_tasks(4)
+    for t in tasks:
+        t.image = str(images / f"{t.row_id}.png")
+        if t.row_id != "r2":
+            Path(t.image).write_bytes(f"bytes of {t.row_id}".encode())
+    dispatcher, outcomes, ledger = make_dispatcher(tmp_path, world, 1, tasks, monkeypatch,
+                                                   batch_size=4)
+    monkeypatch.undo()  # the real reader, reading the batch's four files concurrently
+    sent: list[dict[str, Any]] = []
+    world.actors[0].enqueue = lambda ref, a=world.actors[0], orig=FakeActor.enqueue: (
+        sent.extend(ref.payload["rows"]) if ref.kind == "edit_batch" else None,
+        orig(a, ref))[1]
+    dispatcher.run(tasks)
+    ledger.close()
+    assert [(r["row_id"], r["image_bytes"]) for r in sent] == [
+        ("r0", b"bytes of r0"), ("r1", b"bytes of r1"), ("r3", b"bytes of r3")]
+    assert outcomes.status == ["done", "done", "failed", "done"]
+    failed = [r for r in attempts(tmp_path) if r["outcome"] == "failed-permanent"]
+    assert [r["row_id"] for r in failed] == ["r2"] and "r2.png" in failed[0]["error"]
+    assert failed[0]["error_class"] == "bad-row"
