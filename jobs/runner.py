@@ -230,30 +230,15 @@ def _note_trigger(spec: JobSpec, date: str, run_dir: Path, action: str,
 
 
 def last_budget_stop(run_dir: Path) -> dict[str, Any] | None:
-    """The ledger's last ``budget-stop`` record (None without one), as a full parse with
-    ``read_ledger`` would find it, but read from the end: a finished run costs the ledger's
-    last block, not a parse of a million attempt lines (without a stop the whole file is read
-    backwards, and only lines that could be a stop are parsed). Lines that are not complete
-    JSON objects (a torn last line after a kill) are skipped, as ``read_ledger`` skips them."""
-    # The backwards line reader run-id choice uses (pipeline.resume.ledger_end); one reader.
-    from pipeline.resume import _lines_backwards
+    """The ledger's last ``budget-stop`` record (None without one), read from the end
+    (``records_backwards``): a finished run costs the ledger's last block, not a parse of a
+    million attempt lines."""
+    from pipeline.ledger import records_backwards
 
     try:
-        f = open(run_dir / "ledger.jsonl", "rb")
+        return next(records_backwards(run_dir / "ledger.jsonl", ("budget-stop",)), None)
     except FileNotFoundError:
         return None
-    with f:
-        for line in _lines_backwards(f):
-            # Only a line naming the type (literally, or through a \uXXXX escape) can be one.
-            if not (b"budget-stop" in line or b"\\u" in line):
-                continue
-            try:
-                rec = json.loads(line.strip())
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and rec.get("type") == "budget-stop":
-                return rec
-    return None
 
 
 def _result_counts(run_dir: Path) -> dict[str, int]:

@@ -237,8 +237,10 @@ class EditorActor:
         """Run the model on ``ready`` rows; on a request error with several rows, try each
         row alone so one bad row cannot fail its neighbours."""
         rows = [r for r, _, _ in ready]
+        t0 = None
         try:
             with self._lock:
+                t0 = time.perf_counter()  # the device is this call's from here
                 maybe_inject(self.faults, [r["row_id"] for r in rows])
                 out = self.editor.edit(
                     images=[img for _, img, _ in ready],
@@ -248,6 +250,9 @@ class EditorActor:
                     size=tuple(batch["size"]) if batch.get("size") else None,
                     **({"step_cache": batch["step_cache"]} if batch.get("step_cache") else {}))
         except Exception as exc:
+            # The failed call held the device this long: its rows' attempts carry it (phase
+            # failed_model), so the report costs failed attempts, not only successful ones.
+            failed_s = (time.perf_counter() - t0) / len(ready) if t0 is not None else 0.0
             error_class = classify_exception(exc)
             if error_class == POISONED_DEVICE:
                 print(f"[{self.name}] poisoned device, exiting so Ray restarts this actor: "
@@ -255,12 +260,16 @@ class EditorActor:
                 sys.stderr.flush()
                 os._exit(1)
             if error_class == BAD_ROW and len(ready) > 1:
-                return [pair for item in ready for pair in self._edit([item], batch, start)]
+                alone = [pair for item in ready for pair in self._edit([item], batch, start)]
+                for _row, outcome in alone:  # the batch call that failed is theirs too
+                    outcome["phases"]["failed_model"] = \
+                        outcome["phases"].get("failed_model", 0.0) + failed_s
+                return alone
             oom = is_cuda_oom(exc)
             if oom:
                 _free_cuda_cache()
-            return [(row, _failure(row, error_class if error_class != BAD_ROW else BAD_ROW,
-                                   describe(exc), start, {"decode": secs}, oom=oom))
+            return [(row, _failure(row, error_class, describe(exc), start,
+                                   {"decode": secs, "failed_model": failed_s}, oom=oom))
                     for row, _, secs in ready]
 
         n = len(ready)

@@ -266,6 +266,9 @@ class Dispatcher:
                     info = ray.get(ref)
                 except Exception:
                     continue
+                # An actor still loading when the work ran out never answered its probe:
+                # its load record comes now, so the report bills the device time it held.
+                records += self._load_records(info)
                 records.append(self.ledger.record(
                     "actor-stop", actor=info["actor"], pid=info.get("pid"),
                     node=info.get("node"), end=info["end"]))
@@ -313,14 +316,19 @@ class Dispatcher:
     def _note_actor(self, info: Mapping[str, Any], slot: ActorSlot) -> None:
         slot.node = info.get("node")
         slot.info = dict(info)
+        self.ledger.append(self._load_records(info))
+
+    def _load_records(self, info: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The actor-load record of an actor process not seen before (else none)."""
         instance = (str(info["actor"]), int(info.get("pid") or 0))
         if instance in self.seen_instances:
-            return
+            return []
         self.seen_instances.add(instance)
-        self.ledger.write("actor-load", actor=info["actor"], pid=info.get("pid"),
-                          node=info.get("node"), node_ip=info.get("node_ip"),
-                          device=info.get("device"), device_type=info.get("device_type"),
-                          start=info.get("load_start"), end=info.get("load_end"))
+        return [self.ledger.record(
+            "actor-load", actor=info["actor"], pid=info.get("pid"), node=info.get("node"),
+            node_ip=info.get("node_ip"), device=info.get("device"),
+            device_type=info.get("device_type"), start=info.get("load_start"),
+            end=info.get("load_end"))]
 
     def _actor_failed(self, slot: ActorSlot, exc: BaseException) -> bool:
         """Marks a slot dead when its actor can never come back; True if so."""

@@ -14,9 +14,9 @@ import errno
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipeline import killpoints
 from pipeline.errors import RunFolderFull
@@ -26,8 +26,10 @@ SCHEMA_VERSION = 1
 RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end")
 OUTCOMES = ("ok", "cache-hit", "retry-scheduled", "failed-permanent")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# failed_model: device seconds of a model call that raised (OOM, transient, a model-side bad
+# row), shared over its rows: the device was busy, so reports cost it as failed attempts.
 PHASES = ("read", "decode", "text_encode", "context_encode", "denoise", "decode_latents",
-          "file_encode", "commit")
+          "failed_model", "file_encode", "commit")
 
 
 def empty_phases() -> dict[str, float]:
@@ -149,6 +151,42 @@ def read_ledger(path: str | Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(rec, dict) and "type" in rec:
                 yield expand_attempt(rec) if rec["type"] == "attempt" else rec
+
+
+TAIL_BLOCK = 1 << 16  # bytes read per step by records_backwards
+
+
+def records_backwards(path: str | Path, types: Collection[str]) -> Iterator[dict[str, Any]]:
+    """The ledger's records whose type is in ``types``, last first, read from the end: finding
+    the last run-end or budget-stop of a million-row ledger costs its last block, not a parse
+    of every line. Only lines naming one of the types (literally, or through a \\uXXXX escape)
+    are parsed; lines that are not complete JSON objects (a torn last line) are skipped, as
+    ``read_ledger`` skips them. FileNotFoundError when there is no ledger."""
+    needles = [t.encode("utf-8") for t in types] + [b"\\u"]
+    with open(path, "rb") as f:
+        for line in _lines_backwards(f):
+            if not any(needle in line for needle in needles):
+                continue
+            try:
+                rec = json.loads(line.strip())
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("type") in types:
+                yield rec
+
+
+def _lines_backwards(f: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``f`` (split at b"\\n", as iterating the file does), last first."""
+    pos = f.seek(0, os.SEEK_END)
+    carry = b""
+    while pos > 0:
+        step = min(TAIL_BLOCK, pos)
+        pos -= step
+        f.seek(pos)
+        lines = (f.read(step) + carry).split(b"\n")
+        carry = lines.pop(0)  # may begin in the block before
+        yield from reversed(lines)
+    yield carry
 
 
 # A cache hit ran no actor and timed nothing: these fields are null (phases zero, end = start) by

@@ -11,15 +11,13 @@ same command then starts ``<id>-2`` (then ``-3`` ...), whose committed rows are 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pipeline.cache import canonical_json
-from pipeline.ledger import read_ledger
+from pipeline.ledger import read_ledger, records_backwards
 
 RESUMABLE_END_STATUSES = ("interrupted",)
 
@@ -109,57 +107,26 @@ def read_history(ledger_path: Path) -> RunHistory:
     return history
 
 
-_TAIL_BLOCK = 1 << 16
-
-
 def ledger_end(ledger_path: Path) -> tuple[bool, str | None]:
     """``(exists, finished_status)`` as ``read_history`` would find them, read from the end.
 
     Only the last ``run-start`` or ``run-end`` record decides the status, so the ledger is read
-    backwards up to it: a finished run costs its last block, not a parse of every row (run-id
-    choice looks at every earlier finished run of the same command). Lines that are not
-    complete records (a torn last line) are skipped, as ``read_ledger`` skips them."""
+    backwards up to it (``records_backwards``): a finished run costs its last block, not a
+    parse of every row (run-id choice looks at every earlier finished run of the same
+    command)."""
     try:
-        f = open(ledger_path, "rb")
+        for rec in records_backwards(ledger_path, ("run-start", "run-end")):
+            if rec["type"] == "run-start":
+                return True, None
+            return True, rec.get("status") or "complete"
     except FileNotFoundError:
         return False, None
-    with f:
-        for line in _lines_backwards(f):
-            # Only a line naming a run record (literally, or through a \uXXXX escape) can be
-            # one: the JSON of the many attempt lines (read back to a killed run's run-start)
-            # is not parsed.
-            if not (b"run-end" in line or b"run-start" in line or b"\\u" in line):
-                continue
-            try:
-                rec = json.loads(line.strip())
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            if rec.get("type") == "run-start":
-                return True, None
-            if rec.get("type") == "run-end":
-                return True, rec.get("status") or "complete"
     return True, None
 
 
 def ledger_resumable(ledger_path: Path) -> bool:
     """``read_history(ledger_path).resumable``, from the ledger's tail (see ``ledger_end``)."""
     return resumable_end(*ledger_end(ledger_path))
-
-
-def _lines_backwards(f: BinaryIO) -> Iterator[bytes]:
-    """The lines of ``f`` (split at b"\\n", as iterating the file does), last first."""
-    pos = f.seek(0, os.SEEK_END)
-    carry = b""
-    while pos > 0:
-        step = min(_TAIL_BLOCK, pos)
-        pos -= step
-        f.seek(pos)
-        lines = (f.read(step) + carry).split(b"\n")
-        carry = lines.pop(0)  # may begin in the block before
-        yield from reversed(lines)
-    yield carry
 
 
 def choose_run(runs_dir: Path, base_id: str, explicit: str | None) -> tuple[str, RunHistory]:

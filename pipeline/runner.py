@@ -210,7 +210,7 @@ def _node_alive(node_id: str | None) -> bool:
     return False
 
 
-def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
+def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str, priced: list[str],
                   editor_factory: Any, faults: Sequence[Mapping[str, Any]]) -> list[ActorSlot]:
     import ray
 
@@ -219,7 +219,6 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str,
     cpus, gpus = cluster_resources()
     layout = actor_layout(device, config.actors, cpus, gpus)
     remote = ray.remote(EditorActor)
-    priced = sorted(_frozen_pricing(config.pricing)["pricing"]["device_hour"])
     slots = []
     for i in range(layout.count):
         name = f"editor-{i}"
@@ -330,6 +329,22 @@ def _frozen_pricing(path: str | None) -> dict[str, Any]:
         raise ConfigError(str(exc)) from None
 
 
+def _run_pricing(config_path: Path, path: str | None) -> dict[str, Any]:
+    """The pricing a run is costed with: frozen by its first invocation, kept by every
+    resume (the budget and report of one run price all its device time alike, and a resume
+    cannot lose the price of a device type an earlier invocation used)."""
+    try:
+        frozen = json.loads(config_path.read_text()).get("pricing")
+    except (OSError, ValueError, AttributeError):
+        frozen = None
+    if not isinstance(frozen, dict):
+        return _frozen_pricing(path)
+    if path is not None and _frozen_pricing(path)["pricing"] != frozen:
+        print(f"note: this run keeps the prices frozen when it started ({config_path}); "
+              f"{path} is not used for it", file=sys.stderr)
+    return {"pricing": frozen}
+
+
 def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factory: Any,
          faults: Sequence[Mapping[str, Any]], session: _RaySession,
          budget: BudgetHook | None, cleanup: contextlib.ExitStack) -> RunSummary:
@@ -364,11 +379,12 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                 "guidance": defaults.guidance, "output_format": fmt,
                 "numerics": numerics_version(), "store": store_root}
     manifest_abs = str(Path(checked.path).resolve())
+    pricing = _run_pricing(run_dir / "config.json", config.pricing)
     _write_json(run_dir / "config.json", {
         "run_id": run_id, "manifest": manifest_abs, "manifest_sha256": checked.digest,
         "rows_total": checked.rows_total, "model": info.spec, "preset": info.preset,
         "fingerprint": info.fingerprint, "settings": settings, "out": str(out),
-        "store": store_root, **_frozen_pricing(config.pricing)})
+        "store": store_root, **pricing})
     kill_point("after-config")
 
     ledger = LedgerWriter(run_dir / "ledger.jsonl", run_id)
@@ -401,7 +417,8 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
             if plan.tasks:
                 actors_started, budget_stopped = _dispatch(
                     config, info, device, dtype, plan, store, ledger, outcomes, progress,
-                    history, run_id, editor_factory, faults, session, budget)
+                    history, run_id, editor_factory, faults, session, budget,
+                    sorted(pricing["pricing"]["device_hour"]))
         except StoreFull as exc:
             stop_reason = str(exc)
             for i, state in enumerate(outcomes.status):
@@ -454,10 +471,11 @@ def _carry_row_notes(history, outcomes: Outcomes) -> None:
 def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan, store: Store,
               ledger: LedgerWriter, outcomes: Outcomes, progress: RunProgress, history,
               run_id: str, editor_factory: Any, faults: Sequence[Mapping[str, Any]],
-              session: _RaySession, budget: BudgetHook | None = None) -> tuple[int, bool]:
+              session: _RaySession, budget: BudgetHook | None,
+              priced: Sequence[str]) -> tuple[int, bool]:
     session.ensure()
     kill_point("before-dispatch")
-    slots = _start_actors(config, info, device, dtype, editor_factory, faults)
+    slots = _start_actors(config, info, device, dtype, list(priced), editor_factory, faults)
     kill_point("after-actor-start")
     dispatcher = Dispatcher(
         slots=slots, store=store, ledger=ledger, outcomes=outcomes, progress=progress,

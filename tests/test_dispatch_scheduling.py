@@ -135,6 +135,12 @@ class FakeRay:
             self.waits += 1
             for actor in self.actors:
                 actor.step()
+        if timeout is not None and timeout > 1 and num_returns == len(refs):
+            for _ in range(200):  # stop_actors' long wait for everyone: let them all answer
+                if all(r.done for r in refs):
+                    break
+                for actor in self.actors:
+                    actor.step()
         ready = [r for r in refs if r.done]
         return ready, [r for r in refs if not r.done]
 
@@ -282,3 +288,20 @@ def test_sources_are_read_for_a_batch_with_each_rows_own_failure(
     failed = [r for r in attempts(tmp_path) if r["outcome"] == "failed-permanent"]
     assert [r["row_id"] for r in failed] == ["r2"] and "r2.png" in failed[0]["error"]
     assert failed[0]["error_class"] == "bad-row"
+
+
+def test_an_actor_still_loading_when_the_work_ran_out_is_recorded_at_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeRay()
+    tasks = make_tasks(2)
+    dispatcher, outcomes, ledger = make_dispatcher(tmp_path, world, 2, tasks, monkeypatch)
+    world.actors[1].down_for = 20  # loading the model the whole time actor-0 does the work
+    dispatcher.run(tasks)
+    dispatcher.stop_actors(timeout_s=10)
+    ledger.close()
+    assert set(outcomes.status) == {"done"}
+    records = [r for r in read_ledger(tmp_path / "ledger.jsonl")
+               if r["type"] in ("actor-load", "actor-stop")]
+    assert [(r["type"], r["actor"]) for r in records if r["actor"] == "actor-1"] == [
+        ("actor-load", "actor-1"), ("actor-stop", "actor-1")]  # its held time is billed
+    assert [r["type"] for r in records if r["actor"] == "actor-0"] == ["actor-load", "actor-stop"]

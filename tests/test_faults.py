@@ -35,12 +35,6 @@ def _sleep_faults(manifest: Path, marker_dir: Path, seconds: float) -> list[dict
             for rid in ids]
 
 
-
-
-
-
-
-
 def test_driver_sigkill_then_rerun_finishes_every_row_once(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path / "m", products=6, variants=4)  # 24 rows
     out = tmp_path / "out"

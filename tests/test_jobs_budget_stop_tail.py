@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import jobs.runner
-import pipeline.resume
+import pipeline.ledger
 from jobs.runner import last_budget_stop
 from pipeline.ledger import read_ledger
 
@@ -88,7 +87,7 @@ def test_records_across_block_boundaries(tmp_path: Path, monkeypatch, name: str)
     write(tmp_path, LEDGERS[name])
     expected = full_parse(tmp_path)
     for block in (1, 2, 3, 7, 16, 41, 64, 100, 1000):
-        monkeypatch.setattr(pipeline.resume, "_TAIL_BLOCK", block)
+        monkeypatch.setattr(pipeline.ledger, "TAIL_BLOCK", block)
         assert last_budget_stop(tmp_path) == expected, block
 
 
@@ -104,12 +103,12 @@ def test_random_ledgers_match_the_full_parse(tmp_path_factory, pieces: list[byte
     folder = tmp_path_factory.mktemp("ledger")
     payload = b"".join(pieces) + line(stop(9.0))[:torn]  # maybe a torn (or whole) last line
     write(folder, payload)
-    original = pipeline.resume._TAIL_BLOCK
-    pipeline.resume._TAIL_BLOCK = block
+    original = pipeline.ledger.TAIL_BLOCK
+    pipeline.ledger.TAIL_BLOCK = block
     try:
         assert last_budget_stop(folder) == full_parse(folder)
     finally:
-        pipeline.resume._TAIL_BLOCK = original
+        pipeline.ledger.TAIL_BLOCK = original
 
 
 class CountingFile:
@@ -141,8 +140,8 @@ def test_only_the_tail_of_a_large_ledger_is_read(tmp_path: Path, monkeypatch) ->
         assert mode == "rb"
         return CountingFile(Path(path), bytes_read)
 
-    monkeypatch.setattr(jobs.runner, "open", counting_open, raising=False)
-    block = pipeline.resume._TAIL_BLOCK
+    monkeypatch.setattr(pipeline.ledger, "open", counting_open, raising=False)
+    block = pipeline.ledger.TAIL_BLOCK
     rows = b"".join(line(attempt(i)) for i in range(40_000))
     stopped = write(tmp_path / "stopped", RUN_START + line(stop(0.5)) + rows + line(stop(7.0))
                     + line(attempt(40_000)) + RUN_END)

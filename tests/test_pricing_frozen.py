@@ -40,3 +40,20 @@ def test_report_of_an_old_run_ignores_later_pricing_edits(tmp_path: Path, monkey
     rebuilt = generate_reports(summary.run_dir, review=False, progress=False).report
     assert rebuilt["figures"] == stored["figures"]
     assert report_main([str(summary.run_dir), "--verify"]) == 0
+
+
+def test_a_resumed_run_keeps_the_prices_it_started_with(tmp_path: Path, capsys) -> None:
+    manifest = make_manifest(tmp_path / "m", products=1, variants=2)
+    first = run_once(manifest, tmp_path / "out", reports=False)
+    started_with = json.loads((first.run_dir / "config.json").read_text())["pricing"]
+    dearer = tmp_path / "dearer.yaml"
+    dearer.write_text(yaml.safe_dump({**started_with, "device_hour": {
+        **started_with["device_hour"], "CPU": started_with["device_hour"]["CPU"] * 10}}))
+    capsys.readouterr()
+    # The same run again (its id given explicitly), with another pricing file.
+    again = run_once(manifest, tmp_path / "out", reports=False, run_id=first.run_id,
+                     pricing=str(dearer))
+    assert again.run_dir == first.run_dir
+    assert json.loads((first.run_dir / "config.json").read_text())["pricing"] == started_with
+    note = capsys.readouterr().err
+    assert "keeps the prices frozen when it started" in note and "dearer.yaml" in note

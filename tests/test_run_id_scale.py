@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import pipeline.ledger as ledger_module
 import pipeline.resume as resume
 import pipeline.runlock as runlock
 from pipeline.ledger import LedgerWriter
@@ -142,7 +143,7 @@ LEDGERS: dict[str, tuple[Callable[[Path], None], bool]] = {  # name: (builder, r
 @pytest.mark.parametrize("name", list(LEDGERS))
 def test_tail_decision_equals_the_full_parse(tmp_path: Path, monkeypatch, name: str,
                                              block: int) -> None:
-    monkeypatch.setattr(resume, "_TAIL_BLOCK", block)  # 7 bytes: lines straddle every block
+    monkeypatch.setattr(ledger_module, "TAIL_BLOCK", block)  # 7 bytes: lines straddle every block
     build, expected = LEDGERS[name]
     path = tmp_path / "run" / "ledger.jsonl"
     build(path)
