@@ -213,6 +213,7 @@ class Dispatcher:
         self.budget_stopped = False
         self.rows_not_dispatched = 0
         self.filesystems = RemoteFilesystems()
+        self.clock_ahead: dict[str, float] = {}  # node -> driver clock minus that node's
         self._reader: ThreadPoolExecutor | None = None
 
     # -- public -------------------------------------------------------------------------
@@ -291,6 +292,8 @@ class Dispatcher:
             return
         slot.ready, slot.probe_at = True, None
         self._note_actor(info, slot)
+        # A probe sent at start is answered as soon as the model has loaded.
+        self._learn_clock(slot.node, info.get("load_end"))
 
     def _pause(self, slot: ActorSlot, probe_in: float = 0.0) -> None:
         """Stop sending batches to a restarting actor; probe it until it answers."""
@@ -505,6 +508,8 @@ class Dispatcher:
         kill_point("result-received")
         info = result["actor"]
         self._note_actor(info, flight.slot)
+        self._learn_clock(flight.slot.node, max((r.get("end") or 0.0 for r in result["rows"]),
+                                                default=None))
         records: list[dict[str, Any]] = []
         oom_rows: list[Task] = []
         try:
@@ -548,13 +553,26 @@ class Dispatcher:
                            f"{what} mid-batch ({type(exc).__name__}); retried elsewhere",
                            isolate=True)
 
+    def _learn_clock(self, node: str | None, actor_time: float | None) -> None:
+        """How far the driver's clock is ahead of ``node``'s: an answer stamped ``actor_time``
+        there arrived now, so the smallest difference seen is the offset plus the least
+        latency."""
+        if node is None or not actor_time:
+            return
+        seen = time.time() - float(actor_time)
+        self.clock_ahead[node] = min(seen, self.clock_ahead.get(node, seen))
+
     def _batch_failed(self, flight: _Flight, error_class: str, message: str,
                       isolate: bool = False) -> None:
-        now = time.time()
+        # Only the driver saw this batch go (no result came back): its times are the driver's,
+        # put on the actor node's clock, as every other time of that actor is (the report
+        # closes the actor's holding with them).
+        shift = self.clock_ahead.get(flight.slot.node or "", 0.0)
+        now = time.time() - shift
         records = []
         for task in flight.tasks.values():
             records += self._failure(task, error_class, message, flight.slot.info or None,
-                                     flight.submitted, now,
+                                     flight.submitted - shift, now,
                                      {"read": flight.read.get(task.row_index, 0.0)},
                                      isolate=isolate)
         self.ledger.append(records)
