@@ -1,9 +1,11 @@
 """The Ray actor that holds one model: load once in ``__init__``, edit batches after.
 
 One actor per GPU (``num_gpus=1``) or, on CPU-only clusters, CPU actors that leave CPU for
-Ray's own tasks (the runner sizes them). The actor runs two batches at once
-(``max_concurrency=2``): while one holds the model (a lock), the other decodes and resizes
-its sources or encodes its outputs in a small thread pool, so CPU work overlaps model work.
+Ray's own tasks (the runner sizes them). The actor runs the batches the driver keeps in
+flight (two by default) at once: while one holds the model (a lock), the other decodes and
+resizes its sources or encodes its outputs in a small thread pool, so CPU work overlaps model
+work. One more thread stays free for ``describe`` and ``stop``, so they never wait behind
+batches.
 
 Failure classes (pipeline.errors) are decided here, where the exception is seen:
 - a row whose source bytes do not decode, or that the model refuses alone -> ``bad-row``;

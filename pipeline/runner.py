@@ -224,7 +224,10 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str, p
         name = f"editor-{i}"
         handle = remote.options(
             num_cpus=layout.num_cpus, num_gpus=layout.num_gpus, max_restarts=-1,
-            max_task_retries=0, max_concurrency=2, scheduling_strategy="SPREAD",
+            # one thread per batch in flight plus one, so describe() and stop() are answered
+            # at once (an interrupted run records every actor's stop: its held time is billed)
+            max_task_retries=0, max_concurrency=max(2, config.in_flight_per_actor) + 1,
+            scheduling_strategy="SPREAD",
         ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
                  layout.torch_threads, fp8=config.fp8, compile=config.compile,
                  expected={"fingerprint": info.fingerprint, "numerics": numerics_version(),
