@@ -4,7 +4,8 @@ Spend follows the cost report's model (pipeline.reports.usage), read from the sa
 records: a device is paid for while an actor holds it, from its ``actor-load`` start to its
 ``actor-stop`` end, at the pricing file's price per device-hour for its device type. An
 actor still held is charged up to now; one of an earlier, killed invocation of the same run
-up to its last attempt (as the report does). So ``spent`` at any moment is what the report
+up to its last attempt, an ``ok`` recovered on resume included (as the report does); an attempt
+of an actor already stopped adds nothing (its time is inside that holding). So ``spent`` at any moment is what the report
 would say if the run stopped then, and a resumed run counts what its earlier invocations
 spent.
 
@@ -44,6 +45,14 @@ class _Holding:
     def cost(self, now: float) -> float:
         end = self.end if self.end is not None else max(now, self.start)
         return max(0.0, end - self.start) * self.price_per_s
+
+
+def _first_number(*values: Any) -> float:
+    """The first value that is a number (a time of 0.0 is a time, not a missing field)."""
+    for value in values:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
 
 
 class LedgerBudget:
@@ -163,17 +172,21 @@ class LedgerBudget:
                     previous.close_without_stop()
                 self._closed_cost += previous.cost(0.0)
             price = self.pricing.price_per_hour(str(rec.get("device_type"))) / 3600.0
-            start = float(rec.get("start") or rec.get("ts") or 0.0)
-            self._open[actor] = _Holding(start, float(rec.get("end") or start), price)
+            start = _first_number(rec.get("start"), rec.get("ts"), 0.0)
+            self._open[actor] = _Holding(start, _first_number(rec.get("end"), start), price)
         elif kind == "actor-stop":
             holding = self._open.pop(actor, None)
             if holding is not None:
-                holding.end = float(rec.get("end") or rec.get("ts") or 0.0)
+                holding.end = _first_number(rec.get("end"), rec.get("ts"), 0.0)
                 self._closed_cost += holding.cost(0.0)
         elif kind == "attempt" and rec.get("outcome") != "cache-hit":
+            # An attempt of a stopped actor (an ok recovered on resume carries the old actor's
+            # name and times) adds nothing: its time is inside the stopped holding, as in the report.
             holding = self._open.get(actor)
             if holding is not None and rec.get("end") is not None:
                 end = float(rec["end"])
                 holding.last_attempt_end = max(end, holding.last_attempt_end or end)
+                if holding.end is not None:  # closed at a run-start (killed driver): held until
+                    holding.close_without_stop()  # its last record, recovered ones included
             if self._first_dispatch is not None:
                 self._finished += 1
