@@ -85,10 +85,30 @@ def _verify(args: argparse.Namespace) -> int:
     if result.ok:
         print(f"report.json agrees with ledger.jsonl in {args.run_dir}")
         return 0
-    print(f"report.json disagrees with ledger.jsonl in {args.run_dir}: {len(result.differences)} figure(s) differ")
+    if result.pricing_differs:
+        print(pricing_mismatch_text(args.run_dir, result.stored_pricing_origin, result.pricing_origin,
+                                    len(result.differences)))
+        return 1
+    print(f"report.json disagrees with ledger.jsonl in {args.run_dir}: {len(result.differences)} "
+          "figure(s) or note(s) differ")
     for difference in result.differences:
         print(f"  {difference}")
     return 1
+
+
+def pricing_mismatch_text(run_dir: str, stored: str | None, now: str | None, differences: int) -> str:
+    """Why a report priced from another source than this check cannot be verified, and the fix."""
+    stored_is_file = stored is not None and not stored.endswith("(pricing)") and Path(stored).is_file()
+    if stored_is_file:
+        fix = f"verify it with the same prices: kontext-batch report {run_dir} --verify --pricing {stored}"
+    elif stored is not None and stored.endswith("(pricing)"):
+        fix = f"verify it with the run's own frozen prices: kontext-batch report {run_dir} --verify (no --pricing)"
+    else:
+        fix = (f"pass the pricing file it was written with (--pricing FILE), or rewrite it with "
+               f"`kontext-batch report {run_dir}`")
+    return (f"report.json in {run_dir} was written with the prices from {stored}, but this check "
+            f"priced the ledger with {now}: its cost figures cannot agree ({differences} figure(s) "
+            f"differ), whatever the ledger says; {fix}")
 
 
 def run_command(args: argparse.Namespace) -> int:

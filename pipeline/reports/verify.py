@@ -1,4 +1,9 @@
-"""Recompute a run's report from its ledger and compare it with the stored report.json."""
+"""Recompute a run's report from its ledger and compare it with the stored report.json.
+
+Compared: the figures and the notes. A report written with other prices than those resolved now
+(``report --pricing FILE`` then ``report --verify`` without it, or the other way round) cannot
+agree on any cost figure; that is said as such (`VerifyResult.pricing_differs`), not as a ledger
+that disagrees."""
 
 from __future__ import annotations
 
@@ -25,12 +30,24 @@ class Difference:
         return f"{self.path}: stored {show(self.stored)}, recomputed from ledger {show(self.recomputed)}"
 
 
+def _origin(report: dict[str, Any]) -> str | None:
+    pricing = (report.get("figures") or {}).get("pricing")
+    return pricing.get("origin") if isinstance(pricing, dict) else None
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     differences: list[Difference]
     ledger_changed: bool  # the ledger's bytes differ from those the stored report was built from
     stored_sha256: str | None
     recomputed_sha256: str
+    stored_pricing_origin: str | None = None  # where the stored report's prices were read from
+    pricing_origin: str | None = None  # where this check's prices were read from
+
+    @property
+    def pricing_differs(self) -> bool:
+        """The stored report was priced from another source than this check."""
+        return self.stored_pricing_origin != self.pricing_origin
 
     @property
     def ok(self) -> bool:
@@ -65,13 +82,16 @@ def compare(stored: Any, recomputed: Any, path: str) -> list[Difference]:
 
 
 def verify_run(run_dir: str | Path, pricing: Pricing | None = None) -> VerifyResult:
-    """Compare the stored report's figures with figures recomputed from the ledger."""
+    """Compare the stored report's figures and notes with those recomputed from the ledger."""
     stored = read_stored_report(run_dir)
     fresh = build_report(run_dir, pricing=pricing)
     stored_sha = (stored.get("inputs") or {}).get("ledger_sha256")
     return VerifyResult(
-        differences=compare(stored["figures"], fresh["figures"], "figures"),
+        differences=compare(stored["figures"], fresh["figures"], "figures")
+        + compare(stored.get("notes", _MISSING), fresh["notes"], "notes"),
         ledger_changed=stored_sha != fresh["inputs"]["ledger_sha256"],
         stored_sha256=stored_sha,
         recomputed_sha256=fresh["inputs"]["ledger_sha256"],
+        stored_pricing_origin=_origin(stored),
+        pricing_origin=_origin(fresh),
     )
