@@ -63,6 +63,29 @@ def _compare(hosted_minus_ours: float, currency: str) -> str:
     return f"{money(-hosted_minus_ours, currency)} dearer"
 
 
+def _wall_label(starts: int) -> str:
+    if starts > 1:
+        return f"wall time (driver running, summed over its {starts} invocations)"
+    return "wall time (driver running)"
+
+
+def _amount(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def budget_text(budget: dict[str, Any], total: float | None, currency: str) -> str:
+    """The budget-stop line: what had been spent when dispatch stopped, against the cap and the
+    final total (batches in flight and the idle tail are paid after the stop)."""
+    cur = budget.get("currency") or currency
+    spent, cap = _amount(budget.get("spent")), _amount(budget.get("cap"))
+    text = (f"spent when dispatch stopped {money(spent, cur)} of cap {money(cap, cur)}; "
+            f"{budget.get('rows_not_dispatched')} rows not dispatched")
+    if cap is not None and total is not None and cur == currency and total > cap:
+        text += (f"; the final total {money(total, cur)} exceeds the cap by {money(total - cap, cur)} "
+                 "(batches in flight and the idle tail finish after the stop)")
+    return text
+
+
 def report_sections(report: dict[str, Any]) -> list[Section]:
     f = report["figures"]
     run, rows, time, cost, att = f["run"], f["rows"], f["time"], f["cost"], f["attempts"]
@@ -74,7 +97,7 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
             ("status", str(run["status"])),
             ("model", f"{run['model']} (fingerprint {run['fingerprint']})"),
             ("manifest", str(run["manifest"])),
-            ("wall time", seconds(run["wall_seconds"])),
+            (_wall_label(run["starts"]), seconds(run["wall_seconds"])),
             ("driver starts", str(run["starts"])),
         ]),
         Section("Rows", header=["total", "done", "cache hits", "failed", "retried", "unfinished"],
@@ -102,9 +125,7 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
     cost_pairs.append(("cache saved", f"{money(cost['cache_saved'], cur)} ({rows['cache_hits']} cache hits; "
                                       f"{cost['cache_saved_basis']})"))
     if f.get("budget"):
-        b = f["budget"]
-        cost_pairs.append(("budget stop", f"spent {b.get('spent')} of cap {b.get('cap')} {b.get('currency') or ''}; "
-                                          f"{b.get('rows_not_dispatched')} rows not dispatched"))
+        cost_pairs.append(("budget stop", budget_text(f["budget"], cost["total"], cur)))
     sections.append(Section("Cost", pairs=cost_pairs))
     sections.append(Section(
         "Device time", header=["held", "model load", "device busy (model)", "idle", "utilisation"],
