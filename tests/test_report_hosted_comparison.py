@@ -54,7 +54,14 @@ def test_hosted_api_is_priced_for_generated_images_only(run, prices):
     assert figures["total"] == pytest.approx(cost, abs=2e-6)
     assert figures["per_generated_image"] == pytest.approx(cost / generated, abs=2e-6)
     assert figures["per_delivered_image"] == pytest.approx(cost / (generated + hits), abs=2e-6)
-    assert figures["cache_saved"] == pytest.approx(hits * cost / generated, abs=2e-6)
+    # A hit saves the marginal cost of generating: the ok attempts' device-busy seconds, not the
+    # run's load and idle time (paid whether or not rows hit the cache).
+    records = [json.loads(line) for line in (run.run_dir / "ledger.jsonl").read_text().splitlines()]
+    ok_busy_seconds = sum(r["phases"][p] for r in records if r.get("outcome") == "ok"
+                          for p in ("text_encode", "context_encode", "denoise", "decode_latents"))
+    marginal = ok_busy_seconds / 3600 * prices["device_hour"]["H100"] / generated
+    assert figures["cache_saved"] == pytest.approx(hits * marginal, abs=2e-6)
+    assert figures["cache_saved"] < hits * cost / generated
     for name, price in prices["hosted_api"]["per_image"].items():
         hosted = figures["hosted_api"][name]
         assert hosted["images"] == generated

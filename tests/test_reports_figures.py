@@ -10,7 +10,8 @@ from pipeline.reports.command import main, register
 from pipeline.reports.synthetic import make_synthetic_run
 
 H100 = 2.99  # pipeline/pricing.yaml
-MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents")  # device-busy
+# device-busy; failed_model: a model call that raised (the retried rows' first tries)
+MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "failed_model")
 CPU_PHASES = ("read", "decode", "file_encode", "commit")  # CPU threads, overlapped with the model
 
 
@@ -34,11 +35,15 @@ def test_totals_equal_sums_over_the_ledger(run):
     load = sum(r["end"] - r["start"] for r in loads.values())
     busy = sum(a["phases"][p] for a in worked for p in MODEL_PHASES)
     failed_busy = sum(a["phases"][p] for a in worked if a["outcome"] != "ok" for p in MODEL_PHASES)
+    ok_busy = sum(a["phases"][p] for a in worked if a["outcome"] == "ok" for p in MODEL_PHASES)
+    retry_then_ran = {a["row_id"] for a in worked if a["outcome"] == "retry-scheduled"} & {
+        a["row_id"] for a in worked if a["attempt"] > 1}
     cpu = sum(a["phases"][p] for a in worked for p in CPU_PHASES)
 
     f = build_report(run.run_dir)["figures"]
-    assert f["rows"] == {"total": 12, "done": 9, "cache_hits": 1, "failed": 1, "retried": 2,
+    assert f["rows"] == {"total": 12, "done": 9, "cache_hits": 1, "failed": 1, "retried": len(retry_then_ran),
                          "unfinished": 1, "delivered": 10}
+    assert len(retry_then_ran) == 2
     assert f["attempts"]["total"] == len(attempts) == 13
     assert f["attempts"]["retry_scheduled"] == 2 and f["attempts"]["failed_permanent"] == 1
     for phase in MODEL_PHASES:
@@ -56,12 +61,15 @@ def test_totals_equal_sums_over_the_ledger(run):
     cost = f["cost"]
     assert cost["total"] == pytest.approx(held / 3600 * H100, abs=2e-6)
     assert cost["failed_attempts"] == pytest.approx(failed_busy / 3600 * H100, abs=2e-6)
+    assert failed_busy == pytest.approx(2 * 2.0)  # two first tries whose model call raised after 2 s
     assert cost["failed_attempts"] > 0  # the retried rows' first tries are shown, not hidden
+    assert cost["failed_attempts_busy_seconds"] == pytest.approx(failed_busy, abs=2e-6)
     assert cost["per_generated_image"] == pytest.approx(held / 3600 * H100 / 9, abs=2e-6)
     assert cost["per_delivered_image"] == pytest.approx(held / 3600 * H100 / 10, abs=2e-6)
     assert cost["hosted_api"]["flux.1-kontext-pro"]["cost"] == pytest.approx(9 * 0.04, abs=2e-6)  # generated only
     assert cost["hosted_api"]["flux.1-kontext-dev"]["cost"] == pytest.approx(9 * 0.025, abs=2e-6)
-    assert cost["cache_saved"] == pytest.approx(1 * cost["per_generated_image"], abs=2e-6)
+    assert cost["marginal_per_generated_image"] == pytest.approx(ok_busy / 3600 * H100 / 9, abs=2e-6)
+    assert cost["cache_saved"] == pytest.approx(1 * ok_busy / 3600 * H100 / 9, abs=2e-6)
     assert sum(a["cost"] for a in f["actors"]) == pytest.approx(cost["total"], abs=2e-6)
 
 
@@ -174,7 +182,9 @@ def test_rollup_sums_runs_and_recomputes_ratios(tmp_path):
     assert total["cost"]["total"] == pytest.approx(fa["cost"]["total"] + fb["cost"]["total"], abs=2e-6)
     assert total["cost"]["per_generated_image"] == pytest.approx(total["cost"]["total"] / 8, abs=2e-6)
     assert total["cost"]["per_delivered_image"] == pytest.approx(total["cost"]["total"] / 11, abs=2e-6)
-    assert total["cost"]["cache_saved"] == pytest.approx(3 * total["cost"]["total"] / 8, abs=2e-6)
+    ok_cost = fa["cost"]["generated_busy_cost"] + fb["cost"]["generated_busy_cost"]
+    assert total["cost"]["cache_saved"] == pytest.approx(3 * ok_cost / 8, abs=2e-6)
+    assert total["cost"]["marginal_per_generated_image"] == pytest.approx(ok_cost / 8, abs=2e-6)
     held = fa["time"]["held_seconds"] + fb["time"]["held_seconds"]
     busy = fa["time"]["busy_seconds"] + fb["time"]["busy_seconds"]
     assert total["time"]["utilisation"] == pytest.approx(busy / held, abs=2e-6)

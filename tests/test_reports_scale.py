@@ -106,12 +106,15 @@ def report_digest(run_dir: Path) -> str:
 
 # Digests of report.json written by the reports before the single streaming pass (commit 1254e56,
 # which parsed the whole ledger into expanded dicts, twice): the figures, notes and their order.
+# Renewed for report@4 (failed_model, marginal cache saving, summed wall time, retried, the
+# lower-bound note, unknown outcomes failed), after checking that the figures and notes that
+# changed from the @3 digests are those definitions' and no others.
 GOLDEN = {
-    "mixed": "70891453a7f03f17737b1c84e892df4373a1d66034711df9de45096ec8da1e57",
-    "actor-dies": "33cc50ca52fb677d31c9c624fe170c55c5d2d65b64f6a2b65e28e2566e0df355",
-    "all-hits": "c9699dfebcbab0afc8060964636a5e9ea1fbebce266ee5afbf8f08add62f49e6",
-    "torn-last-line": "8904e1de6b13755dc44c0cd0371f807e83321bb36e7c722114add432ccfa5a71",
-    "hand": "e314cf54a2b4342fec4955f140ed9d16e87a7b6ee9d0a4cc34cf19a89630fed9",
+    "mixed": "b3d764c27ce3fbbaffb7dde830c53bff457d532948dbd93f1d886adf6c91050a",
+    "actor-dies": "f3475fa704213440fe13304c5a0be9275a754209a03adfe4a2ce548c33401a87",
+    "all-hits": "123856a874c8b22c7288d50c66163a4fd7d9626d47a71d215ea84d2a7ba2ef62",
+    "torn-last-line": "362b5ee1a5db1970d9f56b9a85495ed5f020e413f21f8bc188b6c76bee7e1fb4",
+    "hand": "e616135fed357c6032f1a80d581d4c33d50c4e83b52144d7ee2101faabc66b98",
 }
 
 

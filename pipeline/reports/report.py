@@ -21,7 +21,11 @@ from .usage import COST_MODEL, Analysis, analyse_stream
 # reported apart as cpu_seconds / cpu_by_phase. An @1 report's figures used other definitions.
 # @3: cost.per_generated_image (cost / generated) beside per_delivered_image (now cost /
 # (generated + cache hits)); the hosted API equivalent counts generated images only.
-REPORT_SCHEMA = "kontext-batch/report@3"
+# @4: failed_model (a model call that raised) is device-busy, so failed attempts cost their device
+# time; wall time sums the invocations' own running times; cache saved uses the marginal cost
+# (device-busy cost of ok attempts per generated image); retried = rows retried after a
+# retry-scheduled attempt; recovered attempts bill their closed holding; notes are verified.
+REPORT_SCHEMA = "kontext-batch/report@4"
 
 
 def analyse_run(run_dir: str | Path, pricing: Pricing | None = None) -> Analysis:

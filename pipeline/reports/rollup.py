@@ -25,8 +25,9 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
     `pricing` is given). Ratios are recomputed from the sums, not averaged:
     utilisation = device-busy / held, cost per generated image = total cost / images generated,
     cost per delivered image = total cost / (generated + cache hits), hosted API equivalent = the
-    runs' own (images generated x price, summed), and cache saved = all cache hits x that job-wide
-    cost per generated image."""
+    runs' own (images generated x price, summed), and cache saved = all cache hits x the job-wide
+    marginal cost per generated image (the runs' device-busy cost of ok attempts / images
+    generated: load, idle and failed attempts are paid whether or not a row hits the cache)."""
     runs = []
     rows = dict.fromkeys(ROW_KEYS, 0)
     attempts = dict.fromkeys(ATTEMPT_KEYS, 0)
@@ -35,7 +36,7 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
     cpu_by_phase = dict.fromkeys(CPU_PHASES, 0.0)
     devices: dict[str, dict[str, float]] = {}
     hosted: dict[str, float] = {}
-    total_cost = failed_cost = device_hours = 0.0
+    total_cost = failed_cost = device_hours = generated_busy_cost = 0.0
     currency = None
     for run_dir in run_dirs:
         f = analyse_run(run_dir, pricing).figures
@@ -62,6 +63,7 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
             hosted[name] = hosted.get(name, 0.0) + h["cost"]
         total_cost += cost["total"]
         failed_cost += cost["failed_attempts"]
+        generated_busy_cost += cost["generated_busy_cost"]
         device_hours += cost["device_hours"]
         runs.append({
             "run_dir": str(run_dir), "run_id": f["run"]["run_id"], "status": f["run"]["status"],
@@ -70,6 +72,7 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
         })
     per_image = total_cost / rows["done"] if rows["done"] else None
     per_delivered = total_cost / rows["delivered"] if rows["delivered"] else None
+    marginal = generated_busy_cost / rows["done"] if rows["done"] else None
     for d in devices.values():
         d["actors"] = int(d["actors"])
         d["utilisation"] = d["busy_seconds"] / d["held_seconds"] if d["held_seconds"] > 0 else None
@@ -93,8 +96,11 @@ def rollup(run_dirs: Iterable[str | Path], pricing: Pricing | None = None) -> di
             "per_generated_image": _r(per_image),
             "per_delivered_image": _r(per_delivered),
             "hosted_api": {k: _r(v) for k, v in sorted(hosted.items())},
-            "cache_saved": _r(rows["cache_hits"] * per_image) if per_image is not None else None,
-            "cache_saved_basis": "cache hits x the job's cost per generated image over these runs"
-            if per_image is not None else "no basis: these runs generated no images",
+            "generated_busy_cost": _r(generated_busy_cost),
+            "marginal_per_generated_image": _r(marginal),
+            "cache_saved": _r(rows["cache_hits"] * marginal) if marginal is not None else None,
+            "cache_saved_basis": "cache hits x the job's marginal cost per generated image over these "
+            "runs (device-busy cost of ok attempts / images generated)"
+            if marginal is not None else "no basis: these runs generated no images",
         },
     }

@@ -24,7 +24,11 @@ from .provenance import encode_image_with_provenance, provenance_params, sidecar
 from .usage import MODEL_PHASES
 
 PHASES = {"read": 0.05, "decode": 0.02, "text_encode": 0.1, "context_encode": 0.3, "denoise": 6.0,
-          "decode_latents": 0.4, "file_encode": 0.1, "commit": 0.05}
+          "decode_latents": 0.4, "failed_model": 0.0, "file_encode": 0.1, "commit": 0.05}
+# A retried row's first try, as the actor writes a model call that raised (out of memory after
+# 2 s on the device): the source was read and decoded, the model's seconds are failed_model.
+FAILED_TRY_PHASES = dict.fromkeys(PHASES, 0.0) | {"read": PHASES["read"], "decode": PHASES["decode"],
+                                                  "failed_model": 2.0}
 LOAD_SECONDS = 20.0
 GAP_SECONDS = 0.5
 T0 = 1_800_000_000.0
@@ -190,8 +194,7 @@ def make_synthetic_run(out_root: str | Path, *, run_id: str = "run-synthetic", p
                 next_actor += 1
                 start = clocks[a]
                 last = attempt == tries
-                phases = dict(PHASES) if last else dict(PHASES) | {"denoise": 2.0, "decode_latents": 0.0,
-                                                                    "file_encode": 0.0, "commit": 0.0}
+                phases = dict(PHASES) if last else dict(FAILED_TRY_PHASES)
                 end = start + sum(phases.values())
                 clocks[a] = end + GAP_SECONDS
                 rec("attempt", end, **common, attempt=attempt, outcome="ok" if last else "retry-scheduled",

@@ -3,27 +3,43 @@
 Cost model (printed in every report):
 
 * The device is paid for while an actor holds it: from its ``actor-load`` start to its
-  ``actor-stop`` end. An actor that died without ``actor-stop`` is charged until the end of its
-  last attempt (or its load end if it never ran one). A second ``actor-load`` for the same actor
-  (a restart) closes the previous holding the same way.
+  ``actor-stop`` end. An actor without ``actor-stop`` (it died, its driver was killed, or its
+  stop timed out with batches in flight) is charged until the end of its last attempt (or its
+  load end if it never ran one), so the total is then a lower bound and a note says so. A second
+  ``actor-load`` for the same actor (a restart) closes the previous holding the same way.
+  An attempt is billed to the holding of its actor that was held when it ran: one written after
+  that holding closed (an ``ok`` recovered on resume for an output committed before its ledger
+  line, or one ending before the holding's end) adds its device-busy seconds there, not a new
+  holding.
 * held = that interval; load = the ``actor-load`` interval; device-busy = the sum of the model
-  phases of the actor's attempts (text encode, context encode, denoise, latent decode): the work
-  that occupies the device. idle = held - load - device-busy; utilisation = device-busy / held.
-  idle is never negative for a consistent ledger; when it is, the report shows it and a note.
+  phases of the actor's attempts (text encode, context encode, denoise, latent decode, and
+  failed_model: the seconds of a model call that raised, e.g. out of memory, shared over its
+  rows): the work that occupies the device. idle = held - load - device-busy; utilisation =
+  device-busy / held. idle is never negative for a consistent ledger; when it is, the report
+  shows it and a note.
 * CPU work = the attempts' source read, source decode, file encode and commit seconds. They run
   on CPU threads overlapped with the model's work on the next batch, so they are reported on
   their own line and are not part of device-busy or idle.
 * cost = device-hours x price[device type] (pricing file: source and date are printed).
-* Failed attempts (``retry-scheduled`` and ``failed-permanent``) cost their device-busy seconds x
-  price; this share is already inside the total and is shown as its own line.
+* Failed attempts (``retry-scheduled`` and ``failed-permanent``; an attempt with an unknown
+  outcome counts as ``failed-permanent``, with a note) cost their device-busy seconds x price;
+  this share is already inside the total and is shown as its own line.
+* wall time = the driver's running time summed over its invocations (a resumed run: each
+  run-start to its run-end, or to its last record when that invocation was killed); the days
+  between invocations are not counted. status is the last invocation's run-end status, or
+  "unfinished" when the last run-start has no run-end after it.
+* retried = rows with a ``retry-scheduled`` attempt followed by a later attempt that ran (a row
+  refused again at each resume is not retried).
 * cost per generated image = total cost / images generated this run (``ok`` rows; cache hits
   cost nothing and are not counted).
 * cost per delivered image = total cost / (generated + cache hits): what each image this run
   handed over cost, the cache's reuse included.
 * hosted API equivalent = images generated this run x reference price per image. Cache hits are
   left out on both sides: a hosted pipeline with its own cache would not pay for them either.
-* cache saved = cache hits x this run's cost per generated image (our own historical cost; no
-  figure when this run generated nothing).
+* cache saved = cache hits x this run's marginal cost per generated image: the device-busy cost
+  of the ``ok`` attempts / images generated (an estimate from this run's own generated images;
+  model load, idle time and failed attempts are left out: they are paid whether or not a row hits
+  the cache; no figure when this run generated nothing).
 * Per-row cost (contact sheets, review page) = device-busy seconds of the row's attempts x price;
   load, idle and CPU work are shared overhead and appear only in the run totals.
 """
@@ -38,7 +54,9 @@ from .pricing import Pricing, PricingError
 
 # Phases that occupy the device (device-busy) and phases run on CPU threads, overlapped with the
 # model's next batch (CPU work): the two are never added together.
-MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents")
+# failed_model: device seconds of a model call that raised, split over its rows (ledgers written
+# before it existed lack the key: 0).
+MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "failed_model")
 CPU_PHASES = ("read", "decode", "file_encode", "commit")
 FAILED_OUTCOMES = ("retry-scheduled", "failed-permanent")
 COST_MODEL = __doc__.split("Cost model (printed in every report):", 1)[1].strip()
@@ -82,6 +100,7 @@ class Holding:
     device_type: str
     start: float
     load_end: float
+    pid: Any = None  # the actor process (None when the ledger does not say)
     end: float | None = None
     end_source: str = ""
     busy: float = 0.0  # device-busy: model phases
@@ -89,6 +108,15 @@ class Holding:
     attempts: int = 0
     last_attempt_end: float | None = None
     implicit: bool = False  # no actor-load record seen: charged from its first attempt
+
+    @property
+    def stopped(self) -> bool:
+        """Closed by its actor-stop (its end is known, not inferred from its records)."""
+        return self.end_source == "actor-stop"
+
+    def same_process(self, pid: Any) -> bool:
+        """Whether an attempt stamped with `pid` may be this holding's (unknown pids match)."""
+        return pid is None or self.pid is None or str(pid) == str(self.pid)
 
     def close_without_stop(self) -> None:
         candidates = [t for t in (self.last_attempt_end, self.load_end) if t is not None]
@@ -115,7 +143,9 @@ class RowSummary:
     worked_attempts: int = 0  # attempts that ran (every outcome but cache-hit)
     has_ok: bool = False
     has_cache_hit: bool = False
-    last_outcome: Any = None  # as written (an unknown outcome stays unknown here)
+    had_retry: bool = False  # a retry-scheduled attempt was seen
+    retried: bool = False  # ... and an attempt ran after it
+    last_outcome: Any = None  # normalised: an unknown outcome counts as failed-permanent
     last: dict[str, Any] = field(default_factory=dict)  # the last attempt's manifest fields
 
     @property
@@ -183,8 +213,11 @@ class _Aggregate:
         self.records = 0
         self.starts: list[dict[str, Any]] = []
         self.ends: list[dict[str, Any]] = []
+        # One per run-start (driver invocation): [start ts, run-end ts or None, last record ts].
+        self.invocations: list[list[Any]] = []
         self.budget_stops: list[dict[str, Any]] = []
         self.open_holdings: dict[str, Holding] = {}
+        self.closed_holdings: dict[str, list[Holding]] = {}
         self.holdings: list[Holding] = []
         self.rows: dict[str, RowSummary] = {}
         self.hit_rows: set[str] = set()
@@ -195,6 +228,7 @@ class _Aggregate:
         self.failed_busy = 0.0
         self.failed_cost = 0.0
         self.failed_by_class: dict[str, float] = {}
+        self.ok_cost = 0.0  # device-busy cost of the ok attempts (the marginal cost of generating)
 
     def price(self, device_type: str) -> float:
         """The price, or 0 with the first PricingError kept: it is raised once the whole ledger
@@ -210,6 +244,14 @@ class _Aggregate:
             self.first_run_id = rec.get("run_id")
         self.records += 1
         kind = rec["type"]
+        if kind == "run-start":
+            ts = _num(rec.get("ts"))
+            self.invocations.append([ts, None, ts])
+        elif self.invocations and self.invocations[-1][1] is None:
+            invocation = self.invocations[-1]
+            invocation[2] = max(invocation[2], _num(rec.get("ts")))
+            if kind == "run-end":
+                invocation[1] = _num(rec.get("ts"))
         if kind == "attempt":
             self._attempt(rec)
         elif kind == "actor-load":
@@ -228,10 +270,11 @@ class _Aggregate:
         previous = self.open_holdings.pop(str(actor), None)
         if previous is not None:
             previous.close_without_stop()
+            self.closed_holdings.setdefault(previous.actor, []).append(previous)
         holding = Holding(
             actor=str(actor), node=rec.get("node"), device=rec.get("device"),
             device_type=str(rec.get("device_type")), start=_num(rec.get("start")),
-            load_end=_num(rec.get("end")),
+            load_end=_num(rec.get("end")), pid=rec.get("pid"),
         )
         self.price(holding.device_type)  # unknown device type: fail (after the read), by name
         self.open_holdings[holding.actor] = holding
@@ -245,6 +288,29 @@ class _Aggregate:
             return
         holding.end = _num(rec.get("end"))
         holding.end_source = "actor-stop"
+        self.closed_holdings.setdefault(holding.actor, []).append(holding)
+
+    def _holding_of(self, rec: dict[str, Any]) -> Holding | None:
+        """The holding an attempt ran in: its actor's open one, unless the attempt is of an
+        instance that has already closed (a recovered ok written on resume with the old actor's
+        name and times, or an attempt ending before a closed holding's end). None: no holding
+        open (the caller opens an implicit one)."""
+        actor, pid = rec.get("actor"), rec.get("pid")
+        if actor is None:
+            return None
+        current = self.open_holdings.get(str(actor))
+        recovered = rec.get("recovered") is True
+        end = rec.get("end")
+        end = None if isinstance(end, bool) or not isinstance(end, int | float) else float(end)
+        if current is not None and current.same_process(pid) and not (
+                recovered and end is not None and end < current.start):
+            return current
+        for closed in reversed(self.closed_holdings.get(str(actor), [])):
+            if end is None or not closed.same_process(pid) or end < closed.start:
+                continue
+            if end <= (closed.end or closed.start) or recovered:
+                return closed
+        return current
 
     def _row(self, row_id: str) -> RowSummary:
         row = self.rows.get(row_id)
@@ -256,10 +322,12 @@ class _Aggregate:
         return row
 
     def _attempt(self, rec: dict[str, Any]) -> None:
-        raw_outcome = rec.get("outcome")
-        outcome = raw_outcome
+        outcome = rec.get("outcome")
         if outcome not in self.attempt_counts:
-            self.warnings.append(f"ledger line {rec['_line']}: unknown attempt outcome {outcome!r}; counted as failed")
+            self.warnings.append(
+                f"ledger line {rec['_line']}: unknown attempt outcome {outcome!r} (row "
+                f"{rec.get('row_id')!r}); counted as failed-permanent, in the attempt counts and "
+                "the row's status alike")
             outcome = "failed-permanent"
         self.attempt_counts["total"] += 1
         self.attempt_counts[outcome] += 1
@@ -270,7 +338,7 @@ class _Aggregate:
                 self.hit_rows.add(row_id)
                 return
             row.has_cache_hit = True
-            row.last_outcome = raw_outcome
+            row.last_outcome = outcome
             row.last = {k: rec.get(k) for k in MANIFEST_FIELDS}
             if rec.get("row_index") is not None:
                 row.row_index = int(rec["row_index"])
@@ -278,7 +346,9 @@ class _Aggregate:
             return
         row = self._row(row_id)
         row.worked_attempts += 1
-        row.last_outcome = raw_outcome
+        row.retried = row.retried or row.had_retry
+        row.had_retry = row.had_retry or outcome == "retry-scheduled"
+        row.last_outcome = outcome
         row.last = {k: rec.get(k) for k in MANIFEST_FIELDS}
         if rec.get("row_index") is not None:
             row.row_index = int(rec["row_index"])
@@ -291,12 +361,12 @@ class _Aggregate:
         for phase in CPU_PHASES:
             self.cpu_by_phase[phase] += _num(phases.get(phase))
         busy = model_seconds(rec)
-        holding = self.open_holdings.get(str(actor)) if actor is not None else None
+        holding = self._holding_of(rec)
         if holding is None and actor is not None:
             holding = Holding(
                 actor=str(actor), node=rec.get("node"), device=rec.get("device"),
                 device_type=str(rec.get("device_type")), start=_num(rec.get("start")),
-                load_end=_num(rec.get("start")), implicit=True,
+                load_end=_num(rec.get("start")), pid=rec.get("pid"), implicit=True,
             )
             self.warnings.append(
                 f"ledger line {rec['_line']}: attempt by actor {actor!r} with no actor-load before "
@@ -316,12 +386,15 @@ class _Aggregate:
             holding.attempts += 1
             end = _num(rec.get("end"))
             holding.last_attempt_end = end if holding.last_attempt_end is None else max(holding.last_attempt_end, end)
+            if holding.end is not None and not holding.stopped:
+                holding.close_without_stop()  # closed by a restart: its last record moved on
         attempt_cost = busy / 3600.0 * price
         row.busy_seconds += busy
         row.cost += attempt_cost
         if outcome == "ok":
             row.has_ok = True
             row.output_uri = rec.get("output_uri")
+            self.ok_cost += attempt_cost
         if outcome in FAILED_OUTCOMES:
             self.failed_busy += busy
             self.failed_cost += attempt_cost
@@ -345,6 +418,12 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
     failed_busy, failed_cost, failed_by_class = agg.failed_busy, agg.failed_cost, agg.failed_by_class
     for holding in agg.open_holdings.values():
         holding.close_without_stop()
+    unstopped = sum(1 for h in holdings if not h.stopped)
+    if unstopped:
+        warnings.append(
+            f"cost is a lower bound: {unstopped} actor(s) have no actor-stop (held time ends at their "
+            "last record): the driver was killed, an actor died or restarted, or its stop timed out "
+            "with batches in flight")
     for row in rows.values():
         row.status = _row_status(row)
         if row.status in ("done", "cache-hit"):
@@ -359,7 +438,7 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
     done = statuses.count("done")
     cache_hits = statuses.count("cache-hit") + len(agg.hit_rows)
     failed = statuses.count("failed")
-    retried = sum(1 for r in rows.values() if r.worked_attempts > 1)
+    retried = sum(1 for r in rows.values() if r.retried)
     unfinished = rows_total - done - cache_hits - failed
     if unfinished < 0:
         warnings.append(f"ledger has {len(rows) + len(agg.hit_rows)} rows but run-start says rows_total={rows_total}")
@@ -408,6 +487,7 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
                 dev[key] = _r(value)
 
     per_image = cost_total / done if done else None
+    marginal = agg.ok_cost / done if done else None
     delivered = done + cache_hits
     # Like for like: the hosted API would be paid for the images we generated, not for our hits.
     hosted = {
@@ -416,7 +496,11 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
         for name, price in sorted(pricing.hosted_per_image.items())
     }
     run_start = starts[0] if starts else {}
-    wall = (_num(ends[-1].get("ts")) - _num(run_start.get("ts"))) if ends and starts else None
+    # Each invocation's own running time: a run resumed the next day is not 24 h long.
+    wall = sum((end if end is not None else last) - start for start, end, last in agg.invocations) \
+        if agg.invocations else None
+    last_invocation_ended = not agg.invocations or agg.invocations[-1][1] is not None
+    status = ends[-1].get("status") if ends and last_invocation_ended else "unfinished"
     budget = None
     if budget_stops:
         b = budget_stops[-1]
@@ -429,7 +513,7 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
             "model": run_start.get("model"),
             "fingerprint": run_start.get("fingerprint"),
             "starts": len(starts),
-            "status": ends[-1].get("status") if ends else "unfinished",
+            "status": status,
             "wall_seconds": _r(wall),
         },
         "rows": {
@@ -462,9 +546,12 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
             "per_generated_image": _r(per_image),
             "per_delivered_image": _r(_ratio(cost_total, delivered)),
             "hosted_api": hosted,
-            "cache_saved": _r(cache_hits * per_image) if per_image is not None else None,
-            "cache_saved_basis": "cache hits x this run's cost per generated image"
-            if per_image is not None else "no basis: this run generated no images",
+            "generated_busy_cost": _r(agg.ok_cost),
+            "marginal_per_generated_image": _r(marginal),
+            "cache_saved": _r(cache_hits * marginal) if marginal is not None else None,
+            "cache_saved_basis": "cache hits x this run's marginal cost per generated image (device-busy "
+            "cost of its ok attempts / images generated; load, idle and failed attempts left out)"
+            if marginal is not None else "no basis: this run generated no images",
         },
         "budget": budget,
         "pricing": {**pricing.to_dict(), "origin": pricing.origin},
