@@ -175,13 +175,11 @@ class EditorActor:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
         node = ip = None
-        try:
-            import ray
+        import ray
 
+        if ray.is_initialized():  # outside Ray (in-process use) asking would start a Ray
             node = ray.get_runtime_context().get_node_id()
             ip = ray.util.get_node_ip_address()
-        except Exception:  # used outside Ray (unit tests)
-            pass
         self.info = {"actor": name, "pid": os.getpid(), "node": node, "node_ip": ip,
                      "device": device if device != "cuda" else "cuda:0",
                      "device_type": device_type, "load_start": self.load_start,

@@ -54,8 +54,11 @@ def _actor(editor: SlowFailingEditor) -> EditorActor:
 
 
 def test_a_failed_model_call_is_charged_to_its_rows() -> None:
+    import ray
+
     editor = SlowFailingEditor(0.2, OSError, bad_seeds={0, 1})
     result = _actor(editor).edit_batch(_batch([0, 1]))
+    assert not ray.is_initialized()  # in-process use starts no Ray
     rows = result["rows"]
     assert [r["ok"] for r in rows] == [False, False]
     assert {r["error_class"] for r in rows} == {"transient"}
