@@ -214,7 +214,8 @@ def test_the_page_states_the_hits_and_counts_that_add_up(night):
     run, outputs = night
     text = " ".join(page_text(outputs.review_page).split())
     assert "Shown: 8 rows to review after this run: 7 generated in this run and 1 failed." in text
-    assert "Not shown: 3 cache hits. They were reviewed in the run that generated them; results.parquet lists them" in text
+    assert "Not shown: 3 cache hits. Their outputs were reviewed in the run that generated them" in text
+    assert "results.parquet lists them (status cache-hit)" in text
     assert "Not shown: 1 row not run" in text
     assert "8 shown + 3 cache hits + 1 not run + 0 left out = 12 rows." in text
     assert "All (8)" in text and "Failed (1)" in text

@@ -103,7 +103,8 @@ def scope_html(scope: ReviewScope, run_id: str) -> str:
     items = [
         f"Shown: {_plural(scope.reviewed, 'row')} to review after this run: "
         f"{shown['done']:,} generated in this run and {shown['failed']:,} failed.",
-        f"Not shown: {_plural(hits, 'cache hit')}. They were reviewed in the run that generated them; "
+        f"Not shown: {_plural(hits, 'cache hit')}. Their outputs were reviewed in the run that "
+        "generated them, or are shown here under the row of this run with the same inputs; "
         "results.parquet lists them (status cache-hit) with their output paths.",
         f"Not shown: {_plural(not_run, 'row')} not run (nothing to review); results.parquet lists them "
         "(status not-run).",
