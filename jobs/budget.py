@@ -3,7 +3,9 @@
 Spend follows the cost report's model (pipeline.reports.usage), read from the same ledger
 records: a device is paid for while an actor holds it, from its ``actor-load`` start to its
 ``actor-stop`` end, at the pricing file's price per device-hour for its device type. An
-actor still held is charged up to now; one of an earlier, killed invocation of the same run
+actor still held is charged up to now (on its node's clock: the driver's now less the least gap
+between a record's ``ts`` and the actor time it carries, so a skewed node is not billed its
+skew); one of an earlier, killed invocation of the same run
 up to its last attempt, an ``ok`` recovered on resume included (as the report does); an attempt
 of an actor already stopped adds nothing (its time is inside that holding). So ``spent`` at any moment is what the report
 would say if the run stopped then, and a resumed run counts what its earlier invocations
@@ -38,12 +40,22 @@ class _Holding:
     price_per_s: float
     end: float | None = None
     last_attempt_end: float | None = None
+    # How far the driver's clock (records' ts, and now) is ahead of the actor node's (its
+    # start/end times): the least ts - time over its records. An open holding is charged up
+    # to now on the node's clock, so a skewed node is not billed its skew.
+    clock_ahead: float | None = None
 
     def close_without_stop(self) -> None:
         self.end = max(t for t in (self.last_attempt_end, self.load_end) if t is not None)
 
+    def saw(self, ts: Any, actor_time: float) -> None:
+        if isinstance(ts, int | float) and not isinstance(ts, bool):
+            seen = float(ts) - actor_time
+            self.clock_ahead = seen if self.clock_ahead is None else min(self.clock_ahead, seen)
+
     def cost(self, now: float) -> float:
-        end = self.end if self.end is not None else max(now, self.start)
+        end = self.end if self.end is not None else max(now - (self.clock_ahead or 0.0),
+                                                        self.start)
         return max(0.0, end - self.start) * self.price_per_s
 
 
@@ -173,7 +185,9 @@ class LedgerBudget:
                 self._closed_cost += previous.cost(0.0)
             price = self.pricing.price_per_hour(str(rec.get("device_type"))) / 3600.0
             start = _first_number(rec.get("start"), rec.get("ts"), 0.0)
-            self._open[actor] = _Holding(start, _first_number(rec.get("end"), start), price)
+            holding = _Holding(start, _first_number(rec.get("end"), start), price)
+            holding.saw(rec.get("ts"), holding.load_end)  # written as the load was answered
+            self._open[actor] = holding
         elif kind == "actor-stop":
             holding = self._open.pop(actor, None)
             if holding is not None:
@@ -186,6 +200,7 @@ class LedgerBudget:
             if holding is not None and rec.get("end") is not None:
                 end = float(rec["end"])
                 holding.last_attempt_end = max(end, holding.last_attempt_end or end)
+                holding.saw(rec.get("ts"), end)
                 if holding.end is not None:  # closed at a run-start (killed driver): held until
                     holding.close_without_stop()  # its last record, recovered ones included
             if self._first_dispatch is not None:

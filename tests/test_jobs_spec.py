@@ -398,7 +398,9 @@ class Clock:
 def append(ledger: Path, *records: dict) -> None:
     with open(ledger, "a") as f:
         for rec in records:
-            f.write(json.dumps({"v": 1, "run_id": "r", "ts": 0, **rec}) + "\n")
+            # written as its own time ends, by a driver on the actors' clock (no skew)
+            ts = rec.get("end", rec.get("start", 0))
+            f.write(json.dumps({"v": 1, "run_id": "r", "ts": ts, **rec}) + "\n")
 
 
 def test_budget_meter_charges_held_time_and_projects_the_next_batch(tmp_path: Path) -> None:
@@ -535,3 +537,23 @@ def test_bad_image_roots_are_named_with_the_fix(tmp_path: Path, value: str, mess
     problems = {p.key: p for p in problems_of(path)}
     assert set(problems) == {"image_roots"} and message in problems["image_roots"].message
     assert problems["image_roots"].line == line_of(path, "image_roots")
+
+
+def test_budget_meter_charges_an_actor_on_a_skewed_node_its_held_time(tmp_path: Path) -> None:
+    prices = load_pricing().to_dict()
+    prices["device_hour"]["CPU"] = 3600.0  # 1 USD per actor-second
+    pricing = load_pricing_from(tmp_path, prices)
+    ledger = tmp_path / "ledger.jsonl"
+    clock = Clock(1000.0)
+    budget = LedgerBudget(ledger, 1000.0, "USD", pricing, clock=clock)
+    # The actor's node runs 600 s behind the driver: it loaded from its 400 to its 402, and the
+    # driver wrote the load record as the answer came, at its own 402.
+    append(ledger, {"type": "run-start", "ts": 1000.0},
+           {"type": "actor-load", "actor": "editor-0", "device_type": "CPU", "start": 400.0,
+            "end": 402.0, "ts": 1002.0})
+    clock.t = 1010.0
+    assert budget.spent() == pytest.approx(10.0)  # held 10 s, not 610 s
+    append(ledger, {"type": "attempt", "outcome": "ok", "actor": "editor-0", "end": 411.0,
+                    "ts": 1011.5})
+    clock.t = 1020.0
+    assert budget.spent() == pytest.approx(20.0)
