@@ -25,7 +25,8 @@ from pathlib import Path
 JOB_COMMANDS = ("job", "manifest")
 
 JOB_RUN_DESCRIPTION = """\
-Run a job for one date (default: today in the job's timezone). The run id is <job>-<date>
+Run a job for one date (default: today in the schedule's timezone, or the machine's local
+date when the job has no schedule). The run id is <job>-<date>
 and its folder OUT/runs/<job>-<date> (OUT = the spec's output). Triggering a date again
 does nothing when it finished, and resumes it when it was interrupted or killed. With a
 budget, no new batch starts once the next would push the run's device cost past the cap;
@@ -87,7 +88,8 @@ def _add_job(commands) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     spec_arg(run)
     run.add_argument("--date", metavar="YYYY-MM-DD",
-                     help="the date to run (default: today in the job's timezone)")
+                     help="the date to run (default: today in the schedule's timezone; the "
+                          "machine's date without a schedule)")
     run.add_argument("--no-report", action="store_true",
                      help="skip the report, contact sheets and review page")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -271,6 +273,7 @@ def _job_schedule(args: argparse.Namespace) -> int:
     if user:
         print("  loginctl enable-linger $USER   # so user timers fire while you are logged out")
     assert spec.schedule is not None
+    _warn_dst_gap(spec)
     tz = spec.schedule.tz
     moment = datetime.now(tz)
     upcoming = []
@@ -281,6 +284,18 @@ def _job_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_dst_gap(spec) -> None:
+    """Say so when the schedule's time does not exist on some night of the coming year."""
+    from jobs.cron import dst_gap_warning
+
+    if spec.schedule is None:
+        return
+    warning = dst_gap_warning(spec.schedule.cron, spec.schedule.timezone, spec.schedule.tz,
+                              datetime.now(spec.schedule.tz).date())
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def _job_validate(args: argparse.Namespace) -> int:
     from jobs.spec import SpecError
 
@@ -289,6 +304,7 @@ def _job_validate(args: argparse.Namespace) -> int:
     except SpecError as exc:
         print(f"kontext-batch job validate: {exc}", file=sys.stderr)
         return 2
+    _warn_dst_gap(spec)
     source = f"manifest {spec.manifest}" if spec.manifest else \
         f"build {spec.build.catalog} × {spec.build.variants}"  # type: ignore[union-attr]
     print(f"job spec {spec.path}: ok (job {spec.name}; {source}; model {spec.model}; "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
@@ -70,7 +70,8 @@ class Cron:
                 and self.day_matches(moment.date()))
 
     def next_after(self, moment: datetime, tz: ZoneInfo) -> datetime:
-        """The first firing strictly after ``moment`` (aware), in ``tz``."""
+        """The first firing strictly after ``moment`` (aware), in ``tz``. A wall-clock time
+        the clock skips that day (spring forward) is no firing: systemd's timer skips it."""
         local = moment.astimezone(tz)
         day = local.date()
         for _ in range(_SEARCH_DAYS):
@@ -79,10 +80,25 @@ class Cron:
                     for minute in self.minutes:
                         candidate = datetime(day.year, day.month, day.day, hour, minute,
                                              tzinfo=tz)
-                        if candidate > local:
+                        if candidate > local and not skipped_by_clock(candidate):
                             return candidate
             day += timedelta(days=1)
         raise CronError(f"cron {self.text!r} never fires")
+
+    def skipped_firings(self, start: date, tz: ZoneInfo, days: int = 366) -> list[datetime]:
+        """Firings in the ``days`` from ``start`` whose wall-clock time does not exist in
+        ``tz`` (a daylight-saving gap): no run happens that night."""
+        skipped = []
+        for offset in range(days):
+            day = start + timedelta(days=offset)
+            if not self.day_matches(day):
+                continue
+            for hour in self.hours:
+                for minute in self.minutes:
+                    moment = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+                    if skipped_by_clock(moment):
+                        skipped.append(moment)
+        return skipped
 
     def on_calendar(self, timezone: str | None = None) -> list[str]:
         """systemd OnCalendar= expressions for this schedule (two when cron's day-of-month /
@@ -99,6 +115,25 @@ class Cron:
             return [f"{weekdays} *-{months}-* {clock}{tz}", f"*-{months}-{days} {clock}{tz}"]
         prefix = f"{weekdays} " if self.weekdays_restricted else ""
         return [f"{prefix}*-{months}-{days} {clock}{tz}"]
+
+
+def skipped_by_clock(moment: datetime) -> bool:
+    """Whether an aware wall-clock time falls in its zone's daylight-saving gap (it does not
+    exist: converting through UTC and back gives another wall time)."""
+    back = moment.astimezone(UTC).astimezone(moment.tzinfo)
+    return back.replace(tzinfo=None) != moment.replace(tzinfo=None)
+
+
+def dst_gap_warning(cron: Cron, timezone: str, tz: ZoneInfo, start: date) -> str | None:
+    """A warning naming the nights in the coming year the schedule does not run on, or None."""
+    skipped = cron.skipped_firings(start, tz)
+    if not skipped:
+        return None
+    nights = ", ".join(m.strftime("%Y-%m-%d %H:%M") for m in skipped[:4])
+    return (f"warning: cron {cron.text!r} fires at a time that does not exist in {timezone} "
+            f"when the clocks go forward ({nights}): the systemd timer has no run that night "
+            "and does not catch it up. Fix: schedule outside the hour the clocks skip, or use "
+            "timezone UTC")
 
 
 def _value(text: str, field: int) -> int:
