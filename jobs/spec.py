@@ -58,6 +58,9 @@ _SECTIONS = {
     "schedule": ("cron", "timezone"),
     "ray": ("address", "actors", "device", "max_attempts"),
 }
+# Keys where an explicit null is a documented choice rather than a forgotten value (a blank
+# anywhere else would silently turn a feature off: no budget cap, no schedule, no retention).
+_NULL_ALLOWED = frozenset({"ray.address"})  # null: a local Ray per run
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,9 @@ class _Checker:
         self.path = path
         self.base = path.parent
         self.problems: list[SpecProblem] = []
-        self.suggested: set[str] = set()  # keys offered as "did you mean" for a misspelling
+        # keys already reported (offered as "did you mean" for a misspelling, or given empty),
+        # so they are not reported again as missing
+        self.suggested: set[str] = set()
         self._constructor = yaml.constructor.SafeConstructor()
 
     def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
@@ -214,6 +219,12 @@ class _Checker:
             if name in out:
                 first = out[name][0].start_mark.line + 1
                 self.problem(key_node, full, f"given twice (first on line {first}); keep one")
+                continue
+            value = self.value(value_node)
+            if _is_empty(value) and not (value is None and full in _NULL_ALLOWED):
+                # The key node carries the line: an empty value's mark is the next token's.
+                self.problem(key_node, full, f"{full} is empty: give a value or remove the key")
+                self.suggested.add(full)
                 continue
             out[name] = (key_node, value_node)
         return out
@@ -262,6 +273,15 @@ class _Checker:
             self.problem(entry[1], key, f"{value!r} is not one of {', '.join(choices)}{hint}")
             return default
         return value
+
+
+def _is_empty(value: Any) -> bool:
+    """Null, blank text, or an empty mapping/list: a key written but given nothing."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, dict | list) and not value
 
 
 def _kind(value: Any) -> str:
@@ -393,6 +413,8 @@ def _check_source(c: _Checker, top: dict, root: yaml.Node, check_files: bool
         c.problem(top["build"][0], "build", "give either manifest: or build:, not both")
         return None, None
     if not has_manifest and not has_build:
+        if "build" in c.suggested:  # given empty, and reported as such
+            return None, None
         c.missing(root, "manifest", "is missing; add manifest: <file.parquet>, or build: "
                                     "{catalog: ..., variants: ...} to build one each run")
         return None, None
