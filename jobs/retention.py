@@ -1,7 +1,7 @@
 """Which run folders of a job to keep, and deleting the others.
 
-Runs of job NAME are the folders ``OUT/runs/NAME-YYYY-MM-DD``. After a run completes,
-``apply_retention`` deletes the job's older run folders that no rule keeps:
+Runs of job NAME are the folders ``OUT/runs/NAME-YYYY-MM-DD``. After a run finishes
+(complete, failed-rows or budget-stopped), ``apply_retention`` deletes the job's older run folders that no rule keeps:
 
 - ``keep_runs: N`` keeps the N newest dates (the current run counts as one);
 - ``keep_days: D`` keeps dates less than D days before the current run's date;

@@ -4,6 +4,7 @@ The run id is ``<job>-<date>`` and its folder ``OUT/runs/<job>-<date>`` (OUT = t
 ``output``). Triggering a date again:
 
 - finished (run-end complete / failed-rows / budget-stopped): nothing is run (exit 0);
+  retention (jobs.retention) runs after each finished run, whatever its status;
 - interrupted or killed: the same run resumes; rows already committed stay done;
 - running in another process (its job.lock is held): refused (exit 4).
 
@@ -41,6 +42,9 @@ EXIT_CONFIG = 2
 EXIT_BUDGET = 3
 EXIT_BUSY = 4
 EXIT_INTERRUPTED = 130
+
+# run-end statuses after which the date is done and retention applies.
+FINISHED_STATUSES = ("complete", "failed-rows", "budget-stopped")
 
 
 class JobError(Exception):
@@ -124,7 +128,11 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
     finally:
         lock.release()
     deleted = []
-    if summary.status == "complete":
+    # Every finished run, not only a complete one: at scale some rows always fail (or the cap
+    # stops the night), and retention that waits for a perfect night never runs while the
+    # disk fills. An interrupted or crashed run is not finished; it never gets here or is
+    # resumed by the next trigger.
+    if summary.status in FINISHED_STATUSES:
         deleted = apply_retention(spec.runs_dir, spec.name, Date.fromisoformat(date),
                                   spec.retention)
     return JobRunResult(spec.name, date, run_id, run_dir, action, summary.status,

@@ -220,7 +220,7 @@ def test_budget_cap_stops_dispatch_finishes_in_flight_and_exits_3(tmp_path: Path
               f"{figures['cost']['total']:.2f} in the report after in-flight rows finished; "
               f"{len(by_status['done'])} rows done, {len(by_status['not-run'])} not run")
 
-    # Not a success: retention (keep_runs: 1) must not run; the date is finished either way.
+    # The date is finished: triggering it again runs nothing.
     monkeypatch.delenv("KONTEXT_BATCH_FAULTS")
     assert cli.main(["job", "run", str(spec_path), "--date", DATE, "--quiet"]) == 0
     assert "already finished (budget-stopped" in capsys.readouterr().out

@@ -1,0 +1,96 @@
+"""Nightly-job review fixes: retention after every finished run, the budget priced by the
+run's frozen prices, future dates refused, a lost report rebuilt, lock-only folders.
+
+Most tests replace the pipeline run (``jobs.runner._run``) by a stub that writes the ledger
+a real run would end with, so run_job's own decisions are tested without Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobs.runner as runner
+from jobs.runner import run_job
+from jobs.spec import JobSpec, Retention
+from pipeline.runner import RunSummary
+
+DATE = "2026-11-27"
+OLDER = ["2026-11-24", "2026-11-25", "2026-11-26"]
+
+
+def make_spec(tmp_path: Path, retention: Retention, **extra: Any) -> JobSpec:
+    manifest = tmp_path / "manifest.parquet"
+    manifest.write_bytes(b"")  # never read: the pipeline run is stubbed
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("name: nightly\n")
+    return JobSpec(path=spec_file, name="nightly", model="tiny", output=tmp_path / "out",
+                   manifest=manifest, retention=retention, **extra)
+
+
+def make_finished_runs(spec: JobSpec, days: list[str]) -> list[Path]:
+    folders = []
+    for day in days:
+        folder = spec.run_dir(day)
+        folder.mkdir(parents=True)
+        write_ledger(folder, "complete")
+        folders.append(folder)
+    return folders
+
+
+def write_ledger(run_dir: Path, status: str | None) -> None:
+    records = [{"v": 1, "type": "run-start", "ts": 1.0}]
+    if status is not None:
+        records.append({"v": 1, "type": "run-end", "status": status, "ts": 2.0})
+    with open(run_dir / "ledger.jsonl", "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def stub_run(monkeypatch, status: str, exit_code: int) -> list[dict[str, Any]]:
+    """Replace the pipeline run by one ending with ``status``; returns its calls."""
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(spec, run_id, run_dir, *args, **kwargs) -> RunSummary:
+        calls.append({"run_id": run_id, "run_dir": run_dir})
+        write_ledger(run_dir, status)
+        return RunSummary(run_id=run_id, run_dir=run_dir, store="", results=None,
+                          status=status, counts={"done": 3, "failed": 1}, exit_code=exit_code)
+
+    monkeypatch.setattr(runner, "_run", fake_run)
+    return calls
+
+
+# ----------------------------------------------------------------------------- 1: retention
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [
+    ("complete", 0), ("failed-rows", 1), ("budget-stopped", 3)])
+def test_retention_runs_after_every_finished_run(tmp_path: Path, monkeypatch, status: str,
+                                                 exit_code: int) -> None:
+    spec = make_spec(tmp_path, Retention(keep_runs=2))
+    older = make_finished_runs(spec, OLDER)
+    stub_run(monkeypatch, status, exit_code)
+    result = run_job(spec, DATE, progress=False, reports=False)
+    assert (result.status, result.exit_code) == (status, exit_code)
+    # keep_runs: 2 keeps this run and the newest older one.
+    assert result.deleted == older[:2]
+    assert [p.exists() for p in older] == [False, False, True]
+
+
+def test_no_retention_after_an_interrupted_or_crashed_run(tmp_path: Path,
+                                                          monkeypatch) -> None:
+    spec = make_spec(tmp_path, Retention(keep_runs=1))
+    older = make_finished_runs(spec, OLDER)
+    stub_run(monkeypatch, "interrupted", 1)
+    result = run_job(spec, DATE, progress=False, reports=False)
+    assert result.status == "interrupted" and result.deleted == []
+
+    def crash(*args: Any, **kwargs: Any) -> RunSummary:
+        raise RuntimeError("driver bug")
+
+    monkeypatch.setattr(runner, "_run", crash)
+    with pytest.raises(RuntimeError, match="driver bug"):
+        run_job(spec, DATE, progress=False, reports=False)
+    assert all(p.is_dir() for p in older)
