@@ -144,14 +144,14 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
 def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots: list[str],
          editor_factory: Any, faults: Sequence[Mapping[str, Any]], progress: bool,
          reports: bool, num_cpus: int | None, retry_backoff_s: float) -> Any:
-    from pipeline.reports.pricing import DEFAULT_PRICING_FILE, PricingError, load_pricing
+    from pipeline.reports.pricing import DEFAULT_PRICING_FILE, PricingError
     from pipeline.runner import RunConfig, run_batch
 
     pricing_file = spec.pricing or DEFAULT_PRICING_FILE
     budget = None
     if spec.budget is not None:
         try:
-            pricing = load_pricing(pricing_file)
+            pricing = budget_pricing(run_dir, pricing_file)
             budget = LedgerBudget(run_dir / "ledger.jsonl", spec.budget.amount,
                                   spec.budget.currency, pricing)
         except (PricingError, ValueError) as exc:
@@ -166,6 +166,23 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
         num_cpus=num_cpus, reports=reports, progress=progress,
         image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file))
     return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
+
+
+def budget_pricing(run_dir: Path, pricing_file: str | Path) -> Any:
+    """The Pricing the budget meters ``run_dir`` with: the prices frozen in its config.json by
+    the run's first invocation when there are some (the pipeline and the report keep them on
+    every resume, so a pricing file edited between invocations must not change the meter
+    alone), else ``pricing_file``. Raises PricingError for a bad file or frozen entry."""
+    from pipeline.reports.pricing import load_pricing, pricing_from_mapping
+
+    config_path = run_dir / "config.json"
+    try:
+        frozen = json.loads(config_path.read_text(encoding="utf-8")).get("pricing")
+    except (OSError, ValueError, AttributeError):
+        frozen = None  # as the pipeline: no readable frozen prices, the file is used
+    if isinstance(frozen, Mapping):
+        return pricing_from_mapping(frozen, origin=f"{config_path} (pricing)")
+    return load_pricing(pricing_file)
 
 
 def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:

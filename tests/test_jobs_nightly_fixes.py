@@ -94,3 +94,60 @@ def test_no_retention_after_an_interrupted_or_crashed_run(tmp_path: Path,
     with pytest.raises(RuntimeError, match="driver bug"):
         run_job(spec, DATE, progress=False, reports=False)
     assert all(p.is_dir() for p in older)
+
+
+# ----------------------------------------------------------------------------- 2: frozen prices
+
+
+def capture_budget(monkeypatch) -> list[Any]:
+    """Replace the pipeline's run_batch by one that keeps the budget it was given."""
+    import pipeline.runner
+
+    budgets: list[Any] = []
+
+    def fake_run_batch(config, *, editor_factory=None, faults=(), budget=None) -> RunSummary:
+        budgets.append(budget)
+        run_dir = Path(config.out) / "runs" / config.run_id
+        return RunSummary(run_id=config.run_id, run_dir=run_dir, store="", results=None,
+                          status="interrupted", counts={}, exit_code=130)
+
+    monkeypatch.setattr(pipeline.runner, "run_batch", fake_run_batch)
+    return budgets
+
+
+def test_a_resumed_budget_is_priced_with_the_prices_frozen_by_the_first_invocation(
+        tmp_path: Path, monkeypatch) -> None:
+    from jobs.spec import Budget
+    from pipeline.reports.pricing import load_pricing, resolve_run_pricing
+
+    frozen = load_pricing().to_dict()
+    frozen["device_hour"]["H100"] = 2.0
+    edited = {**frozen, "device_hour": {**frozen["device_hour"], "H100": 8.0}}
+    (tmp_path / "prices.yaml").write_text(json.dumps(edited))  # edited after the first night
+    spec = make_spec(tmp_path, Retention(), pricing=tmp_path / "prices.yaml",
+                     budget=Budget(amount=5.0, currency="USD"))
+    run_dir = spec.run_dir(DATE)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"run_id": spec.run_id(DATE),
+                                                     "pricing": frozen}))
+    # The first invocation held one H100 for an hour, then was interrupted.
+    records = [{"v": 1, "type": "run-start", "ts": 0.0},
+               {"v": 1, "type": "actor-load", "actor": "a1", "device_type": "H100",
+                "start": 0.0, "end": 60.0, "ts": 60.0},
+               {"v": 1, "type": "actor-stop", "actor": "a1", "end": 3600.0, "ts": 3600.0},
+               {"v": 1, "type": "run-end", "status": "interrupted", "ts": 3600.0}]
+    (run_dir / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    budgets = capture_budget(monkeypatch)
+
+    assert run_job(spec, DATE, progress=False, reports=False).action == "resumed"
+    (budget,) = budgets
+    report_price = resolve_run_pricing(run_dir).price_per_hour("H100")
+    assert report_price == 2.0
+    assert budget.pricing.price_per_hour("H100") == report_price
+    assert budget.spent(4000.0) == pytest.approx(2.0)  # as the report: 1 h x 2.0, not 8.0
+    assert budget.may_dispatch(1)
+
+    # A new date has nothing frozen yet: the spec's pricing file prices it.
+    budgets = capture_budget(monkeypatch)
+    run_job(spec, "2026-11-26", progress=False, reports=False)
+    assert budgets[0].pricing.price_per_hour("H100") == 8.0
