@@ -5,19 +5,22 @@ Public API (stable; see docs/architecture.md):
 - ``validate_manifest(path, ...) -> (rows_total, problems)``: stream the file, report every problem.
 - ``iter_rows(path, ...)``: stream validated ``ManifestRow`` batches.
 - ``read_manifest_schema(path)``: the Arrow schema, from the footer only.
-- ``build_manifest(catalog, variants, seeds_per_variant, out)``: catalog × variants × seeds.
+- ``build_manifest(catalog, variants, seeds_per_variant, out)``: catalog × variants × seeds;
+  returns a ``BuildResult`` (the row count as an int, plus ``.warnings`` for bad products,
+  which do not stop the build).
 - ``Problem``, ``ManifestError`` (``.problems``), ``BuildError``.
 
 Path resolution for image references lives in ``manifests.paths`` (the pipeline reuses it).
 """
 
-from .build import build_manifest
+from .build import BuildResult, build_manifest
 from .problems import BuildError, ManifestError, Problem
 from .schema import ManifestRow, read_manifest_schema
 from .validate import derive_row_id, iter_rows, validate_manifest
 
 __all__ = [
     "BuildError",
+    "BuildResult",
     "ManifestError",
     "ManifestRow",
     "Problem",

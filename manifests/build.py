@@ -10,17 +10,26 @@ over catalog fields of the same name.
 
 Seeds and row ids are derived from (product_id, variant, k) alone, so re-building after adding
 products or variants leaves every existing row — and therefore its cache key — unchanged.
+
+A bad product does not stop the build (a bad row fails alone): a product whose image file is
+missing is still written, image path as given, so the run fails its rows with that reason; a
+product with no id or no usable image reference, or a (product, variant) whose instruction uses
+a field the product leaves empty, is skipped. Each is a warning line, printed to stderr and kept
+on the returned ``BuildResult``. Problems of the files themselves (no such catalog, missing
+columns, duplicate ids, a malformed variants file) still raise BuildError.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -41,6 +50,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SEED_RANGE = 2**31
 _WRITE_CHUNK_ROWS = 8192
+MAX_PRINTED_WARNINGS = 20  # stderr lists this many warning lines, then a count of the rest
 _SETTINGS = {
     "steps": (rules.check_steps, pa.int64()),
     "guidance": (rules.check_guidance, pa.float64()),
@@ -55,6 +65,7 @@ class Product:
     product_id: str
     image: str  # absolute local path, or a URI kept as is
     fields: dict[str, object]  # template fields: every catalog column but image, plus product
+    image_missing: bool = False  # a local file that does not exist: the run fails its rows
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,57 @@ class Catalog:
     source: str
     products: list[Product]
     field_types: dict[str, pa.DataType]  # descriptive fields, carried through as meta_* columns
+    # products skipped or kept with a missing image, one line each (a bad row fails alone)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    skipped_products: int = 0  # rows of the catalog with no id or no usable image reference
+
+
+class BuildResult(int):
+    """The number of rows written (an int, so existing callers keep working), plus the warning
+    lines: products whose rows will fail in the run (image not found) or that were skipped."""
+
+    warnings: tuple[str, ...]
+    skipped_products: int  # catalog rows with no id or no usable image reference
+    skipped_rows: int  # (product, variant, seed) rows of kept products not written
+    missing_image_rows: int  # rows written whose image file does not exist now
+
+    def __new__(cls, rows: int, warnings: list[str] | tuple[str, ...] = (),
+                skipped_products: int = 0, skipped_rows: int = 0,
+                missing_image_rows: int = 0) -> BuildResult:
+        result = super().__new__(cls, rows)
+        result.warnings = tuple(warnings)
+        result.skipped_products = skipped_products
+        result.skipped_rows = skipped_rows
+        result.missing_image_rows = missing_image_rows
+        return result
+
+    def summary(self) -> str:
+        """One counted line, e.g. for a nightly log ('' when there is nothing to say)."""
+        if not self.warnings:
+            return ""
+        parts = []
+        if self.missing_image_rows:
+            parts.append(f"{self.missing_image_rows} row(s) written whose image is missing "
+                         "(they will fail in the run)")
+        if self.skipped_products:
+            parts.append(f"{self.skipped_products} product(s) skipped")
+        if self.skipped_rows:
+            parts.append(f"{self.skipped_rows} row(s) skipped: an instruction field has no value")
+        what = "; ".join(parts) or "see below"
+        return f"manifest built ({int(self)} rows) with {len(self.warnings)} warning(s): {what}"
+
+    def report(self, limit: int = MAX_PRINTED_WARNINGS) -> str:
+        """The summary line, then up to ``limit`` warning lines and a count of the rest."""
+        if not self.warnings:
+            return ""
+        lines = [self.summary(), *(f"  - {w}" for w in self.warnings[:limit])]
+        if len(self.warnings) > limit:
+            lines.append(f"  ... and {len(self.warnings) - limit} more warning(s) not listed")
+        return "\n".join(lines)
+
+
+def print_to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -210,6 +272,7 @@ def _catalog_from_records(
 
     base = os.path.dirname(source)
     problems: list[Problem] = []
+    warnings: list[str] = []
     products: list[Product] = []
     first_row: dict[str, int] = {}
     for i, record in enumerate(records):
@@ -218,7 +281,8 @@ def _catalog_from_records(
         if rules.is_int(pid):
             pid = str(pid)
         if not isinstance(pid, str) or not pid.strip():
-            problems.append(_problem(f"{where}: product_id is empty; give every product an id"))
+            warnings.append(f"{where}: product_id is empty; give every product an id "
+                            "(skipped)")
             continue
         pid = pid.strip()
         if pid in first_row:
@@ -231,23 +295,31 @@ def _catalog_from_records(
             continue
         first_row[pid] = i
         image, reason = _catalog_image(record.get("image"), base)
-        if reason:
-            problems.append(_problem(f"{where} (product {pid!r}): {reason}"))
+        if reason and image is None:
+            warnings.append(f"{where} (product {pid!r}): {reason} (skipped)")
             continue
+        if reason:  # the file is missing: the run fails these rows alone, with this reason
+            warnings.append(f"{where} (product {pid!r}): {reason} (its rows are written and "
+                            "will fail in the run)")
         fields = {k: v for k, v in record.items() if k != "image"}
         fields["product_id"] = pid
         if _is_missing(fields.get("product")):
             fields["product"] = _humanise(pid)
-        products.append(Product(pid, image, fields))
+        products.append(Product(pid, image, fields, image_missing=reason is not None))
     if problems:
         raise BuildError(problems)
+    if not products:  # nothing left to build: every product was unusable
+        raise BuildError([_problem(w) for w in warnings])
     _check_unique_row_id_parts(source, products)
     field_types = {c: t for c, t in types.items() if c not in ("product_id", "image")}
     field_types.setdefault("product", pa.string())
-    return Catalog(source, products, field_types)
+    return Catalog(source, products, field_types, warnings,
+                   skipped_products=len(records) - len(products))
 
 
 def _catalog_image(ref: object, base: str) -> tuple[str | None, str | None]:
+    """(image, None) when usable; (None, reason) when the product cannot have rows; (path,
+    reason) when the local file is missing (the rows are still written, and fail in the run)."""
     if not isinstance(ref, str) or not ref.strip():
         return None, "image is empty; give a path (relative to the catalog's folder) or a URI"
     scheme = uri_scheme(ref)
@@ -261,7 +333,7 @@ def _catalog_image(ref: object, base: str) -> tuple[str | None, str | None]:
     path = unquote(urlparse(ref).path) if scheme == "file" else ref
     path = os.path.normpath(os.path.join(base, path))
     if not os.path.isfile(path):
-        return None, f"image not found: {path!r} (relative paths resolve against {base!r})"
+        return path, f"image not found: {path!r} (relative paths resolve against {base!r})"
     return path, None
 
 
@@ -466,13 +538,17 @@ def build_manifest(
     variants: str | os.PathLike,
     seeds_per_variant: int = 1,
     out: str | os.PathLike | None = None,
-) -> int:
-    """Write the manifest for catalog × variants × seeds to ``out`` (Parquet); return its rows.
+    warn: Callable[[str], None] | None = print_to_stderr,
+) -> BuildResult:
+    """Write the manifest for catalog × variants × seeds to ``out`` (Parquet); return its rows
+    as a BuildResult (an int carrying ``.warnings``).
 
     Rows come product by product, then variant by variant (file order), then k = 0.. seeds-1.
-    Raises BuildError listing every problem found (missing images, duplicate product ids,
-    unknown template fields, malformed YAML, …); ``out`` is only ever replaced by a complete
-    manifest that passes validate_manifest.
+    A bad product does not stop the build: see the module docstring; ``warn`` receives the
+    counted warning report (default: stderr; None: say nothing, read ``.warnings``). Raises
+    BuildError listing every problem of the inputs as files (duplicate product ids, unknown
+    template fields, malformed YAML, …) or when no row at all can be written; ``out`` is only
+    ever replaced by a complete manifest that passes validate_manifest.
     """
     if out is None:
         raise TypeError("build_manifest() needs out=<path of the manifest to write>")
@@ -514,17 +590,19 @@ def build_manifest(
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".parquet.tmp", dir=out_dir)
     os.close(fd)
     try:
-        problems: list[Problem] = []
+        skipped: list[str] = []
+        missing_image_rows = [0]
         rows = _write_rows(
             _generate_rows(
-                cat, variant_list, seeds_per_variant, out_dir, meta_names, settings, problems
+                cat, variant_list, seeds_per_variant, out_dir, meta_names, settings, skipped,
+                missing_image_rows,
             ),
             schema,
             tmp,
             total=len(cat.products) * len(variant_list) * seeds_per_variant,
         )
-        if problems:
-            raise BuildError(problems, out_path)
+        if rows == 0:  # every (product, variant) was skipped: there is nothing to run
+            raise BuildError([_problem(w) for w in [*cat.warnings, *skipped]], out_path)
         _, invalid = validate_manifest(tmp, image_roots=outside)
         if invalid:  # a builder bug rather than a user error, but never write a bad manifest
             raise BuildError(invalid, out_path)
@@ -539,7 +617,16 @@ def build_manifest(
             out_path,
             outside,
         )
-    return rows
+    result = BuildResult(
+        rows,
+        [*cat.warnings, *skipped],
+        skipped_products=cat.skipped_products,
+        skipped_rows=len(skipped) * seeds_per_variant,
+        missing_image_rows=missing_image_rows[0],
+    )
+    if result.warnings and warn is not None:
+        warn(result.report())
+    return result
 
 
 def _load_inputs(
@@ -568,8 +655,11 @@ def _generate_rows(
     out_dir: str,
     meta_names: dict[str, str],
     settings: list[str],
-    problems: list[Problem],
+    skipped: list[str],
+    missing_image_rows: list[int],
 ) -> Iterator[dict[str, object]]:
+    """The rows; a (product, variant) whose instruction cannot be filled is skipped, with a
+    line in ``skipped``; ``missing_image_rows[0]`` counts rows whose image file is missing."""
     for product in cat.products:
         image = _image_for_manifest(product.image, out_dir)
         meta = {meta_names[f]: product.fields.get(f) for f in meta_names}
@@ -577,21 +667,21 @@ def _generate_rows(
             values = {**product.fields, "variant": v.name, **v.fields}
             missing = [f for f in v.template.fields if _is_missing(values.get(f))]
             if missing:
-                problems.append(
-                    _problem(
-                        f"product {product.product_id!r} has no value for "
-                        f"{', '.join('{' + f + '}' for f in missing)}, used by variant "
-                        f"{v.name!r}; fill it in the catalog or drop it from the instruction"
-                    )
+                skipped.append(
+                    f"product {product.product_id!r} has no value for "
+                    f"{', '.join('{' + f + '}' for f in missing)}, used by variant "
+                    f"{v.name!r}; fill it in the catalog or drop it from the instruction "
+                    "(skipped)"
                 )
                 continue
             try:
                 instruction = v.template.fill(values).strip()
             except TemplateError as err:
-                problems.append(
-                    _problem(f"variant {v.name!r}, product {product.product_id!r}: {err}")
-                )
+                skipped.append(f"variant {v.name!r}, product {product.product_id!r}: {err} "
+                               "(skipped)")
                 continue
+            if product.image_missing:
+                missing_image_rows[0] += seeds
             for k in range(seeds):
                 yield {
                     "row_id": stable_row_id(product.product_id, v.name, k),

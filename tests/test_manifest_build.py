@@ -259,22 +259,42 @@ def test_example_variants_file(tmp_path):
 # ----------------------------------------------------------------------------- errors
 
 
-def test_missing_images_are_all_named(tmp_path):
+def test_bad_images_are_all_named_and_do_not_stop_the_build(tmp_path, capsys):
+    # A bad row fails alone: a missing file is still written (the run fails its rows with the
+    # reason); an empty or unreadable reference cannot make a row, so that product is skipped.
     make_images(tmp_path / "imgs", ["a.png"])
     catalog = write_text(
         tmp_path / "c.csv",
         "product_id,image\np1,imgs/a.png\np2,imgs/gone.png\np3,\np4,http://x/y.png\n",
     )
     variants = write_text(tmp_path / "v.yaml", "- name: red\n  instruction: put {product} on red\n")
-    err = build_error(catalog, variants, out=tmp_path / "m.parquet")
-    reasons = [p.reason for p in err.problems]
-    assert len(reasons) == 3
-    assert reasons[0] == (
-        f"catalog {catalog!r} row 1 (product 'p2'): image not found: "
-        f"{str(tmp_path / 'imgs' / 'gone.png')!r} (relative paths resolve against {str(tmp_path)!r})"
+    result = build_manifest(catalog, variants, out=tmp_path / "m.parquet", warn=None)
+    assert result == 2 and result.missing_image_rows == 1 and result.skipped_products == 2
+    gone = str(tmp_path / "imgs" / "gone.png")
+    assert [(r["product_id"], r["image"]) for r in read(tmp_path / "m.parquet")] == [
+        ("p1", "imgs/a.png"),  # under the manifest's folder: relative, as before
+        ("p2", "imgs/gone.png"),
+    ]
+    assert len(result.warnings) == 3
+    assert result.warnings[0] == (
+        f"catalog {catalog!r} row 1 (product 'p2'): image not found: {gone!r} (relative "
+        f"paths resolve against {str(tmp_path)!r}) (its rows are written and will fail in the run)"
     )
-    assert "row 2 (product 'p3'): image is empty" in reasons[1]
-    assert "uses the scheme 'http', which pyarrow.fs cannot read" in reasons[2]
+    assert "row 2 (product 'p3'): image is empty" in result.warnings[1]
+    assert result.warnings[1].endswith("(skipped)")
+    assert "uses the scheme 'http', which pyarrow.fs cannot read" in result.warnings[2]
+    assert capsys.readouterr().err == ""  # warn=None: the caller prints result.report()
+
+
+def test_a_catalog_with_no_usable_product_is_still_an_error(tmp_path):
+    catalog = write_text(tmp_path / "c.csv", "product_id,image\np1,\n,x.png\n")
+    variants = write_text(tmp_path / "v.yaml", "- name: red\n  instruction: red\n")
+    err = build_error(catalog, variants, out=tmp_path / "m.parquet")
+    assert [p.reason for p in err.problems] == [
+        f"catalog {catalog!r} row 0 (product 'p1'): image is empty; give a path (relative to "
+        "the catalog's folder) or a URI (skipped)",
+        f"catalog {catalog!r} row 1: product_id is empty; give every product an id (skipped)",
+    ]
     assert not (tmp_path / "m.parquet").exists()
 
 
@@ -310,16 +330,39 @@ def test_templates_cannot_evaluate_anything(project, instruction, expected):
     assert expected in err.problems[0].reason
 
 
-def test_missing_value_for_a_used_field(project):
+def test_missing_value_for_a_used_field_skips_that_row_with_a_warning(project, capsys):
     tmp, catalog, _ = project
     with open(catalog, "a") as f:
         f.write("vase-05,images/mug.png,vase,,decor\n")
     variants = write_text(tmp / "v.yaml", "- name: c\n  instruction: make the {product} {colour}\n")
-    err = build_error(catalog, variants, out=tmp / "m.parquet")
-    assert [p.reason for p in err.problems] == [
+    result = build_manifest(catalog, variants, 2, out=tmp / "m.parquet")
+    assert result == 3 * 2 and result.skipped_rows == 2
+    assert "vase-05" not in {r["product_id"] for r in read(tmp / "m.parquet")}
+    warning = (
         "product 'vase-05' has no value for {colour}, used by variant 'c'; fill it in the "
-        "catalog or drop it from the instruction"
+        "catalog or drop it from the instruction (skipped)"
+    )
+    assert result.warnings == (warning,)
+    # By default the counted report goes to stderr, where a nightly job's log keeps it.
+    assert capsys.readouterr().err == (
+        "manifest built (6 rows) with 1 warning(s): 2 row(s) skipped: an instruction field "
+        f"has no value\n  - {warning}\n"
+    )
+
+
+def test_every_row_skipped_is_an_error(project):
+    tmp, catalog, _ = project
+    variants = write_text(tmp / "v.yaml", "- name: c\n  instruction: make it {size}\n  size: ' '\n")
+    err = build_error(catalog, variants, out=tmp / "m.parquet")
+    assert "field 'size' is empty" in err.problems[0].reason
+    catalog2 = write_text(tmp / "c2.csv", "product_id,image,colour\nmug-01,images/mug.png,\n")
+    variants = write_text(tmp / "v.yaml", "- name: c\n  instruction: make it {colour}\n")
+    err = build_error(catalog2, variants, out=tmp / "m.parquet")
+    assert [p.reason for p in err.problems] == [
+        "product 'mug-01' has no value for {colour}, used by variant 'c'; fill it in the "
+        "catalog or drop it from the instruction (skipped)"
     ]
+    assert not (tmp / "m.parquet").exists()
 
 
 def test_duplicate_product_ids(tmp_path):
@@ -427,7 +470,7 @@ def test_a_failed_build_leaves_the_existing_manifest_alone(project):
     build_manifest(catalog, variants, out=out)
     before = out.read_bytes()
     with open(catalog, "a") as f:
-        f.write("vase-05,images/mug.png,vase,,decor\n")  # no colour: marble variant fails
+        f.write("mug-01,images/mug.png,vase,red,decor\n")  # a duplicate id fails the build
     build_error(catalog, variants, 2, out)
     assert out.read_bytes() == before
     assert [n for n in os.listdir(tmp) if n.startswith(".manifest-")] == []

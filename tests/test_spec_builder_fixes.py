@@ -6,9 +6,13 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
+from jobs import cli
 from jobs.spec import SpecError, load_job_spec
+from manifests import build_manifest
 
 BASE = """
 name: nightly
@@ -78,3 +82,57 @@ def test_a_null_ray_address_still_means_a_local_ray(tmp_path: Path) -> None:
     # The shipped example documents `address: null` as "a local Ray per run".
     spec = load_job_spec(write_spec(tmp_path, "ray:\n  address: null\n  device: auto\n"))
     assert spec.ray.address is None and spec.ray.device == "auto"
+
+
+# ----------------------------------------------------------------------------- 2. bad products
+
+
+def make_catalog(folder: Path, csv_text: str, images: list[str]) -> Path:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for name in images:
+        Image.new("RGB", (16, 16), (200, 90, 40)).save(folder / "images" / name)
+    (folder / "catalog.csv").write_text(csv_text, encoding="utf-8")
+    return folder / "catalog.csv"
+
+
+VARIANTS = "variants:\n  - name: tint\n    instruction: make the {product} {colour}\n"
+
+
+def test_one_bad_product_does_not_stop_the_nightly_build(tmp_path: Path, capsys) -> None:
+    # Through the command a nightly job uses: exit 0, the good products built, the product
+    # with a missing image written (the run fails it alone), the one with an empty {colour}
+    # skipped, and both named in a counted warning on stderr.
+    catalog = make_catalog(tmp_path / "cat", "product_id,image,product,colour\n"
+                           "A,images/a.png,bottle,red\nB,images/missing.png,mug,blue\n"
+                           "C,images/c.png,box,\n", ["a.png", "c.png"])
+    variants = tmp_path / "cat" / "v.yaml"
+    variants.write_text(VARIANTS)
+    out = tmp_path / "out" / "manifest.parquet"
+    code = cli.main(["manifest", "build", "--catalog", str(catalog), "--variants",
+                     str(variants), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0 and f"wrote {out}: 2 rows" in captured.out
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["row_id"], r["image"], r["instruction"]) for r in rows] == [
+        ("A--tint--0", str(tmp_path / "cat/images/a.png"), "make the bottle red"),
+        ("B--tint--0", str(tmp_path / "cat/images/missing.png"), "make the mug blue"),
+    ]
+    err = captured.err
+    assert "manifest built (2 rows) with 2 warning(s): 1 row(s) written whose image is " \
+           "missing (they will fail in the run); 1 row(s) skipped" in err
+    assert "(product 'B'): image not found" in err and "product 'C' has no value for " \
+           "{colour}, used by variant 'tint'" in err
+
+
+def test_the_warning_report_is_capped_and_counted(tmp_path: Path) -> None:
+    lines = "".join(f"P{i},images/a.png,thing,\n" for i in range(30))
+    catalog = make_catalog(tmp_path / "cat", "product_id,image,product,colour\n"
+                           "A,images/a.png,bottle,red\n" + lines, ["a.png"])
+    variants = tmp_path / "cat" / "v.yaml"
+    variants.write_text(VARIANTS)
+    result = build_manifest(catalog, variants, 3, out=tmp_path / "m.parquet", warn=None)
+    assert result == 3 and result.skipped_rows == 30 * 3 and len(result.warnings) == 30
+    report = result.report(limit=5).splitlines()
+    assert len(report) == 1 + 5 + 1 and report[-1] == "  ... and 25 more warning(s) not listed"
+    assert report[1] == ("  - product 'P0' has no value for {colour}, used by variant 'tint'; "
+                         "fill it in the catalog or drop it from the instruction (skipped)")
