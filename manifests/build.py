@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
@@ -139,8 +140,14 @@ def _problem(reason: str) -> Problem:
 
 
 def _sanitise(part: str) -> str:
-    """A row-id part: letters, digits, '.', '_' and single '-' (so '--' only separates parts)."""
-    part = re.sub(r"[^A-Za-z0-9._-]+", "_", part.strip())
+    """A row-id part: letters, digits, '.', '_' and single '-' (so '--' only separates parts).
+
+    Letters and digits are Unicode ones (str.isalnum, after NFC so a decomposed 'é' is one
+    letter), so '靴' and '鞄' stay apart; everything else (spaces, '/', controls, marks)
+    becomes '_'. ASCII ids map exactly as they always did: row ids must not change."""
+    part = unicodedata.normalize("NFC", part.strip())
+    part = "".join(c if c.isalnum() or c in "._-" else "\0" for c in part)
+    part = re.sub("\0+", "_", part)
     return re.sub(r"-{2,}", "-", part)
 
 
