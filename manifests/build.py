@@ -516,6 +516,32 @@ def _check_template_fields(catalog: Catalog, variants: list[Variant]) -> None:
         raise BuildError(problems)
 
 
+def _check_row_id_collisions(catalog: Catalog, variants: list[Variant]) -> None:
+    """Refuse (product, variant) pairs that would share a row id.
+
+    Parts never hold '--', so 'P--V--k' is ambiguous only where one product part is another's
+    plus a trailing '-' and one variant part is another's plus a leading '-': 'a-' + 'b' and
+    'a' + '-b' both give 'a---b--0'. Trimming the '-' would change the row ids of ids that
+    built fine until now (and merge 'a' with 'a-'), so such pairs are named instead."""
+    products = {_sanitise(p.product_id): p.product_id for p in catalog.products}
+    names = {_sanitise(v.name): v.name for v in variants}
+    product_pairs = [(products[part + "-"], pid) for part, pid in products.items()
+                     if part + "-" in products]
+    variant_pairs = [(name, names["-" + part]) for part, name in names.items()
+                     if "-" + part in names]
+    problems = [
+        _problem(
+            f"product {p_dash!r} with variant {v!r} and product {p!r} with variant {dash_v!r} "
+            f"would share the row id {stable_row_id(p_dash, v, 0)!r}; rename one of them (e.g. "
+            f"drop the trailing '-' of {p_dash!r} or the leading '-' of {dash_v!r})"
+        )
+        for p_dash, p in product_pairs
+        for v, dash_v in variant_pairs
+    ]
+    if problems:
+        raise BuildError(problems)
+
+
 def _meta_names(catalog: Catalog) -> dict[str, str]:
     """Catalog field -> meta column name (a field already called meta_x keeps its name)."""
     names: dict[str, str] = {}
@@ -566,6 +592,7 @@ def build_manifest(
     out_path = os.path.abspath(os.fspath(out))
     cat, variant_list = _load_inputs(catalog, variants)
     _check_template_fields(cat, variant_list)
+    _check_row_id_collisions(cat, variant_list)
     meta_names = _meta_names(cat)
     settings = [s for s in _SETTINGS if any(s in v.settings for v in variant_list)]
     schema = pa.schema(

@@ -189,3 +189,33 @@ def test_a_decomposed_accent_is_the_same_letter(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as info:
         build_manifest(catalog, variants, out=tmp_path / "m.parquet")
     assert "give the same row-id part" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- 4. collisions
+
+
+def test_row_ids_that_would_collide_are_refused_naming_both_products(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path / "cat", "product_id,image\na-,images/a.png\n"
+                           "a,images/a.png\n", ["a.png"])
+    variants = tmp_path / "cat" / "v.yaml"
+    variants.write_text("- name: b\n  instruction: red\n- name: -b\n  instruction: blue\n")
+    with pytest.raises(BuildError) as info:
+        build_manifest(catalog, variants, out=tmp_path / "m.parquet")
+    assert [p.reason for p in info.value.problems] == [
+        "product 'a-' with variant 'b' and product 'a' with variant '-b' would share the row "
+        "id 'a---b--0'; rename one of them (e.g. drop the trailing '-' of 'a-' or the leading "
+        "'-' of '-b')"
+    ]
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_trailing_and_leading_dashes_alone_keep_their_row_ids(tmp_path: Path) -> None:
+    # Without the matching variant pair nothing collides: ids with a stray '-' build as
+    # they always did (their row ids are not trimmed, so nightly history still matches).
+    catalog = make_catalog(tmp_path / "cat", "product_id,image\na-,images/a.png\n"
+                           "a,images/a.png\n", ["a.png"])
+    variants = tmp_path / "cat" / "v.yaml"
+    variants.write_text("- name: -b\n  instruction: red\n- name: c-\n  instruction: blue\n")
+    assert build_manifest(catalog, variants, out=tmp_path / "m.parquet") == 4
+    assert pq.read_table(tmp_path / "m.parquet").column("row_id").to_pylist() == [
+        "a----b--0", "a---c---0", "a---b--0", "a--c---0"]
