@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import hashlib
 import logging
 import os
@@ -390,6 +391,18 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
         ) from None
 
     entries, entry_nodes = data, node
+    if isinstance(data, dict):
+        unknown = [
+            _problem(
+                f"variants file {source!r} line {k.start_mark.line + 1}: unknown top-level key "
+                f"{k.value!r}{_did_you_mean(str(k.value), ['variants'])}; the file holds only a "
+                "'variants' list, and each variant carries its own settings"
+            )
+            for k, _ in node.value
+            if k.value != "variants"
+        ]
+        if unknown:
+            raise BuildError(unknown)
     if isinstance(data, dict) and "variants" in data:
         entries = data["variants"]
         entry_nodes = next(v for k, v in node.value if k.value == "variants")
@@ -429,6 +442,11 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
     if problems:
         raise BuildError(problems)
     return variants
+
+
+def _did_you_mean(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _parse_variant(entry: object, where: str) -> tuple[Variant | None, list[Problem]]:
@@ -477,6 +495,16 @@ def _parse_variant(entry: object, where: str) -> tuple[Variant | None, list[Prob
         elif not isinstance(key, str) or not key.isidentifier():
             problems.append(
                 _problem(f"{where}: field name {key!r} must be a plain name (letters, digits, _)")
+            )
+        elif (template is None or key not in template.fields) and (
+            hint := _did_you_mean(key, [*_SETTINGS, "name", "instruction"])
+        ):
+            # An unused field spelled like a setting is a typo that would silently do nothing.
+            problems.append(
+                _problem(
+                    f"{where}: unknown setting {key!r}{hint}; settings are "
+                    f"{', '.join(_SETTINGS)}, and other keys are fields the instruction uses"
+                )
             )
         elif _is_missing(value):
             problems.append(

@@ -16,7 +16,7 @@ from PIL import Image
 from jobs import cli
 from jobs.spec import SpecError, load_job_spec
 from manifests import BuildError, build_manifest
-from manifests.build import stable_row_id
+from manifests.build import load_variants, stable_row_id
 
 BASE = """
 name: nightly
@@ -219,3 +219,44 @@ def test_trailing_and_leading_dashes_alone_keep_their_row_ids(tmp_path: Path) ->
     assert build_manifest(catalog, variants, out=tmp_path / "m.parquet") == 4
     assert pq.read_table(tmp_path / "m.parquet").column("row_id").to_pylist() == [
         "a----b--0", "a---c---0", "a---b--0", "a--c---0"]
+
+
+# ----------------------------------------------------------------------------- 5. typos
+
+
+def test_unused_variant_fields_spelled_like_settings_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text("variants:\n  - name: studio\n    instruction: studio white {backdrop}\n"
+                    "    backdrop: paper\n    output_fromat: jpeg\n    guidence: 3.5\n"
+                    "    stpes: 40\n")
+    with pytest.raises(BuildError) as info:
+        load_variants(path)
+    reasons = [p.reason for p in info.value.problems]
+    assert len(reasons) == 3
+    for typo, setting in (("output_fromat", "output_format"), ("guidence", "guidance"),
+                          ("stpes", "steps")):
+        assert f"variant 'studio': unknown setting {typo!r} (did you mean {setting!r}?)" in \
+            "\n".join(reasons)
+
+
+def test_a_field_the_instruction_uses_may_look_like_a_setting(tmp_path: Path) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text("- name: heavy\n  instruction: make it look {weight}\n  weight: heavy\n"
+                    "  style: matte\n")
+    (variant,) = load_variants(path)  # 'weight' is used; 'style' is close to nothing
+    assert variant.fields == {"weight": "heavy", "style": "matte"}
+
+
+def test_unknown_top_level_keys_are_refused_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text("defaults:\n  steps: 12\nvariants:\n  - name: a\n    instruction: red\n"
+                    "varients: []\n")
+    with pytest.raises(BuildError) as info:
+        load_variants(path)
+    assert [p.reason for p in info.value.problems] == [
+        f"variants file {str(path)!r} line 1: unknown top-level key 'defaults'; the file holds "
+        "only a 'variants' list, and each variant carries its own settings",
+        f"variants file {str(path)!r} line 6: unknown top-level key 'varients' (did you mean "
+        "'variants'?); the file holds only a 'variants' list, and each variant carries its "
+        "own settings",
+    ]
