@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import hashlib
 import logging
+import math
 import os
 import re
 import sys
@@ -285,14 +286,10 @@ def _catalog_from_records(
     first_row: dict[str, int] = {}
     for i, record in enumerate(records):
         where = f"catalog {source!r} row {i}"
-        pid = record.get("product_id")
-        if rules.is_int(pid):
-            pid = str(pid)
-        if not isinstance(pid, str) or not pid.strip():
-            warnings.append(f"{where}: product_id is empty; give every product an id "
-                            "(skipped)")
+        pid, reason = _product_id(record.get("product_id"))
+        if reason:
+            warnings.append(f"{where}: {reason} (skipped)")
             continue
-        pid = pid.strip()
         if pid in first_row:
             problems.append(
                 _problem(
@@ -323,6 +320,26 @@ def _catalog_from_records(
     field_types.setdefault("product", pa.string())
     return Catalog(source, products, field_types, warnings,
                    skipped_products=len(records) - len(products))
+
+
+_EXACT_FLOAT_INTS = 2**53  # integers above this may have lost digits in a float column
+
+
+def _product_id(value: object) -> tuple[str, None] | tuple[None, str]:
+    """The id as text. Integral floats are taken as integers (101.0 -> "101", as the int
+    column would have given): pandas turns an integer column with one gap into float64."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
+            and abs(value) <= _EXACT_FLOAT_INTS:
+        value = int(value)
+    if rules.is_int(value):
+        value = str(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or \
+            (isinstance(value, str) and not value.strip()):
+        return None, "product_id is empty; give every product an id"
+    if not isinstance(value, str):
+        return None, (f"product_id must be text or an integer (got {value!r}); write the "
+                      "product_id column as text")
+    return value.strip(), None
 
 
 def _catalog_image(ref: object, base: str) -> tuple[str | None, str | None]:

@@ -260,3 +260,38 @@ def test_unknown_top_level_keys_are_refused_with_their_line(tmp_path: Path) -> N
         "'variants'?); the file holds only a 'variants' list, and each variant carries its "
         "own settings",
     ]
+
+
+# ----------------------------------------------------------------------------- 6. float ids
+
+
+def test_pandas_float_product_ids_are_taken_as_integers(tmp_path: Path) -> None:
+    import pandas as pd
+
+    folder = tmp_path / "cat"
+    make_catalog(folder, "unused\n", ["a.png"])
+    variants = folder / "v.yaml"
+    variants.write_text("- name: v\n  instruction: make it red\n")
+    ints = pd.DataFrame({"product_id": [101, 102], "image": ["images/a.png"] * 2})
+    ints.to_parquet(folder / "ints.parquet", index=False)
+    # One gap turns the column into float64 (101.0, NaN, 103.0): the ids must not change.
+    gappy = pd.DataFrame({"product_id": [101, None, 102, 101.5],
+                          "image": ["images/a.png"] * 4})
+    assert gappy["product_id"].dtype == "float64"
+    gappy.to_parquet(folder / "gappy.parquet", index=False)
+
+    build_manifest(folder / "ints.parquet", variants, out=tmp_path / "ints.parquet")
+    result = build_manifest(folder / "gappy.parquet", variants, out=tmp_path / "gappy.parquet",
+                            warn=None)
+    assert result == 2 and result.skipped_products == 2
+    columns = ["row_id", "seed", "product_id"]
+    assert pq.read_table(tmp_path / "gappy.parquet", columns=columns).to_pylist() == \
+        pq.read_table(tmp_path / "ints.parquet", columns=columns).to_pylist()
+    assert pq.read_table(tmp_path / "ints.parquet").column("row_id").to_pylist() == \
+        ["101--v--0", "102--v--0"]
+    source = str(folder / "gappy.parquet")
+    assert result.warnings == (
+        f"catalog {source!r} row 1: product_id is empty; give every product an id (skipped)",
+        f"catalog {source!r} row 3: product_id must be text or an integer (got 101.5); write "
+        "the product_id column as text (skipped)",
+    )
