@@ -4,7 +4,8 @@ Runs of job NAME are the folders ``OUT/runs/NAME-YYYY-MM-DD``. After a run finis
 (complete, failed-rows or budget-stopped), ``apply_retention`` deletes the job's older run folders that no rule keeps:
 
 - ``keep_runs: N`` keeps the N newest dates (the current run counts as one);
-- ``keep_days: D`` keeps dates less than D days before the current run's date;
+- ``keep_days: D`` keeps dates less than D days before the current run's date (before
+  today, if the current run is dated later than today);
 - with both, a folder survives if either rule keeps it (nothing is deleted by surprise).
 
 Never deleted: the current run, runs dated after it (a back-fill must not delete the
@@ -47,11 +48,16 @@ def job_run_dirs(runs_dir: Path, job: str) -> list[tuple[date, Path]]:
     return sorted(found)
 
 
-def expired_runs(runs: list[tuple[date, Path]], current: date, rule: Retention
-                 ) -> list[Path]:
-    """The folders no retention rule keeps (pure: decides, deletes nothing)."""
+def expired_runs(runs: list[tuple[date, Path]], current: date, rule: Retention,
+                 today: date | None = None) -> list[Path]:
+    """The folders no retention rule keeps (pure: decides, deletes nothing).
+
+    ``keep_days`` ages are measured from ``current``, or from ``today`` when ``current`` lies
+    after it: a mistyped future date (2062 for 2026) must not make every real run look
+    decades old."""
     if not rule.enabled:
         return []
+    age_from = min(current, today) if today is not None else current
     older = [(d, p) for d, p in runs if d < current]
     kept_by_count: set[Path] = set()
     if rule.keep_runs is not None:
@@ -60,16 +66,20 @@ def expired_runs(runs: list[tuple[date, Path]], current: date, rule: Retention
     expired = []
     for d, p in older:
         keep_count = rule.keep_runs is not None and p in kept_by_count
-        keep_days = rule.keep_days is not None and d > current - timedelta(days=rule.keep_days)
+        keep_days = rule.keep_days is not None and d > age_from - timedelta(days=rule.keep_days)
         if not keep_count and not keep_days:
             expired.append(p)
     return expired
 
 
-def apply_retention(runs_dir: Path, job: str, current: date, rule: Retention) -> list[Path]:
-    """Delete the job's expired run folders; returns those deleted."""
+def apply_retention(runs_dir: Path, job: str, current: date, rule: Retention,
+                    today: date | None = None) -> list[Path]:
+    """Delete the job's expired run folders; returns those deleted. ``today`` (default: this
+    machine's date; the job runner passes the date in the job's timezone) caps the date ages
+    are measured from (see ``expired_runs``)."""
     deleted = []
-    for path in expired_runs(job_run_dirs(runs_dir, job), current, rule):
+    today = today or date.today()
+    for path in expired_runs(job_run_dirs(runs_dir, job), current, rule, today):
         lock = RunLock(path)
         if not lock.acquire():
             continue  # someone is (re)running that date right now

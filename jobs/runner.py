@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date as Date
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ class JobError(Exception):
 
 class DateError(JobError, ValueError):
     """A date that is not YYYY-MM-DD (config-class: exit 2; still a ValueError for callers)."""
+
+
+class FutureDateError(JobError):
+    """A run date later than tomorrow in the job's timezone (config-class: exit 2)."""
 
 
 class JobBusy(Exception):
@@ -86,6 +90,19 @@ def parse_date(text: str) -> str:
                      "(e.g. 2026-11-27)")
 
 
+def check_not_future(spec: JobSpec, date: str, today: str) -> None:
+    """FutureDateError for a date after tomorrow (``today`` is the job's today): a typo such
+    as 2062 for 2026 would otherwise make a run folder that never ages out, and measure
+    retention from decades ahead. Tomorrow is allowed (a trigger just before midnight for the
+    next night, or a clock a little off)."""
+    tomorrow = (Date.fromisoformat(today) + timedelta(days=1)).isoformat()
+    if date > tomorrow:
+        where = f" in {spec.schedule.timezone}" if spec.schedule is not None else ""
+        raise FutureDateError(
+            f"job {spec.name}: date {date} is in the future (today is {today}{where}); a run "
+            f"may be dated at most tomorrow ({tomorrow}); check --date for a typo")
+
+
 def today_for(spec: JobSpec, now: datetime | None = None) -> str:
     """Today's date where the job is scheduled (its timezone), else on this machine."""
     now = now or datetime.now().astimezone()
@@ -104,7 +121,9 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
     and KeyboardInterrupt (the run is left resumable)."""
     from pipeline.resume import ledger_end, resumable_end
 
-    date = parse_date(date) if date else today_for(spec)
+    today = today_for(spec)
+    date = parse_date(date) if date else today
+    check_not_future(spec, date, today)
     run_id, run_dir = spec.run_id(date), spec.run_dir(date)
     lock = RunLock(run_dir)
     if not lock.acquire():
@@ -134,7 +153,7 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
     # resumed by the next trigger.
     if summary.status in FINISHED_STATUSES:
         deleted = apply_retention(spec.runs_dir, spec.name, Date.fromisoformat(date),
-                                  spec.retention)
+                                  spec.retention, today=Date.fromisoformat(today_for(spec)))
     return JobRunResult(spec.name, date, run_id, run_dir, action, summary.status,
                         summary.exit_code, counts=dict(summary.counts),
                         budget_stop=last_budget_stop(run_dir), deleted=deleted,

@@ -7,6 +7,7 @@ a real run would end with, so run_job's own decisions are tested without Ray."""
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,60 @@ def test_a_resumed_budget_is_priced_with_the_prices_frozen_by_the_first_invocati
     budgets = capture_budget(monkeypatch)
     run_job(spec, "2026-11-26", progress=False, reports=False)
     assert budgets[0].pricing.price_per_hour("H100") == 8.0
+
+
+# ----------------------------------------------------------------------------- 3: future dates
+
+
+def test_a_date_after_tomorrow_is_refused_before_any_work(tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    from pipeline_helpers import TEST_MODEL
+
+    from jobs import cli
+    from jobs.runner import FutureDateError, JobError, today_for
+
+    spec = make_spec(tmp_path, Retention(keep_days=30))
+    older = make_finished_runs(spec, OLDER)
+    calls = stub_run(monkeypatch, "complete", 0)
+    today = date.fromisoformat(today_for(spec))
+    after_tomorrow = (today + timedelta(days=2)).isoformat()
+    with pytest.raises(FutureDateError, match=rf"date {after_tomorrow} is in the future "
+                                              rf"\(today is {today.isoformat()}\)"):
+        run_job(spec, after_tomorrow, progress=False, reports=False)
+    assert issubclass(FutureDateError, JobError)  # the CLI's config class: exit 2
+    assert calls == [] and not spec.run_dir(after_tomorrow).exists()
+    assert all(p.is_dir() for p in older)
+
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    assert run_job(spec, tomorrow, progress=False, reports=False).status == "complete"
+    assert [c["run_id"] for c in calls] == [f"nightly-{tomorrow}"]
+
+    # The CLI: exit 2 with the reason, nothing written.
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "m.parquet").write_bytes(b"")
+    spec_file = tmp_path / "cli" / "job.yaml"
+    spec_file.write_text(f"name: typo\nmanifest: m.parquet\nmodel: {TEST_MODEL}\n"
+                         "output: out\nretention:\n  keep_days: 30\n")
+    assert cli.main(["job", "run", str(spec_file), "--date", "2062-11-27", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "date 2062-11-27 is in the future" in err and "check --date for a typo" in err
+    assert not (tmp_path / "cli" / "out" / "runs").exists()
+
+
+def test_retention_measures_age_from_today_when_the_run_is_dated_later() -> None:
+    from jobs.retention import expired_runs
+
+    days = ["2026-09-01", "2026-10-25", "2026-11-20", "2026-11-27"]
+    runs = [(date.fromisoformat(d), Path(f"/runs/nightly-{d}")) for d in days]
+    today = date(2026, 11, 28)
+
+    def names(current: date) -> list[str]:
+        return [p.name for p in expired_runs(runs, current, Retention(keep_days=30), today)]
+
+    # A mistyped 2062 ages the runs from today: only those 30 days or more before it go.
+    assert names(date(2062, 11, 27)) == ["nightly-2026-09-01", "nightly-2026-10-25"]
+    # A back-fill still measures from its own date (26 days before it: kept).
+    assert names(date(2026, 11, 20)) == ["nightly-2026-09-01"]
+    # Without today, the run's date rules, as before.
+    assert [p.name for p in expired_runs(runs, date(2062, 11, 27), Retention(keep_days=30))] \
+        == [f"nightly-{d}" for d in days]
