@@ -739,7 +739,9 @@ def _generate_rows(
 ) -> Iterator[dict[str, object]]:
     """The rows; a (product, variant) whose instruction cannot be filled is skipped, with a
     line in ``skipped``; ``missing_image_rows[0]`` counts rows whose image file is missing."""
+    variant_parts = {v.name: _sanitise(v.name) for v in variants}
     for product in cat.products:
+        product_part = _sanitise(product.product_id)  # stable_row_id, computed once per product
         image = _image_for_manifest(product.image, out_dir)
         meta = {meta_names[f]: product.fields.get(f) for f in meta_names}
         for v in variants:
@@ -763,7 +765,7 @@ def _generate_rows(
                 missing_image_rows[0] += seeds
             for k in range(seeds):
                 yield {
-                    "row_id": stable_row_id(product.product_id, v.name, k),
+                    "row_id": f"{product_part}--{variant_parts[v.name]}--{k}",
                     "image": image,
                     "instruction": instruction,
                     "seed": variant_seed(product.product_id, v.name, k),
