@@ -4,7 +4,8 @@ The run id is ``<job>-<date>`` and its folder ``OUT/runs/<job>-<date>`` (OUT = t
 ``output``). Triggering a date again:
 
 - finished (run-end complete / failed-rows / budget-stopped): nothing is run (exit 0);
-  retention (jobs.retention) runs after each finished run, whatever its status;
+  retention (jobs.retention) runs after each finished run, whatever its status; a finished
+  run without report.json (the driver died before writing it) gets its reports then;
 - interrupted or killed: the same run resumes; rows already committed stay done;
 - running in another process (its job.lock is held): refused (exit 4).
 
@@ -43,6 +44,8 @@ EXIT_BUDGET = 3
 EXIT_BUSY = 4
 EXIT_INTERRUPTED = 130
 
+REPORT_FILE = "report.json"  # written last-but-one by pipeline.reports (after the ledger)
+
 # run-end statuses after which the date is done and retention applies.
 FINISHED_STATUSES = ("complete", "failed-rows", "budget-stopped")
 
@@ -76,6 +79,10 @@ class JobRunResult:
     budget_stop: dict[str, Any] | None = None
     deleted: list[Path] = field(default_factory=list)
     summary: Any = None  # pipeline.runner.RunSummary when something ran
+    # nothing-to-do on a date whose run ended before its reports were written (a crash
+    # between run-end and report.json): the reports written now, or why they could not be.
+    reports_rebuilt: dict[str, str] = field(default_factory=dict)
+    report_error: str | None = None
 
 
 def parse_date(text: str) -> str:
@@ -135,10 +142,14 @@ def run_job(spec: JobSpec, date: str | None = None, *, editor_factory: Any = Non
         exists, finished_status = ledger_end(run_dir / "ledger.jsonl")
         if not resumable_end(exists, finished_status):
             _note_trigger(spec, date, run_dir, "nothing-to-do", None)
+            rebuilt, report_error = ({}, None)
+            if reports and not (run_dir / REPORT_FILE).exists():
+                rebuilt, report_error = rebuild_reports(spec, date, run_dir, progress)
             return JobRunResult(spec.name, date, run_id, run_dir, "nothing-to-do",
                                 str(finished_status), EXIT_OK,
                                 counts=_result_counts(run_dir),
-                                budget_stop=last_budget_stop(run_dir))
+                                budget_stop=last_budget_stop(run_dir),
+                                reports_rebuilt=rebuilt, report_error=report_error)
         action = "resumed" if exists else "ran"
         manifest, image_roots = _manifest_for(spec, run_dir)
         _note_trigger(spec, date, run_dir, action, manifest)
@@ -185,6 +196,31 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
         num_cpus=num_cpus, reports=reports, progress=progress,
         image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file))
     return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
+
+
+def rebuild_reports(spec: JobSpec, date: str, run_dir: Path, progress: bool
+                    ) -> tuple[dict[str, str], str | None]:
+    """Write the reports of a finished run that has none (its driver died after run-end and
+    before report.json; the date is finished, so no later trigger would ever write them).
+    Returns (name -> path written, None) or ({}, why not): as in the pipeline, a report
+    problem does not fail the date. Says what it did on stderr."""
+    import sys
+
+    from pipeline.reports import generate_reports
+
+    try:
+        outputs = generate_reports(run_dir, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - reported, the finished date stays finished
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"job {spec.name} {date}: the finished run has no report and rebuilding it "
+              f"failed: {error}; retry with: kontext-batch report {run_dir}", file=sys.stderr)
+        return {}, error
+    paths = {name: str(path) for name, path in outputs.files.items()}
+    if outputs.review_page is not None:
+        paths["review"] = str(outputs.review_page)
+    print(f"job {spec.name} {date}: the finished run had no report (it stopped before "
+          f"writing one); rebuilt {run_dir / REPORT_FILE}", file=sys.stderr)
+    return paths, None
 
 
 def budget_pricing(run_dir: Path, pricing_file: str | Path) -> Any:

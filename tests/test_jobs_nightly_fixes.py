@@ -209,3 +209,49 @@ def test_retention_measures_age_from_today_when_the_run_is_dated_later() -> None
     # Without today, the run's date rules, as before.
     assert [p.name for p in expired_runs(runs, date(2062, 11, 27), Retention(keep_days=30))] \
         == [f"nightly-{d}" for d in days]
+
+
+# ----------------------------------------------------------------------------- 4: lost report
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+    from pipeline_helpers import start_ray
+
+    start_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def test_a_finished_date_without_a_report_gets_it_rebuilt_when_triggered_again(
+        tmp_path: Path, ray_cluster, capsys) -> None:
+    from test_jobs_run import make_job
+
+    from jobs.spec import load_job_spec
+
+    spec = load_job_spec(make_job(tmp_path, products=2, variants=1))
+    # A run whose driver died after run-end, before the reports: no report.json.
+    first = run_job(spec, DATE, progress=False, reports=False, retry_backoff_s=0.05)
+    assert (first.status, first.counts["done"]) == ("complete", 2)
+    report = first.run_dir / "report.json"
+    assert not report.exists()
+    ledger_bytes = (first.run_dir / "ledger.jsonl").read_bytes()
+
+    no_report = run_job(spec, DATE, progress=False, reports=False)  # --no-report: left alone
+    assert no_report.action == "nothing-to-do" and no_report.reports_rebuilt == {}
+    assert not report.exists()
+
+    again = run_job(spec, DATE, progress=False)
+    assert (again.action, again.status, again.exit_code) == ("nothing-to-do", "complete", 0)
+    assert again.reports_rebuilt["json"] == str(report) and again.report_error is None
+    doc = json.loads(report.read_text())
+    assert doc["figures"]["run"]["status"] == "complete"
+    assert doc["figures"]["rows"]["done"] == 2
+    assert (first.run_dir / "report.html").is_file()
+    assert f"rebuilt {report}" in capsys.readouterr().err
+    assert (first.run_dir / "ledger.jsonl").read_bytes() == ledger_bytes  # nothing ran
+
+    report_bytes = report.read_bytes()
+    third = run_job(spec, DATE, progress=False)  # the report exists: left as it is
+    assert third.reports_rebuilt == {} and report.read_bytes() == report_bytes
