@@ -116,7 +116,6 @@ def test_folder_and_parquet_catalogs(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("mistake, words", [
-    ("missing-image", ["image not found", "p02-mug.png", "catalog"]),
     ("unknown-field", ["{material}", "neither the catalog nor the variant provides",
                        "available fields"]),
     ("duplicate-product", ["duplicate product id 'p01-bottle'", "first at row 0"]),
@@ -132,8 +131,6 @@ def test_errors_exit_2_with_the_reason_and_write_nothing(tmp_path: Path, capsys,
     if mistake == "bad-seeds":
         seeds = 0
     catalog, variants = make_catalog(tmp_path / "cat", products, variants_text)
-    if mistake == "missing-image":
-        (tmp_path / "cat" / "images" / "p02-mug.png").unlink()
     out = tmp_path / "out" / "manifest.parquet"
     code, text = build(catalog, variants, out, seeds=seeds, capsys=capsys)
     assert code == 2
