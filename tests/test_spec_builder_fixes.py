@@ -158,6 +158,15 @@ def test_row_id_parts_of_ordinary_ids(pid: str, part: str) -> None:
     assert stable_row_id(pid, "v", 0) == f"{part}--v--0"
 
 
+def catalog_and_variants(tmp_path: Path, catalog_text: str, images: list[str],
+                         variants_text: str) -> tuple[Path, Path]:
+    """A catalog (with its image files) and a variants file beside it."""
+    catalog = make_catalog(tmp_path / "cat", catalog_text, images)
+    variants = tmp_path / "cat" / "v.yaml"
+    variants.write_text(variants_text)
+    return catalog, variants
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=24))
 def test_ascii_ids_keep_exactly_the_row_ids_they_had(pid: str) -> None:
@@ -166,12 +175,11 @@ def test_ascii_ids_keep_exactly_the_row_ids_they_had(pid: str) -> None:
 
 
 def test_an_all_cjk_catalog_builds_with_distinct_row_ids(tmp_path: Path) -> None:
-    catalog = make_catalog(tmp_path / "cat", "product_id,image,product,colour\n"
-                           "靴,images/a.png,shoe,red\n鞄,images/b.png,bag,blue\n"
-                           "café-1,images/a.png,cup,red\ncafè-1,images/b.png,cup,red\n",
-                           ["a.png", "b.png"])
-    variants = tmp_path / "cat" / "v.yaml"
-    variants.write_text("variants:\n  - name: 赤\n    instruction: make the {product} red\n")
+    catalog, variants = catalog_and_variants(
+        tmp_path, "product_id,image,product,colour\n"
+        "靴,images/a.png,shoe,red\n鞄,images/b.png,bag,blue\n"
+        "café-1,images/a.png,cup,red\ncafè-1,images/b.png,cup,red\n", ["a.png", "b.png"],
+        "variants:\n  - name: 赤\n    instruction: make the {product} red\n")
     assert build_manifest(catalog, variants, out=tmp_path / "m.parquet") == 4
     assert pq.read_table(tmp_path / "m.parquet").column("row_id").to_pylist() == [
         "靴--赤--0", "鞄--赤--0", "café-1--赤--0", "cafè-1--赤--0"]
@@ -182,10 +190,9 @@ def test_a_decomposed_accent_is_the_same_letter(tmp_path: Path) -> None:
     # catalog holding both is refused by name rather than given two look-alike row ids.
     nfc, nfd = "caf\u00e9", "cafe\u0301"
     assert stable_row_id(nfd, "v", 0) == stable_row_id(nfc, "v", 0) == "caf\u00e9--v--0"
-    catalog = make_catalog(tmp_path / "cat", f"product_id,image\n{nfc},images/a.png\n"
-                           f"{nfd},images/a.png\n", ["a.png"])
-    variants = tmp_path / "cat" / "v.yaml"
-    variants.write_text("- name: v\n  instruction: make it red\n")
+    catalog, variants = catalog_and_variants(
+        tmp_path, f"product_id,image\n{nfc},images/a.png\n{nfd},images/a.png\n", ["a.png"],
+        "- name: v\n  instruction: make it red\n")
     with pytest.raises(BuildError) as info:
         build_manifest(catalog, variants, out=tmp_path / "m.parquet")
     assert "give the same row-id part" in str(info.value)
@@ -195,10 +202,9 @@ def test_a_decomposed_accent_is_the_same_letter(tmp_path: Path) -> None:
 
 
 def test_row_ids_that_would_collide_are_refused_naming_both_products(tmp_path: Path) -> None:
-    catalog = make_catalog(tmp_path / "cat", "product_id,image\na-,images/a.png\n"
-                           "a,images/a.png\n", ["a.png"])
-    variants = tmp_path / "cat" / "v.yaml"
-    variants.write_text("- name: b\n  instruction: red\n- name: -b\n  instruction: blue\n")
+    catalog, variants = catalog_and_variants(
+        tmp_path, "product_id,image\na-,images/a.png\na,images/a.png\n", ["a.png"],
+        "- name: b\n  instruction: red\n- name: -b\n  instruction: blue\n")
     with pytest.raises(BuildError) as info:
         build_manifest(catalog, variants, out=tmp_path / "m.parquet")
     assert [p.reason for p in info.value.problems] == [
@@ -212,10 +218,9 @@ def test_row_ids_that_would_collide_are_refused_naming_both_products(tmp_path: P
 def test_trailing_and_leading_dashes_alone_keep_their_row_ids(tmp_path: Path) -> None:
     # Without the matching variant pair nothing collides: ids with a stray '-' build as
     # they always did (their row ids are not trimmed, so nightly history still matches).
-    catalog = make_catalog(tmp_path / "cat", "product_id,image\na-,images/a.png\n"
-                           "a,images/a.png\n", ["a.png"])
-    variants = tmp_path / "cat" / "v.yaml"
-    variants.write_text("- name: -b\n  instruction: red\n- name: c-\n  instruction: blue\n")
+    catalog, variants = catalog_and_variants(
+        tmp_path, "product_id,image\na-,images/a.png\na,images/a.png\n", ["a.png"],
+        "- name: -b\n  instruction: red\n- name: c-\n  instruction: blue\n")
     assert build_manifest(catalog, variants, out=tmp_path / "m.parquet") == 4
     assert pq.read_table(tmp_path / "m.parquet").column("row_id").to_pylist() == [
         "a----b--0", "a---c---0", "a---b--0", "a--c---0"]
