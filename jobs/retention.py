@@ -3,7 +3,9 @@
 Runs of job NAME are the folders ``OUT/runs/NAME-YYYY-MM-DD``. After a run finishes
 (complete, failed-rows or budget-stopped), ``apply_retention`` deletes the job's older run folders that no rule keeps:
 
-- ``keep_runs: N`` keeps the N newest dates (the current run counts as one);
+- ``keep_runs: N`` keeps the N newest dates that hold a run (a ledger; the current run
+  counts as one); a folder without one (a night refused on its config leaves job.lock and
+  job.json) is kept only when it is newer than the oldest run kept;
 - ``keep_days: D`` keeps dates less than D days before the current run's date (before
   today, if the current run is dated later than today);
 - with both, a folder survives if either rule keeps it (nothing is deleted by surprise).
@@ -29,6 +31,7 @@ from jobs.spec import Retention
 from pipeline.runlock import LOCK_NAME as PIPELINE_LOCK
 
 DATE_PATTERN = r"\d{4}-\d{2}-\d{2}"
+LEDGER_NAME = "ledger.jsonl"
 
 
 def job_run_dirs(runs_dir: Path, job: str) -> list[tuple[date, Path]]:
@@ -48,9 +51,15 @@ def job_run_dirs(runs_dir: Path, job: str) -> list[tuple[date, Path]]:
     return sorted(found)
 
 
+def has_run(folder: Path) -> bool:
+    """Whether a run folder holds a run (its ledger), not only what a refused trigger left."""
+    return (folder / LEDGER_NAME).exists()
+
+
 def expired_runs(runs: list[tuple[date, Path]], current: date, rule: Retention,
                  today: date | None = None) -> list[Path]:
-    """The folders no retention rule keeps (pure: decides, deletes nothing).
+    """The folders no retention rule keeps (decides, deletes nothing; looks only at whether
+    each folder holds a ledger).
 
     ``keep_days`` ages are measured from ``current``, or from ``today`` when ``current`` lies
     after it: a mistyped future date (2062 for 2026) must not make every real run look
@@ -60,12 +69,20 @@ def expired_runs(runs: list[tuple[date, Path]], current: date, rule: Retention,
     age_from = min(current, today) if today is not None else current
     older = [(d, p) for d, p in runs if d < current]
     kept_by_count: set[Path] = set()
+    oldest_kept: date | None = None
     if rule.keep_runs is not None:
-        newest_first = sorted(older, reverse=True)
-        kept_by_count = {p for _, p in newest_first[:max(0, rule.keep_runs - 1)]}
+        # Only folders that hold a run count: a night that failed on its config leaves a
+        # folder with just job.lock (and job.json), which must not push a real run out.
+        newest_first = sorted(((d, p) for d, p in older if has_run(p)), reverse=True)
+        kept = newest_first[:max(0, rule.keep_runs - 1)]
+        kept_by_count = {p for _, p in kept}
+        oldest_kept = kept[-1][0] if kept else None
     expired = []
     for d, p in older:
-        keep_count = rule.keep_runs is not None and p in kept_by_count
+        # A folder without a run survives the count only between the kept runs.
+        keep_count = rule.keep_runs is not None and (
+            p in kept_by_count or (not has_run(p) and oldest_kept is not None
+                                   and d > oldest_kept))
         keep_days = rule.keep_days is not None and d > age_from - timedelta(days=rule.keep_days)
         if not keep_count and not keep_days:
             expired.append(p)

@@ -255,3 +255,39 @@ def test_a_finished_date_without_a_report_gets_it_rebuilt_when_triggered_again(
     report_bytes = report.read_bytes()
     third = run_job(spec, DATE, progress=False)  # the report exists: left as it is
     assert third.reports_rebuilt == {} and report.read_bytes() == report_bytes
+
+
+# ----------------------------------------------------------------------------- 5: lock-only
+
+
+def test_folders_without_a_run_do_not_count_against_keep_runs(tmp_path: Path) -> None:
+    from jobs.lock import RunLock
+    from jobs.retention import apply_retention
+
+    runs = tmp_path / "runs"
+    with_ledger = ["2026-11-20", "2026-11-24", "2026-11-26"]
+    lock_only = ["2026-11-21", "2026-11-22", "2026-11-25"]  # nights refused on their config
+    for day in with_ledger + lock_only:
+        folder = runs / f"nightly-{day}"
+        folder.mkdir(parents=True)
+        (folder / "job.lock").touch()
+        if day in with_ledger:
+            (folder / "ledger.jsonl").write_text("")
+    held = RunLock(runs / "nightly-2026-11-21")  # a trigger of that date running right now
+    assert held.acquire()
+    try:
+        deleted = apply_retention(runs, "nightly", date(2026, 11, 27), Retention(keep_runs=3),
+                                  today=date(2026, 11, 28))
+    finally:
+        held.release()
+    # Kept by count: the current run and the two newest real runs (11-26, 11-24); the
+    # lock-only 11-25 lies between kept runs; 11-21 is locked; 11-20 and 11-22 go.
+    assert [p.name for p in deleted] == ["nightly-2026-11-20", "nightly-2026-11-22"]
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "nightly-2026-11-21", "nightly-2026-11-24", "nightly-2026-11-25", "nightly-2026-11-26"]
+
+    # keep_runs: 1 keeps no older run, so no older lock-only folder either.
+    deleted = apply_retention(runs, "nightly", date(2026, 11, 27), Retention(keep_runs=1),
+                              today=date(2026, 11, 28))
+    assert sorted(p.name for p in deleted) == [
+        "nightly-2026-11-21", "nightly-2026-11-24", "nightly-2026-11-25", "nightly-2026-11-26"]
