@@ -291,3 +291,38 @@ def test_folders_without_a_run_do_not_count_against_keep_runs(tmp_path: Path) ->
                               today=date(2026, 11, 28))
     assert sorted(p.name for p in deleted) == [
         "nightly-2026-11-21", "nightly-2026-11-24", "nightly-2026-11-25", "nightly-2026-11-26"]
+
+
+# ----------------------------------------------------------------------------- 6: image folders
+
+
+def test_image_folders_resolves_each_folder_once_and_follows_linked_files(
+        tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.runner import image_folders
+
+    photos, more, targets = tmp_path / "photos", tmp_path / "more", tmp_path / "targets"
+    for folder in (photos, more, targets):
+        folder.mkdir()
+    (tmp_path / "linked-folder").symlink_to(more)  # a folder reached through a link
+    (targets / "t.png").write_bytes(b"x")
+    (photos / "link.png").symlink_to(targets / "t.png")  # a file that is a link elsewhere
+    run = tmp_path / "run"
+    run.mkdir()
+    refs = [str(photos / f"p{i % 10}.png") for i in range(600)]  # 10 images, 60 rows each
+    refs += [str(tmp_path / "linked-folder" / f"m{i % 5}.png") for i in range(300)]
+    refs += [str(photos / "link.png"), str(run / "own.png"), "s3://bucket/a.png", "rel.png",
+             None]
+    manifest = run / "manifest.parquet"
+    pq.write_table(pa.table({"image": refs}), manifest)
+
+    calls = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p: calls.append(p) or realpath(p))
+    assert image_folders(manifest) == sorted([str(more), str(photos), str(targets)])
+    # The run folder, three image folders and the one linked file: not one per row.
+    assert len(calls) == 5, calls
