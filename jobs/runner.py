@@ -44,7 +44,7 @@ EXIT_BUDGET = 3
 EXIT_BUSY = 4
 EXIT_INTERRUPTED = 130
 
-REPORT_FILE = "report.json"  # written last-but-one by pipeline.reports (after the ledger)
+REPORT_FILE = "report.json"  # the first file pipeline.reports writes after run-end
 
 # run-end statuses after which the date is done and retention applies.
 FINISHED_STATUSES = ("complete", "failed-rows", "budget-stopped")

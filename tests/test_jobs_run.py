@@ -1,6 +1,6 @@
 """Job runs on Ray with the tiny-random model: one run per date, resume after a kill, budget
-stop, retention after success, history. The first test runs the CLI in subprocesses (their
-own local Ray); the others share one in-process Ray cluster."""
+stop, retention after a finished run, history. The first test runs the CLI in subprocesses
+(their own local Ray); the others share one in-process Ray cluster."""
 
 from __future__ import annotations
 
