@@ -31,8 +31,9 @@ and its folder OUT/runs/<job>-<date> (OUT = the spec's output). Triggering a dat
 does nothing when it finished, and resumes it when it was interrupted or killed. With a
 budget, no new batch starts once the next would push the run's device cost past the cap;
 batches in flight finish and commit, the other rows are recorded as not-run ("budget cap
-reached"), the ledger gets a budget-stop record and the exit code is 3. After a complete run,
-run folders older than the retention are deleted (never store objects).
+reached"), the ledger gets a budget-stop record and the exit code is 3. After a finished run
+(complete, failed-rows or budget-stopped), run folders older than the retention are deleted
+(never store objects). A date after tomorrow (in the job's timezone) is refused as a typo.
 
 Exit codes: 0 ok or nothing to do, 1 finished with failed rows, 2 config error (spec,
 catalog, manifest, model, cluster), 3 stopped at the budget cap, 4 the date is already
