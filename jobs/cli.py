@@ -299,10 +299,14 @@ def _warn_dst_gap(spec) -> None:
 
 def _job_validate(args: argparse.Namespace) -> int:
     from jobs.spec import SpecError
+    from manifests.build import check_build_inputs
+    from manifests.problems import BuildError
 
     try:
         spec = _load(args, check_files=True, check_model=True)
-    except SpecError as exc:
+        if spec.build is not None:  # load and cross-check them, as job run's build would
+            check_build_inputs(spec.build.catalog, spec.build.variants)
+    except (SpecError, BuildError) as exc:
         print(f"kontext-batch job validate: {exc}", file=sys.stderr)
         return 2
     _warn_dst_gap(spec)

@@ -635,9 +635,7 @@ def build_manifest(
             [_problem(f"seeds_per_variant must be a positive integer (got {seeds_per_variant!r})")]
         )
     out_path = os.path.abspath(os.fspath(out))
-    cat, variant_list = _load_inputs(catalog, variants)
-    _check_template_fields(cat, variant_list)
-    _check_row_id_collisions(cat, variant_list)
+    cat, variant_list = check_build_inputs(catalog, variants)
     meta_names = _meta_names(cat)
     settings = [s for s in _SETTINGS if any(s in v.settings for v in variant_list)]
     schema = pa.schema(
@@ -706,6 +704,18 @@ def build_manifest(
     if result.warnings and warn is not None:
         warn(result.report())
     return result
+
+
+def check_build_inputs(
+    catalog: str | os.PathLike, variants: str | os.PathLike
+) -> tuple[Catalog, list[Variant]]:
+    """Load the catalog and variants and check them together (template fields, row-id
+    collisions), writing nothing: what ``build_manifest`` refuses as files, as one BuildError
+    (``job validate`` uses it so a spec that validates also builds)."""
+    cat, variant_list = _load_inputs(catalog, variants)
+    _check_template_fields(cat, variant_list)
+    _check_row_id_collisions(cat, variant_list)
+    return cat, variant_list
 
 
 def _load_inputs(

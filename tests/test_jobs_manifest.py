@@ -163,3 +163,22 @@ def test_installed_entry_point_dispatches_manifest_job_and_pipeline_commands(tmp
     job = subprocess.run([str(ENTRY_POINT), "job", "run", "--help"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert job.returncode == 0 and "3 stopped at the budget cap" in job.stdout
+
+
+def test_job_validate_loads_the_catalog_and_variants_as_the_run_would(tmp_path: Path,
+                                                                      capsys) -> None:
+    # A template field neither file provides: the files exist (the old check passed) but the
+    # nightly build would refuse them; validate now says so first.
+    catalog, variants = make_catalog(
+        tmp_path / "cat", PRODUCTS, VARIANTS + "  - name: wood\n    instruction: on {material}\n")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"name: nightly\nbuild:\n  catalog: {catalog}\n  variants: {variants}\n"
+                    f"model: kontext-tiny\noutput: {tmp_path / 'out'}\n")
+    from jobs import cli as jobs_cli
+
+    assert jobs_cli.main(["job", "validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "kontext-batch job validate: cannot build the manifest" in err and "{material}" in err
+    variants.write_text(VARIANTS)
+    assert jobs_cli.main(["job", "validate", str(spec)]) == 0
+    assert "ok (job nightly" in capsys.readouterr().out
