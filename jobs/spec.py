@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from jobs.cron import Cron, CronError, parse_cron
+from pipeline.encode import FORMAT_ALIASES
 
 CURRENCIES = ("USD", "EUR", "GBP")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -263,10 +264,12 @@ class _Checker:
             return None
         return value
 
-    def choice(self, entry, key: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, entry, key: str, choices: tuple[str, ...], default: str,
+               aliases: dict[str, str] | None = None) -> str:
         value = self.typed(entry, key, str, f"one of {', '.join(choices)}")
         if value is None:
             return default
+        value = (aliases or {}).get(value, value)
         if value not in choices:
             close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -491,7 +494,7 @@ def _check_sampler(c: _Checker, entry) -> Sampler:
         steps=c.int_in(s.get("steps"), "sampler.steps", 1, 200),
         guidance=guidance,
         output_format=c.choice(s.get("output_format"), "sampler.output_format",
-                               OUTPUT_FORMATS, "png"),
+                               OUTPUT_FORMATS, "png", aliases=dict(FORMAT_ALIASES)),
         dtype=c.choice(s.get("dtype"), "sampler.dtype", DTYPES, "auto"),
         batch_size=c.int_in(s.get("batch_size"), "sampler.batch_size", 1, 4096) or 4,
         step_cache=step_cache or None, fp8=bool(fp8), compile=bool(compile_))

@@ -557,3 +557,15 @@ def test_budget_meter_charges_an_actor_on_a_skewed_node_its_held_time(tmp_path: 
                     "ts": 1011.5})
     clock.t = 1020.0
     assert budget.spent() == pytest.approx(20.0)
+
+
+def test_jpg_is_jpeg_in_a_spec_as_in_manifests(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, """
+        name: nightly
+        manifest: m.parquet
+        model: kontext-tiny
+        output: out
+        sampler:
+          output_format: jpg
+        """)
+    assert load_job_spec(path).sampler.output_format == "jpeg"
