@@ -228,15 +228,11 @@ def budget_pricing(run_dir: Path, pricing_file: str | Path) -> Any:
     the run's first invocation when there are some (the pipeline and the report keep them on
     every resume, so a pricing file edited between invocations must not change the meter
     alone), else ``pricing_file``. Raises PricingError for a bad file or frozen entry."""
-    from pipeline.reports.pricing import load_pricing, pricing_from_mapping
+    from pipeline.reports.pricing import frozen_pricing_entry, load_pricing, pricing_from_mapping
 
-    config_path = run_dir / "config.json"
-    try:
-        frozen = json.loads(config_path.read_text(encoding="utf-8")).get("pricing")
-    except (OSError, ValueError, AttributeError):
-        frozen = None  # as the pipeline: no readable frozen prices, the file is used
-    if isinstance(frozen, Mapping):
-        return pricing_from_mapping(frozen, origin=f"{config_path} (pricing)")
+    frozen = frozen_pricing_entry(run_dir)
+    if frozen is not None:
+        return pricing_from_mapping(frozen, origin=f"{run_dir / 'config.json'} (pricing)")
     return load_pricing(pricing_file)
 
 

@@ -336,16 +336,16 @@ def _run_pricing(config_path: Path, path: str | None) -> dict[str, Any]:
     """The pricing a run is costed with: frozen by its first invocation, kept by every
     resume (the budget and report of one run price all its device time alike, and a resume
     cannot lose the price of a device type an earlier invocation used)."""
-    try:
-        frozen = json.loads(config_path.read_text()).get("pricing")
-    except (OSError, ValueError, AttributeError):
-        frozen = None
-    if not isinstance(frozen, dict):
+    from pipeline.reports.pricing import frozen_pricing_entry
+
+    frozen = frozen_pricing_entry(config_path.parent)
+    if frozen is None:
         return _frozen_pricing(path)
     if path is not None and _frozen_pricing(path)["pricing"] != frozen:
         print(f"note: this run keeps the prices frozen when it started ({config_path}); "
-              f"{path} is not used for it", file=sys.stderr)
-    return {"pricing": frozen}
+              f"{path} is not used for it (to see it priced otherwise: kontext-batch report "
+              f"RUN_DIR --pricing {path})", file=sys.stderr)
+    return {"pricing": dict(frozen)}
 
 
 def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factory: Any,

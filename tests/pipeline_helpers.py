@@ -180,8 +180,9 @@ def ok_lines(out: Path) -> int:
     return sum(1 for line in ledgers[0].read_bytes().splitlines() if b'"outcome":"ok"' in line)
 
 
-def sigterm_self_mid_call(events: list[str]) -> None:
-    """Send this process SIGTERM and wait for the handler to interrupt; record what ran."""
+def sigterm_self_mid_call(events: list[str], second_sigterm: bool = False) -> None:
+    """Send this process SIGTERM and wait for the handler to interrupt; record what ran.
+    ``second_sigterm``: another SIGTERM arrives during the cleanup (an impatient supervisor)."""
     import signal
 
     try:
@@ -190,6 +191,9 @@ def sigterm_self_mid_call(events: list[str]) -> None:
             time.sleep(0.01)
         events.append("not interrupted")
     finally:
+        if second_sigterm:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
         events.append("cleanup finished")
 
 

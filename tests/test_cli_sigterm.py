@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pipeline_helpers import (
     ok_counts,
     ok_lines,
     read_records,
+    sigterm_self_mid_call,
     wait_for,
 )
 
@@ -44,16 +44,7 @@ def _fake_run(events: list[str], *, ray_starts: bool = False, second_sigterm: bo
             import ray
 
             ray.init(address="local")
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):  # the handler raises within a bytecode or two
-                time.sleep(0.01)
-            events.append("not interrupted")
-        finally:
-            if second_sigterm:
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)
-            events.append("cleanup finished")
+        sigterm_self_mid_call(events, second_sigterm)
 
     return run_batch
 

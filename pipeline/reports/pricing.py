@@ -138,6 +138,18 @@ def load_pricing(path: str | Path | None = None) -> Pricing:
     return pricing_from_mapping(data, origin=str(file))
 
 
+def frozen_pricing_entry(run_dir: str | Path) -> Mapping[str, Any] | None:
+    """The prices a run froze into its config.json (its "pricing" mapping), or None when
+    there are none or the file cannot be read: the run's first invocation then freezes them.
+    The pipeline (resume) and the jobs budget read them here, so both keep the same prices."""
+    try:
+        entry = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    entry = entry.get("pricing") if isinstance(entry, Mapping) else None
+    return entry if isinstance(entry, Mapping) else None
+
+
 def resolve_run_pricing(run_dir: str | Path, override: str | Path | None = None) -> Pricing:
     """Prices for one run: `override` file > config.json "pricing" (mapping or path) > default file."""
     if override is not None:
