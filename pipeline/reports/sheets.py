@@ -51,11 +51,16 @@ class Cell:
     flags: list[str] = field(default_factory=list)
 
 
+# DejaVu Sans ships with the package (its licence beside it): Pillow's own default font has no
+# glyph for characters our captions and reasons use (≥, ×, —), which it draws as boxes.
+CAPTION_FONT = Path(__file__).with_name("fonts") / "DejaVuSans.ttf"
+
+
 @lru_cache(maxsize=8)
 def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
-        return ImageFont.load_default(size)
-    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.truetype(str(CAPTION_FONT), size)
+    except OSError:  # Pillow without FreeType: the fixed bitmap font
         return ImageFont.load_default()
 
 
