@@ -77,16 +77,25 @@ def expired_runs(runs: list[tuple[date, Path]], current: date, rule: Retention,
         kept = newest_first[:max(0, rule.keep_runs - 1)]
         kept_by_count = {p for _, p in kept}
         oldest_kept = kept[-1][0] if kept else None
+    cutoff = _days_before(age_from, rule.keep_days) if rule.keep_days is not None else None
     expired = []
     for d, p in older:
         # A folder without a run survives the count only between the kept runs.
         keep_count = rule.keep_runs is not None and (
             p in kept_by_count or (not has_run(p) and oldest_kept is not None
                                    and d > oldest_kept))
-        keep_days = rule.keep_days is not None and d > age_from - timedelta(days=rule.keep_days)
+        keep_days = rule.keep_days is not None and (cutoff is None or d > cutoff)
         if not keep_count and not keep_days:
             expired.append(p)
     return expired
+
+
+def _days_before(day: date, days: int) -> date | None:
+    """``day`` less ``days`` days; None when that lies before the first representable date
+    (every date is then within ``keep_days``): a huge value keeps all, it does not crash."""
+    if days > (day - date.min).days:
+        return None
+    return day - timedelta(days=days)
 
 
 def apply_retention(runs_dir: Path, job: str, current: date, rule: Retention,

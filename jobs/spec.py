@@ -33,6 +33,7 @@ import difflib
 import math
 import os
 import re
+import reprlib
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ CURRENCIES = ("USD", "EUR", "GBP")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 DTYPES = ("auto", "float32", "bfloat16")  # no float16: FLUX activations overflow it
 DEVICES = ("auto", "cpu", "cuda")
+MAX_KEEP_DAYS = 36500  # a century; larger reaches past the first representable date
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 _TOP_KEYS = ("name", "description", "manifest", "build", "model", "sampler", "output", "store",
@@ -215,7 +217,7 @@ class _Checker:
                     f"; known keys here: {', '.join(allowed)}"
                 if close:
                     self.suggested.add(f"{key}.{close[0]}" if key else close[0])
-                self.problem(key_node, full, f"unknown key {name!r}{hint}")
+                self.problem(key_node, full, f"unknown key {_short(name)}{hint}")
                 continue
             if name in out:
                 first = out[name][0].start_mark.line + 1
@@ -235,7 +237,7 @@ class _Checker:
         if text is None:
             return None
         if not text.strip():
-            self.problem(entry[1], key, "is empty; give a path (relative to the spec's folder)")
+            self.problem(_at(entry), key, "is empty; give a path (relative to the spec's folder)")
             return None
         return (self.base / Path(text).expanduser()).resolve()
 
@@ -250,7 +252,7 @@ class _Checker:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
         if not ok:
-            self.problem(entry[1], key, f"must be {what}, got {_kind(value)} {value!r}")
+            self.problem(_at(entry), key, f"must be {what}, got {_kind(value)} {_short(value)}")
             return None
         return value
 
@@ -260,7 +262,7 @@ class _Checker:
             return None
         if value < low or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            self.problem(entry[1], key, f"must be {bounds}, got {value}")
+            self.problem(_at(entry), key, f"must be {bounds}, got {value}")
             return None
         return value
 
@@ -273,9 +275,16 @@ class _Checker:
         if value not in choices:
             close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.problem(entry[1], key, f"{value!r} is not one of {', '.join(choices)}{hint}")
+            self.problem(_at(entry), key, f"{_short(value)} is not one of {', '.join(choices)}{hint}")
             return default
         return value
+
+
+def _at(entry: tuple[yaml.Node, yaml.Node]) -> yaml.Node:
+    """The node to name a key's value by: the value, unless it is an alias (its node starts
+    where the anchor was defined, before the key), then the key that uses it."""
+    key_node, value_node = entry
+    return key_node if value_node.start_mark.line < key_node.start_mark.line else value_node
 
 
 def _is_empty(value: Any) -> bool:
@@ -285,6 +294,20 @@ def _is_empty(value: Any) -> bool:
     if isinstance(value, str):
         return not value.strip()
     return isinstance(value, dict | list) and not value
+
+
+# A value quoted back in a message is cut short: an alias-nested list expands to millions of
+# items (a "billion laughs" spec), and a message must stay one readable line.
+_VALUE_REPR = reprlib.Repr()  # attributes, not keywords: Python 3.11 has no Repr(**limits)
+_VALUE_REPR.maxlevel, _VALUE_REPR.maxlist, _VALUE_REPR.maxdict = 2, 4, 4
+_VALUE_REPR.maxstring = _VALUE_REPR.maxother = 60
+_VALUE_REPR_CHARS = 80
+
+
+def _short(value: Any) -> str:
+    """repr() of ``value``, at most 80 characters (nested containers abridged first)."""
+    text = _VALUE_REPR.repr(value)
+    return text if len(text) <= _VALUE_REPR_CHARS else text[:_VALUE_REPR_CHARS - 3] + "..."
 
 
 def _kind(value: Any) -> str:
@@ -319,12 +342,76 @@ def load_job_spec(path: str | os.PathLike, *, check_files: bool = True,
     if root is None:
         raise SpecError([SpecProblem(where, 1, "", "the file is empty; see jobs/README.md for "
                                                    "the keys a job spec has")], where)
+    tag_problems = _tag_problems(root, where)
+    if tag_problems:  # nothing else can be read safely; and nothing tagged is ever run
+        raise SpecError(tag_problems, where)
     checker = _Checker(spec_path)
     spec = _check(checker, root, check_files, check_model)
     if checker.problems:
         raise SpecError(sorted(checker.problems, key=lambda p: p.line or 0), where)
     assert spec is not None
     return spec
+
+
+_SAFE_TAGS = frozenset(t for t in yaml.constructor.SafeConstructor.yaml_constructors if t)
+# Handled while a mapping is read (``<<: *defaults``), not by a constructor of their own.
+_MAPPING_TAGS = frozenset({"tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"})
+
+
+def _tag_text(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") \
+        else tag
+
+
+def _tag_problems(root: yaml.Node, where: str) -> list[SpecProblem]:
+    """Tags a job spec cannot hold, each with its line and key: unknown ones (``!!python/...``,
+    ``!custom``: never constructed, so nothing runs) and values their tag cannot read
+    (``!!int abc``), which PyYAML would raise as a bare traceback."""
+    problems: list[SpecProblem] = []
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, key = stack.pop()
+        if id(node) in seen:  # an alias: the same node again
+            continue
+        seen.add(id(node))
+        line = node.start_mark.line + 1
+        if node.tag not in _SAFE_TAGS and node.tag not in _MAPPING_TAGS:
+            problems.append(SpecProblem(where, line, key, f"unknown YAML tag "
+                                        f"{_short(_tag_text(node.tag))}; a job spec holds plain "
+                                        "values (text, numbers, true/false, lists, mappings): "
+                                        "remove the tag"))
+        elif isinstance(node, yaml.ScalarNode) and node.tag in _SAFE_TAGS:
+            try:
+                yaml.constructor.SafeConstructor().construct_object(node)
+            except Exception:  # noqa: BLE001 - each tag's constructor raises its own kind
+                problems.append(SpecProblem(where, line, key, f"{_short(node.value)} cannot be "
+                                            f"read as {_tag_text(node.tag)}; fix the value or "
+                                            "remove the tag"))
+        stack.extend(reversed(_children(node, key)))
+    if not problems:  # a collection its tag cannot read (!!set on a list, a list as a key)
+        try:
+            yaml.constructor.SafeConstructor().construct_document(root)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problems.append(SpecProblem(where, mark.line + 1 if mark else None, "",
+                                        f"cannot be read: {(exc.problem or str(exc))[:80]}; "
+                                        "fix the value there"))
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def _children(node: yaml.Node, key: str) -> list[tuple[yaml.Node, str]]:
+    """(child node, its dotted key) of a collection node, in document order."""
+    if isinstance(node, yaml.SequenceNode):
+        return [(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+    if isinstance(node, yaml.MappingNode):
+        out = []
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            full = f"{key}.{name}" if key else str(name)
+            out += [(key_node, key), (value_node, _short(full)[1:-1])]
+        return out
+    return []
 
 
 def _check(c: _Checker, root: yaml.Node, check_files: bool, check_model: bool
@@ -341,7 +428,7 @@ def _check(c: _Checker, root: yaml.Node, check_files: bool, check_model: bool
 
     name = c.typed(required("name", "name: my-nightly-job"), "name", str, "text")
     if name is not None and not NAME_PATTERN.match(name):
-        c.problem(top["name"][1], "name", f"{name!r} must start with a letter or digit and use "
+        c.problem(top["name"][1], "name", f"{_short(name)} must start with a letter or digit and use "
                                           "only letters, digits, '.', '_' and '-' (it names "
                                           "run folders and systemd units)")
     description = c.typed(top.get("description"), "description", str, "text") or ""
@@ -389,7 +476,7 @@ def _check_image_roots(c: _Checker, entry: tuple[yaml.Node, yaml.Node] | None,
         scheme = uri_scheme(item)
         if scheme is not None and scheme != "file":
             if scheme not in SUPPORTED_SCHEMES:
-                c.problem(entry[1], "image_roots", f"{item!r}: remote roots must use a scheme pyarrow "
+                c.problem(entry[1], "image_roots", f"{_short(item)}: remote roots must use a scheme pyarrow "
                                                    f"reads ({', '.join(sorted(SUPPORTED_SCHEMES - {'file'}))})")
                 continue
             roots.append(item)
@@ -543,7 +630,7 @@ def _check_budget(c: _Checker, entry, pricing_path: Path | None, pricing_entry
         code = currency.strip().upper()
         if code not in CURRENCIES:
             c.problem(s["currency"][1], "budget.currency",
-                      f"unknown currency {currency!r}; use one of {', '.join(CURRENCIES)}")
+                      f"unknown currency {_short(currency)}; use one of {', '.join(CURRENCIES)}")
             currency = None
         elif pricing_currency is not None and code != pricing_currency:
             c.problem(s["currency"][1], "budget.currency",
@@ -561,7 +648,8 @@ def _check_budget(c: _Checker, entry, pricing_path: Path | None, pricing_entry
 def _check_retention(c: _Checker, entry) -> Retention:
     s = _section(c, entry, "retention")
     return Retention(keep_runs=c.int_in(s.get("keep_runs"), "retention.keep_runs", 1),
-                     keep_days=c.int_in(s.get("keep_days"), "retention.keep_days", 1))
+                     keep_days=c.int_in(s.get("keep_days"), "retention.keep_days", 1,
+                                        MAX_KEEP_DAYS))
 
 
 def _check_schedule(c: _Checker, entry) -> Schedule | None:
@@ -596,7 +684,7 @@ def _check_timezone(c: _Checker, entry, section_node: yaml.Node) -> str | None:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         close = difflib.get_close_matches(name, sorted(zoneinfo.available_timezones()), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else " (e.g. UTC, Europe/London)"
-        c.problem(entry[1], "schedule.timezone", f"unknown timezone {name!r}{hint}")
+        c.problem(entry[1], "schedule.timezone", f"unknown timezone {_short(name)}{hint}")
         return None
     return name
 
@@ -655,8 +743,16 @@ def default_search_dirs() -> list[Path]:
 
 
 def _declared_name(path: Path) -> str | None:
+    """The ``name:`` a spec file declares, read from the composed nodes: nothing in the file
+    is constructed (a tag that would fail, or an alias bomb, costs nothing here)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    return data.get("name") if isinstance(data, dict) else None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key_node, value_node in root.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == "name" and \
+                isinstance(value_node, yaml.ScalarNode) and value_node.tag == "tag:yaml.org,2002:str":
+            return value_node.value
+    return None
