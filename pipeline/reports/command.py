@@ -1,6 +1,7 @@
 """The `report` subcommand: `kontext-batch report RUN_DIR [--verify]`.
 
-Exit codes: 0 ok; 1 --verify found figures that differ; 2 usage or input error.
+Exit codes: 0 ok; 1 --verify found a figure, hash, rendering or output that differs; 2 usage or
+input error (including a store that cannot be opened for --verify).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .bindings import LEVELS, OutputCheck, StoreUnreachable
 from .changes import ReviewThresholds
 from .generate import generate_reports, run_thresholds
 from .ledger import LedgerError
@@ -18,7 +20,9 @@ from .render import report_markdown
 from .report import report_json_bytes
 from .rows import DEFAULT_MAX_REVIEW_ROWS
 from .sheets import SheetLayout
-from .verify import verify_run
+from .verify import VerifyResult, verify_run
+
+MAX_SHOWN_PROBLEMS = 50  # output problems printed; the rest are counted
 
 DESCRIPTION = """\
 Recompute a run's cost/usage report from its ledger and write report.json (for machines),
@@ -26,8 +30,12 @@ report.md and report.html (for people), contact sheets (sheets/) and the review 
 (review.html; open it in a browser, no server needed). The review covers the rows generated or
 failed in this run (at most --max-review-rows); cache hits are counted, not shown: they were
 reviewed in the run that generated them. With --verify, write nothing: compare
-the stored report.json with figures recomputed from ledger.jsonl and exit 1 naming every
-figure that differs."""
+the stored report.json with figures recomputed from ledger.jsonl (priced with the run's frozen
+prices), check that ledger.jsonl is the one report.json was built from (its sha256), that
+report.md and report.html say what report.json says, and that every ok or cache-hit attempt is
+bound to its output in the store (object present, sha256 as its sidecar records, key,
+instruction, seed as the sidecar records, key recomputed from the source where it is readable);
+exit 1 naming every record, field and both values that differ."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,7 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder: OUT/runs/<run_id>")
     parser.add_argument("--verify", action="store_true",
                         help="recompute from the ledger and compare with the stored report.json; "
-                             "exit 1 naming each figure that differs")
+                             "exit 1 naming each figure, hash, rendering or output that differs")
+    parser.add_argument("--store", metavar="ROOT",
+                        help="with --verify: the store to check the outputs in, when it is no longer "
+                             "where the ledger's output_uri says (a moved store or an archived copy)")
+    parser.add_argument("--outputs", choices=LEVELS, default="full",
+                        help="with --verify: full (default) binds each output to the store and recomputes "
+                             "its key from the source where readable; stored skips the recomputation "
+                             "(sources changed since the run); none checks the report against the ledger only")
     parser.add_argument("--pricing", metavar="FILE",
                         help="pricing YAML (default: the run's config.json pricing, else pipeline/pricing.yaml)")
     parser.add_argument("--no-review", action="store_true", help="write only report.{json,md,html}")
@@ -78,22 +93,73 @@ def row_limit(text: str) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    result = verify_run(args.run_dir, pricing=load_pricing(args.pricing) if args.pricing else None)
+    result = verify_run(args.run_dir, pricing=load_pricing(args.pricing) if args.pricing else None,
+                        store=args.store, outputs=args.outputs)
     if result.ledger_changed:
-        print(f"note: ledger.jsonl changed since report.json was written (sha256 {result.stored_sha256} "
-              f"then, {result.recomputed_sha256} now)", file=sys.stderr)
-    if result.ok:
-        print(f"report.json agrees with ledger.jsonl in {args.run_dir}")
-        return 0
-    if result.pricing_differs:
+        print(f"ledger.jsonl changed since report.json was written (sha256 {result.stored_sha256} "
+              f"then, {result.recomputed_sha256} now): the report does not describe this ledger; "
+              f"rewrite it with `kontext-batch report {args.run_dir}` if the change is legitimate",
+              file=sys.stderr)
+    if result.pricing_differs and result.differences:
         print(pricing_mismatch_text(args.run_dir, result.stored_pricing_origin, result.pricing_origin,
                                     len(result.differences)))
-        return 1
-    print(f"report.json disagrees with ledger.jsonl in {args.run_dir}: {len(result.differences)} "
-          "figure(s) or note(s) differ")
-    for difference in result.differences:
-        print(f"  {difference}")
+    elif result.differences:
+        print(f"report.json disagrees with ledger.jsonl in {args.run_dir}: {len(result.differences)} "
+              "figure(s) or note(s) differ")
+        for difference in result.differences:
+            print(f"  {difference}")
+    else:
+        print(f"report.json agrees with ledger.jsonl in {args.run_dir}")
+    _print_renderings(result)
+    if result.outputs is not None:
+        _print_outputs(result.outputs)
+    if result.ok:
+        return 0
+    print(f"verify failed for {args.run_dir}: {_failure_summary(result)}")
     return 1
+
+
+def _print_renderings(result: VerifyResult) -> None:
+    if not result.renderings:
+        print("report.md and report.html say what report.json says")
+        return
+    print("report.md or report.html does not say what report.json says (rewrite them with "
+          "`kontext-batch report RUN_DIR`):")
+    for line in result.renderings:
+        print(f"  {line}")
+
+
+def _print_outputs(check: OutputCheck) -> None:
+    origin = "given with --store" if check.store_given else "named by the ledger's output_uri"
+    where = f"store {check.store} ({origin})" if check.store else "no store (no ok or cache-hit attempt)"
+    print(f"outputs: {check.attempts} ok/cache-hit attempt(s) checked against {check.objects} object(s) in "
+          f"{where}; {check.rekeyed} key(s) recomputed from their sources")
+    for reason, count in sorted(check.not_rekeyed.items()):
+        print(f"  note: {count} key(s) not recomputed: {reason}")
+    if not check.problem_count:
+        return
+    print(f"outputs: {check.problem_count} problem(s) binding ledger.jsonl to the store:")
+    for problem in check.problems[:MAX_SHOWN_PROBLEMS]:
+        print(f"  {problem}")
+    if check.problem_count > MAX_SHOWN_PROBLEMS:
+        print(f"  ... and {check.problem_count - MAX_SHOWN_PROBLEMS} more")
+    if any(p.field == "key" and p.expected.startswith("recomputed") for p in check.problems):
+        print("  (a recomputed key differs when the ledger's key, instruction or seed was changed, or the "
+              "source image changed since the run; if the sources changed, check the other bindings "
+              "with --outputs stored)")
+
+
+def _failure_summary(result: VerifyResult) -> str:
+    parts = []
+    if result.differences:
+        parts.append(f"{len(result.differences)} figure(s) or note(s) differ")
+    if result.ledger_changed:
+        parts.append("ledger.jsonl is not the one report.json was built from (sha256 differs)")
+    if result.renderings:
+        parts.append(f"{len(result.renderings)} rendering(s) differ from report.json")
+    if result.outputs is not None and result.outputs.problem_count:
+        parts.append(f"{result.outputs.problem_count} output binding problem(s)")
+    return "; ".join(parts)
 
 
 def pricing_mismatch_text(run_dir: str, stored: str | None, now: str | None, differences: int) -> str:
@@ -125,7 +191,7 @@ def run_command(args: argparse.Namespace) -> int:
         outputs = generate_reports(run_dir, pricing=args.pricing, thresholds=thresholds,
                                    layout=SheetLayout(format=args.sheet_format), review=not args.no_review,
                                    progress=not args.quiet, max_review_rows=args.max_review_rows)
-    except (FileNotFoundError, LedgerError, PricingError, ValueError) as exc:
+    except (FileNotFoundError, LedgerError, PricingError, StoreUnreachable, ValueError) as exc:
         print(f"kontext-batch report: {exc}", file=sys.stderr)
         return 2
     if args.print_format == "md":
