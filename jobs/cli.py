@@ -81,7 +81,8 @@ def _add_job(commands) -> None:
     def spec_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("job", metavar="NAME|FILE",
                        help="a job spec file, or a job name looked up in --jobs-dir, "
-                            "$KONTEXT_BATCH_JOBS_DIR, ./jobs, ./jobs/examples")
+                            "$KONTEXT_BATCH_JOBS_DIR, the current folder, ./jobs, "
+                            "./jobs/examples")
         p.add_argument("--jobs-dir", metavar="DIR", help="folder of job specs to search")
 
     run = sub.add_parser("run", help="run (or resume) the job for a date",
@@ -256,6 +257,7 @@ def _job_schedule(args: argparse.Namespace) -> int:
             print(crontab_line(spec, workdir))
             print("# add with `crontab -e`; CRON_TZ needs cronie, and cron does not catch up a "
                   "missed night (the systemd timer does)", file=sys.stderr)
+            _warn_dst_gap(spec)  # cron skips the same nights
             return 0
         units = systemd_units(spec, workdir)
     except (SpecError, ScheduleError) as exc:
@@ -263,6 +265,7 @@ def _job_schedule(args: argparse.Namespace) -> int:
         return 2
     if args.print_units:
         print(f"# {units.service_name}\n{units.service}\n# {units.timer_name}\n{units.timer}")
+        _warn_dst_gap(spec)
         return 0
     user_dir = Path.home() / ".config" / "systemd" / "user"
     folder = Path(args.dir).expanduser() if args.dir else user_dir

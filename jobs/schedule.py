@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,42 @@ def _require_schedule(spec: JobSpec) -> None:
                             "schedule:\n  cron: \"0 2 * * *\"\n  timezone: UTC")
 
 
+def _check_one_line(what: str, text: str, fix: str) -> None:
+    """ScheduleError when ``text`` holds a control character (a newline would end the unit's
+    line or the crontab entry, and the rest would become a directive or a command of its
+    own): such a path cannot be written there safely, whatever the quoting."""
+    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ScheduleError(f"{what} {text!r} contains a control character ({bad!r}); a "
+                            f"systemd unit or crontab line cannot hold it: {fix}")
+
+
+def _checked_paths(spec: JobSpec, workdir: Path | None, python: str | None
+                   ) -> tuple[Path, list[str]]:
+    """The resolved working directory and the command, both refused (ScheduleError) when a
+    control character would break out of their line."""
+    workdir = (workdir or Path.cwd()).resolve()
+    _check_one_line("--workdir", str(workdir), "pass a --workdir without one")
+    _check_one_line("the job spec's path", str(spec.path),
+                    "move or rename the spec (and its folders) so the path has none")
+    command = job_command(spec, python)
+    _check_one_line("the Python interpreter", command[0], "run from a venv whose path has none")
+    return workdir, command
+
+
 def systemd_units(spec: JobSpec, workdir: Path | None = None,
                   python: str | None = None) -> SystemdUnits:
     _require_schedule(spec)
     assert spec.schedule is not None
     name = f"{UNIT_PREFIX}{spec.name}"
-    workdir = (workdir or Path.cwd()).resolve()
-    command = " ".join(_systemd_quote(a) for a in job_command(spec, python))
+    workdir, argv = _checked_paths(spec, workdir, python)
+    if str(workdir).endswith(("\\", " ", "\t")):
+        # WorkingDirectory= takes no quotes: a trailing backslash joins the next line, and
+        # trailing blanks are stripped.
+        raise ScheduleError(f"--workdir {str(workdir)!r} ends with a backslash or a blank, "
+                            "which systemd's WorkingDirectory= cannot hold; pass another "
+                            "--workdir")
+    command = " ".join(_systemd_quote(a) for a in argv)
     service = "\n".join([
         "[Unit]",
         f"Description=kontext-batch job {spec.name} (one run per date)",
@@ -106,9 +136,11 @@ def crontab_line(spec: JobSpec, workdir: Path | None = None, python: str | None 
     """``CRON_TZ=...`` plus the job's line (output appended to a log in its output folder)."""
     _require_schedule(spec)
     assert spec.schedule is not None
-    workdir = (workdir or Path.cwd()).resolve()
+    workdir, argv = _checked_paths(spec, workdir, python)
     log = log or spec.output / "logs" / f"{spec.name}.log"
-    command = " ".join(shlex.quote(a) for a in job_command(spec, python))
+    _check_one_line("the job's log file", str(log), "give the spec an output: folder whose "
+                                                     "path has none")
+    command = " ".join(shlex.quote(a) for a in argv)
     body = (f"mkdir -p {shlex.quote(str(log.parent))} && cd {shlex.quote(str(workdir))} && "
             f"HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled {command} >> {shlex.quote(str(log))} 2>&1")
     body = body.replace("%", "\\%")  # cron turns a bare % into a newline
@@ -116,8 +148,10 @@ def crontab_line(spec: JobSpec, workdir: Path | None = None, python: str | None 
 
 
 def _systemd_quote(arg: str) -> str:
-    """Quote for systemd's ExecStart= / WorkingDirectory= (its own rules, close to shell)."""
+    """Quote one ExecStart= argument by systemd's rules: double quotes with C-style escapes
+    for anything but plain characters, ``%%`` for a literal % (specifiers) and ``$$`` for a
+    literal $ (environment variables are expanded). Control characters are refused before."""
     if arg and all(ch.isalnum() or ch in "/._-+=:@," for ch in arg):
-        return arg.replace("%", "%%")
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        return arg
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
     return f'"{escaped}"'

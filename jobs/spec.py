@@ -706,7 +706,8 @@ def _check_ray(c: _Checker, entry) -> RaySettings:
 def find_job_spec(name_or_file: str, search_dirs: list[Path] | None = None) -> Path:
     """A spec file: the path itself when it exists (or ends in .yaml/.yml), else NAME.yaml /
     NAME.yml, or the spec whose ``name:`` is NAME, in the search folders (default: $KONTEXT_
-    BATCH_JOBS_DIR, ./jobs, ./jobs/examples, then the installed jobs/examples)."""
+    BATCH_JOBS_DIR, the current folder, ./jobs, ./jobs/examples, then the installed
+    jobs/examples)."""
     candidate = Path(name_or_file).expanduser()
     if candidate.is_file() or candidate.suffix in (".yaml", ".yml"):
         if not candidate.is_file():
@@ -734,7 +735,9 @@ def default_search_dirs() -> list[Path]:
     env = os.environ.get("KONTEXT_BATCH_JOBS_DIR")
     if env:
         dirs.append(Path(env).expanduser())
-    dirs += [Path("jobs"), Path("jobs") / "examples", Path(__file__).resolve().parent / "examples"]
+    # "." first: run from the spec's own folder (cd jobs/examples), NAME is found there too
+    dirs += [Path("."), Path("jobs"), Path("jobs") / "examples",
+             Path(__file__).resolve().parent / "examples"]
     seen: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in seen:
