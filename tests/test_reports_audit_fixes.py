@@ -311,7 +311,7 @@ def test_verify_names_a_pricing_mismatch_and_the_fix(tmp_path, capsys):
     assert f"was written with the prices from {alt}" in out and f"{run_dir / 'config.json'} (pricing)" in out
     assert f"--verify --pricing {alt}" in out
     assert "disagrees with ledger.jsonl" not in out
-    assert report_main([str(run_dir), "--verify", "--pricing", str(alt)]) == 0
+    assert report_main([str(run_dir), "--verify", "--pricing", str(alt), "--outputs", "none"]) == 0  # no store
 
     generate_reports(run_dir, review=False)  # now with the run's own prices
     capsys.readouterr()
