@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register(subparsers)
+    from pipeline.review.commands import add_review_commands  # review, publish (issue #17)
+
+    add_review_commands(subparsers)
     return parser
 
 

@@ -23,7 +23,8 @@ from pipeline.errors import RunFolderFull
 
 SCHEMA_VERSION = 1
 
-RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end")
+RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end",
+                "publish")  # publish: kontext-batch publish (pipeline.publish)
 OUTCOMES = ("ok", "cache-hit", "retry-scheduled", "failed-permanent")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # failed_model: device seconds of a model call that raised (OOM, transient, a model-side bad

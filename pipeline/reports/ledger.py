@@ -20,7 +20,8 @@ from typing import Any
 from pipeline.ledger import expand_attempt
 
 LEDGER_VERSION = 1
-RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end")
+RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end",
+                "publish")  # publish: kontext-batch publish (pipeline.publish)
 CHUNK_BYTES = 1 << 20  # read size: memory stays bounded whatever the ledger's length
 
 
