@@ -18,6 +18,7 @@ machine: under 60 s and under 1 GB.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import shutil
@@ -67,6 +68,11 @@ def write_manifest(path: Path, names: list[str], variants: int) -> int:
     return table.num_rows
 
 
+FAKE_OUTPUT = b"fake output"
+FAKE_SIDECAR = ('{"key": "%s", "bytes": ' + str(len(FAKE_OUTPUT)) + ', "sha256": "'
+                + hashlib.sha256(FAKE_OUTPUT).hexdigest() + '", "fake": true}')
+
+
 def precommit(manifest: Path, out: Path) -> int:
     """Commit a fake output for every row's key, exactly as the runner computes keys."""
     from pipeline.cache import ModelSettings
@@ -94,10 +100,11 @@ def precommit(manifest: Path, out: Path) -> int:
                     os.makedirs(folder, exist_ok=True)
                     made_dirs.add(folder)
                 # Fake outputs are written directly (no temp+rename): setup, not the product.
+                # The sidecar records what planning checks every hit against (pipeline.store).
                 with open(store.sidecar_path(task.key), "w") as f:
-                    f.write('{"fake": true}')
+                    f.write(FAKE_SIDECAR % task.key)
                 with open(store.object_path(task.key, task.ext), "wb") as f:
-                    f.write(b"fake output")
+                    f.write(FAKE_OUTPUT)
                 count += 1
             bar.update(len(batch))
     digests.close()

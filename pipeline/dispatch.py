@@ -98,9 +98,10 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 TRUNCATED_NOTE = "instruction cut at the text encoder's token limit"
 
 
-def row_notes(res: Mapping[str, Any]) -> str | None:
-    """The results table's ``notes`` for an ok row: decode notes, then truncation."""
-    notes = list(res.get("notes") or [])
+def row_notes(res: Mapping[str, Any], repaired: str | None = None) -> str | None:
+    """The results table's ``notes`` for an ok row: a cache repair (Store.repairs), decode
+    notes, then truncation."""
+    notes = ([repaired] if repaired else []) + list(res.get("notes") or [])
     if res.get("truncated"):
         notes.append(TRUNCATED_NOTE)
     return "; ".join(notes) or None
@@ -603,7 +604,8 @@ class Dispatcher:
         kill_point("after-store-commit")
         phases["commit"] = time.perf_counter() - t0
         seconds = sum(float(phases.get(p, 0.0)) for p in _MODEL_PHASES)
-        truncated, notes = bool(res.get("truncated")), row_notes(res)
+        truncated = bool(res.get("truncated"))
+        notes = row_notes(res, self.store.repairs.get(task.key))
         records = [self.ledger.record("attempt", **task_attempt(
             task, attempt=attempt, outcome="ok", actor=info, start=res["start"],
             end=res["end"], phases=phases, output_uri=uri, nbytes=len(data),

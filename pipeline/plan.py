@@ -5,7 +5,11 @@ Streams the manifest once (batches of 8192 rows): per batch it digests the sourc
 value, else the CLI value, else the model preset's default) and computes its key. Then it
 asks the store which keys are committed, in one listing pass (pipeline.store). Rows whose
 key is committed are cache hits (or stay ``done`` when an earlier invocation of the same
-run computed them); rows whose key another row already owns wait for that row; the rest
+run computed them), once the store has checked each one against its sidecar
+(``Store.check_hits``: size and sidecar always; the full sha256 on a local store or with
+--verify-cache); a damaged object is discarded and its row recomputed, the repair noted on
+stderr, in the new sidecar and in the row's notes. Rows whose key another row already owns
+wait for that row; the rest
 become tasks, ordered so rows sharing (steps, guidance, size), then source image, then
 instruction, sit next to each other and land in the same batch.
 
@@ -165,10 +169,7 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
 
     wanted = {t.key: t.ext for t in candidates}
     present = store.present(wanted)
-    if verify_cache:
-        for key in [k for k in present if not store.verify(k, wanted[k])]:
-            store.delete(key, wanted[key])
-            del present[key]
+    _drop_damaged(store, present, full=verify_cache or store.is_local)
 
     owners: dict[str, Task] = {}
     for task in candidates:
@@ -186,6 +187,21 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
     plan.tasks.sort(key=lambda t: (t.steps, t.guidance, t.size or (0, 0), t.image_sha256,
                                    t.instruction, t.row_index))
     return plan
+
+
+def _drop_damaged(store: Store, present: dict[str, StoredObject], full: bool) -> None:
+    """Discard the stored objects that fail their check, so their rows are recomputed.
+
+    Full hashing on a local store by default: sha256 runs at ~1.1 GB/s a core, and 20k hits of
+    8 KB took 0.35 s of sidecar reads + 0.43 s of hashing (2-core dev box, warm page cache);
+    on object stores it would download every output, so there only --verify-cache asks."""
+    damaged = store.check_hits(present, full=full)
+    for key, why in damaged.items():
+        store.discard(key, present.pop(key).ext, why)
+    if damaged:
+        first = next(iter(damaged.values()))
+        print(f"note: {len(damaged)} stored output(s) failed their check against the sidecar "
+              f"and will be recomputed (e.g. {first})", file=sys.stderr)
 
 
 def _classify_present(task: Task, stored: StoredObject, run_id: str, history: RunHistory,

@@ -11,8 +11,19 @@ is atomic and durable). So an output under its final name is always complete and
 sidecar, even after a power loss: "present" means committed. (Without the fsyncs a renamed
 file can come back truncated after a crash while the fsynced ledger line naming it survives,
 and a truncated non-empty output would be a cache hit for good.)
-Reading verifies the bytes against the sidecar's sha256 (``read_verified``); planning only
-lists names (cheap at 200k rows) unless asked to verify (``verify``).
+Reading verifies the bytes against the sidecar's sha256 (``read_verified``).
+
+What a cache hit is trusted on (``check_hits``, run by planning on every stored key): the
+cheap check, always: the sidecar is present, parses, names the key, records a sha256 and a
+size equal to the listed size of the output (catches truncation, a lost or foreign sidecar);
+plus the full check where asked (planning asks for it on local stores by default, and on any
+store with --verify-cache): the output's bytes hash to the recorded sha256 (catches damage
+of the same size). A damaged object is treated as missing: ``discard`` deletes it (under the
+key's lock, after checking again) and remembers why in ``repairs``, so the recomputed commit
+records the repair in its sidecar (``repaired``) and its attempt's notes.
+
+Folders that vanish under a running store (the store folder deleted mid-run) are made again
+on the next commit, as a fresh store would make them.
 
 ``commit_once`` is the runs' commit: when an intact output of the key is already stored (a
 concurrent run committed it first) it keeps that one and writes nothing. On a local store
@@ -29,7 +40,8 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +52,7 @@ from pipeline.killpoints import kill_point
 OBJECTS = "objects"
 LOCKS = "locks"
 _LIST_THRESHOLD = 2000  # above this many keys, list prefix folders instead of stat per key
+_CHUNK = 1 << 20
 
 
 class CorruptObjectError(Exception):
@@ -98,7 +111,9 @@ class Store:
         self._scheme = root.split("://", 1)[0] if "://" in root and not root.startswith(
             "file://") else None
         self._atomic_rename = isinstance(self.fs, pafs.LocalFileSystem)
+        self.is_local = self._atomic_rename  # full hashing of hits is cheap here (plan.py)
         self._made_dirs: set[str] = set()
+        self.repairs: dict[str, str] = {}  # key -> why its damaged object was discarded
 
     # -- names --------------------------------------------------------------------------
     def _dir(self, key: str) -> str:
@@ -146,17 +161,33 @@ class Store:
             raise
         _fsync_dir(os.path.dirname(path))  # and the rename itself is durable
 
+    def _again_if_vanished(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``; when a folder it needs was deleted under us (FileNotFoundError), the
+        folders are made again (as for a fresh store) and ``fn`` is tried once more."""
+        try:
+            return fn()
+        except FileNotFoundError:
+            self._made_dirs.clear()
+            return fn()
+
     def commit(self, key: str, ext: str, data: bytes, sidecar: Mapping[str, Any]) -> str:
         """Atomically store ``data`` as the output of ``key``; returns its URI.
 
         The sidecar records sha256 and size of ``data`` (plus whatever ``sidecar`` holds)."""
-        self._ensure_dir(self._dir(key))
         doc = dict(sidecar)
         doc.update({"key": key, "ext": ext, "sha256": hashlib.sha256(data).hexdigest(),
                     "bytes": len(data)})
-        self._put(self.sidecar_path(key), json.dumps(doc, sort_keys=True).encode("utf-8"))
-        kill_point("after-sidecar")
-        self._put(self.object_path(key, ext), data)
+        if key in self.repairs:
+            doc["repaired"] = self.repairs[key]
+        side = json.dumps(doc, sort_keys=True).encode("utf-8")
+
+        def write() -> None:
+            self._ensure_dir(self._dir(key))
+            self._put(self.sidecar_path(key), side)
+            kill_point("after-sidecar")
+            self._put(self.object_path(key, ext), data)
+
+        self._again_if_vanished(write)
         return self.uri(key, ext)
 
     def commit_once(self, key: str, ext: str, data: bytes,
@@ -176,8 +207,12 @@ class Store:
             yield
             return
         folder = f"{self.base}/{LOCKS}"
-        self._ensure_dir(folder)
-        fd = os.open(f"{folder}/{key[:2]}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+
+        def open_lock() -> int:
+            self._ensure_dir(folder)
+            return os.open(f"{folder}/{key[:2]}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+
+        fd = self._again_if_vanished(open_lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -214,6 +249,72 @@ class Store:
         except (FileNotFoundError, CorruptObjectError):
             return False
         return True
+
+    def check(self, obj: StoredObject, full: bool) -> str | None:
+        """None when ``obj`` (as listed by ``present``) may be served, else why not.
+
+        Always the cheap check (sidecar present, parseable, for this key, with a sha256 and a
+        size equal to the listed size); with ``full`` the bytes are hashed too."""
+        where = f"{obj.key}.{obj.ext}"
+        try:
+            side = self.read_sidecar(obj.key)
+        except FileNotFoundError:
+            return f"cache object {where} damaged (its sidecar is missing)"
+        except (OSError, ValueError) as exc:
+            return f"cache object {where} damaged (its sidecar is unreadable: {exc})"
+        recorded, digest = (side.get("bytes"), side.get("sha256")) if isinstance(
+            side, dict) else (None, None)
+        if not isinstance(digest, str) or len(digest) != 64 or not isinstance(recorded, int):
+            return f"cache object {where} damaged (its sidecar records no sha256 and size)"
+        if side.get("key", obj.key) != obj.key:
+            return f"cache object {where} damaged (its sidecar is for key {side.get('key')})"
+        if recorded != obj.size:
+            return f"cache object {where} damaged (size {obj.size} != {recorded} recorded)"
+        if not full:
+            return None
+        try:
+            actual = self._sha256(self.object_path(obj.key, obj.ext))
+        except FileNotFoundError:
+            return f"cache object {where} vanished while it was checked"
+        except OSError as exc:
+            return f"cache object {where} unreadable ({exc})"
+        if actual != digest:
+            return f"cache object {where} damaged (sha256 {actual[:12]}... != {digest[:12]}... " \
+                   f"recorded)"
+        return None
+
+    def _sha256(self, path: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open_input_stream(path) as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def check_hits(self, found: Mapping[str, StoredObject], full: bool,
+                   threads: int = 8) -> dict[str, str]:
+        """key -> why, for the objects of ``found`` that must not be served (``check``).
+        Threads: sidecar reads are round trips on object stores, and hashing releases the
+        GIL."""
+        objs = list(found.values())
+        if len(objs) > 1 and threads > 1:
+            with ThreadPoolExecutor(min(threads, len(objs))) as pool:
+                verdicts = list(pool.map(lambda o: self.check(o, full), objs))
+        else:
+            verdicts = [self.check(o, full) for o in objs]
+        return {o.key: why for o, why in zip(objs, verdicts, strict=True) if why is not None}
+
+    def discard(self, key: str, ext: str, why: str) -> None:
+        """Delete a damaged object of ``key`` so it is recomputed, and remember ``why``.
+        Under the key's lock, and only if it is still damaged: a concurrent run may have
+        just committed a good one."""
+        self.repairs[key] = f"{why}: recomputed"
+        with self._key_lock(key):
+            info = self.fs.get_file_info(self.object_path(key, ext))
+            if info.type != pafs.FileType.File:
+                return
+            listed = StoredObject(key, ext, int(info.size or 0), int(info.mtime_ns or 0))
+            if self.check(listed, full=True) is not None:
+                self.delete(key, ext)
 
     def delete(self, key: str, ext: str) -> None:
         for path in (self.object_path(key, ext), self.sidecar_path(key)):
