@@ -1,4 +1,10 @@
-"""The FLUX autoencoder (spec §3), with BFL's module names. Encode returns the posterior mean."""
+"""The FLUX autoencoder (spec §3), with BFL's module names. Encode returns the posterior mean.
+
+Memory format: on the CPU, encode and decode run channels_last (oneDNN's convolutions and a ×2
+nearest upsample are several times faster in NHWC; diffusers' decoder ends up there after its
+mid-block attention). Outputs agree with the contiguous layout to float rounding (≤ 1e-5).
+Without autograd, SiLU and residual adds work in place on temporaries (no extra copies).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,32 @@ from torch import nn
 
 from .config import AutoencoderConfig
 
+# Per device type; others keep the contiguous layout. CUDA is unmeasured so far (no GPU run yet).
+_MEMORY_FORMATS = {"cpu": torch.channels_last}
+
+
+def memory_format_for(device: torch.device | str) -> torch.memory_format:
+    """The activation layout encode/decode use on ``device``: channels_last on the CPU."""
+    return _MEMORY_FORMATS.get(torch.device(device).type, torch.contiguous_format)
+
 
 def _norm(groups: int, channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU of a temporary (a norm's output): in place unless autograd needs the input."""
+    return F.silu(x, inplace=not torch.is_grad_enabled())
+
+
+def _residual(skip: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """skip + h, written into h (a temporary) when no gradient is needed."""
+    return h.add_(skip) if not torch.is_grad_enabled() else skip + h
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class AttnBlock(nn.Module):
@@ -27,9 +56,10 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         hn = self.norm(x)
-        q, k, v = (m(hn).reshape(b, 1, c, h * w).transpose(2, 3) for m in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(b, c, h, w)
-        return x + self.proj_out(out)
+        # [B, C, H, W] -> [B, 1, HW, C]: a view when channels_last, a copy when contiguous.
+        q, k, v = (m(hn).permute(0, 2, 3, 1).reshape(b, 1, h * w, c) for m in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return _residual(x, self.proj_out(out.contiguous(memory_format=_format_of(x))))
 
 
 class ResnetBlock(nn.Module):
@@ -43,10 +73,10 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(_silu(self.norm1(x)))
+        h = self.conv2(_silu(self.norm2(h)))
         skip = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
-        return skip + h
+        return _residual(skip, h)
 
 
 class Downsample(nn.Module):
@@ -117,7 +147,7 @@ class Encoder(nn.Module):
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_silu(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
@@ -147,7 +177,7 @@ class Decoder(nn.Module):
                 h = block(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_silu(self.norm_out(h)))
 
 
 class AutoEncoder(nn.Module):
@@ -158,9 +188,11 @@ class AutoEncoder(nn.Module):
         self.decoder = Decoder(config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixels in [-1, 1] [B, 3, H, W] -> normalised latents (posterior mean, no sampling)."""
-        mean = self.encoder(x)[:, : self.config.z_channels]
-        return self.config.scale_factor * (mean - self.config.shift_factor)
+        """Pixels in [-1, 1] [B, 3, H, W] -> normalised latents (posterior mean, no sampling), contiguous."""
+        mean = self.encoder(x.contiguous(memory_format=memory_format_for(x.device)))[:, : self.config.z_channels]
+        return (self.config.scale_factor * (mean - self.config.shift_factor)).contiguous()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z / self.config.scale_factor + self.config.shift_factor)
+        """Normalised latents -> pixels [B, 3, H, W] (channels_last on the CPU: same values)."""
+        z = (z / self.config.scale_factor + self.config.shift_factor).contiguous(memory_format=memory_format_for(z.device))
+        return self.decoder(z)

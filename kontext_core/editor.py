@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "kontext-tiny"
 # Bumped whenever a change in kontext_core changes output pixels; part of the pipeline cache key.
-NUMERICS_VERSION = 1
+# 2: the autoencoder runs channels_last on the CPU (float rounding can move a pixel by one level).
+NUMERICS_VERSION = 2
 
 
 class EditError(ValueError):
