@@ -1,10 +1,23 @@
-"""SHA-256 of source images, remembered by (path, size, mtime_ns) in a small sqlite index.
+"""SHA-256 of source images, remembered by what a stat says of the file, in a small sqlite index.
 
 Hashing every source file is the main cost of planning a large manifest that is mostly
-cache hits, so a file is hashed only when its (path, size, mtime_ns) is new. The index
-lives beside a local store (``<store>/index/source_digests.sqlite``) or in the user cache
-for remote stores. A stale entry needs the same path, size and nanosecond mtime as the
-changed file, which in-place editors do not produce.
+cache hits, so a file is hashed only when its stat is new. The index lives beside a local
+store (``<store>/index/source_digests.sqlite``) or in the user cache for remote stores.
+
+What the index trusts: a local file whose path, size, mtime_ns, ctime_ns and inode are all
+unchanged still has the recorded bytes. mtime alone is not enough: ``cp -p``, ``rsync -a``
+and ``tar x`` give a replaced file the old size and mtime, but none can set ctime (the
+kernel stamps it on every write, rename, chmod) and most give it a new inode. A remote
+source (s3://, gs://, ...) is trusted on path, size and mtime: object stores set an object's
+modification time themselves on every write. What it does not catch: a file rewritten with
+the same size within one timestamp tick of being hashed, or bytes changed under the
+filesystem (bit rot); ``rehash=True`` (the run's ``rehash_sources``) ignores the index and
+hashes every source again, refreshing the index.
+
+A disk that fills while the index is written (sqlite: "database or disk is full") stops
+the run cleanly (``DigestIndexFull``, a RunFolderFull: exit 1, resumable); sqlite rolls the
+failed transaction back, so nothing half-written is trusted later. An index that is not a
+database any more (a damaged file) is set aside and started afresh: it is only a cache.
 
 Errors: a source the manifest must fix (not found, a directory, permission denied) is a
 ``BadRowError``; any other I/O error (EIO, ESTALE, a timeout, an S3 503) may pass, so it is a
@@ -19,11 +32,13 @@ stats run in a thread pool, as each is a network round trip.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +48,7 @@ from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
-from pipeline.errors import BadRowError, PipelineError, TransientError
+from pipeline.errors import BadRowError, PipelineError, RunFolderFull, TransientError
 
 _CHUNK = 1 << 20
 _SQL_CHUNK = 500
@@ -41,6 +56,29 @@ _SQL_CHUNK = 500
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
 _NO_PERMISSION = (errno.EACCES, errno.EPERM)
 _BAD_PATH = (errno.ENAMETOOLONG, errno.ELOOP)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_TABLE = "digests"
+_COLUMNS = ("path", "size", "mtime_ns", "ctime_ns", "ino", "sha256")
+# (size, mtime_ns, ctime_ns, inode): what a stat must still say for an indexed digest to hold
+Stat = tuple[int, int, int, int]
+
+
+class DigestIndexFull(RunFolderFull):
+    """The disk holding the source-digest index is full: the run stops (exit 1) and the same
+    command resumes it once there is space; the message says where."""
+
+
+def _index_full(path: Path, exc: BaseException) -> DigestIndexFull:
+    return DigestIndexFull(f"the source-digest index {path} is out of space ({exc}); free "
+                           f"space on that disk (the index is rebuilt as needed, so it may "
+                           f"also be deleted)")
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_SPACE
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc).lower()
 
 
 def _is_uri(location: str) -> bool:
@@ -123,9 +161,9 @@ def read_source_bytes(location: str, filesystems: RemoteFilesystems | None = Non
         raise source_error(location, exc) from exc
 
 
-def _stat(location: str, filesystems: RemoteFilesystems | None = None) -> tuple[int, int]:
-    """(size, mtime_ns) of a source; BadRowError when it is missing or not a file,
-    TransientError for an I/O error that may pass."""
+def _stat(location: str, filesystems: RemoteFilesystems | None = None) -> Stat:
+    """(size, mtime_ns, ctime_ns, inode) of a source (remote: ctime and inode 0); BadRowError
+    when it is missing or not a file, TransientError for an I/O error that may pass."""
     try:
         if _is_uri(location):
             fs, path = filesystems.resolve(location) if filesystems else \
@@ -133,7 +171,7 @@ def _stat(location: str, filesystems: RemoteFilesystems | None = None) -> tuple[
             info = fs.get_file_info(path)
             if info.type != pafs.FileType.File:
                 raise _not_found(location)
-            return int(info.size or 0), int(info.mtime_ns or 0)
+            return int(info.size or 0), int(info.mtime_ns or 0), 0, 0
         st = os.stat(_local_path(location))
     except OSError as exc:
         raise source_error(location, exc) from exc
@@ -141,7 +179,7 @@ def _stat(location: str, filesystems: RemoteFilesystems | None = None) -> tuple[
         raise BadRowError(f"source image {location!r} is a directory, not a regular file")
     if not stat.S_ISREG(st.st_mode):
         raise BadRowError(f"source image {location!r} is not a regular file")
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def _hash_source(location: str, filesystems: RemoteFilesystems | None = None) -> str:
@@ -166,43 +204,76 @@ def default_index_path(store_root: str) -> Path:
 
 
 class SourceDigests:
-    """Digest lookups for many sources at once, with a persistent (path, size, mtime) index."""
+    """Digest lookups for many sources at once, with a persistent index keyed on each file's
+    stat (see the module docstring for what it trusts); ``rehash``: ignore the index."""
 
     def __init__(self, index_path: str | Path | None, threads: int = 4, tries: int = 3,
-                 backoff_s: float = 0.5, stat_threads: int = 16) -> None:
+                 backoff_s: float = 0.5, stat_threads: int = 16, rehash: bool = False) -> None:
         self._threads = threads
         self._stat_threads = stat_threads  # for batches with remote sources (round trips)
         self._filesystems = RemoteFilesystems()
         self._tries = max(1, tries)  # per source, for errors that may pass (TransientError)
         self._backoff_s = backoff_s  # before the second try; doubled before each later one
         self._db: sqlite3.Connection | None = None
+        self._rehash = rehash
         self.hashed = 0  # files actually read and hashed (the index missed)
-        if index_path is not None:
-            Path(index_path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(index_path), timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, "
-                             "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
-                             "sha256 TEXT NOT NULL)")
-            self._db.commit()
+        self._path = Path(index_path) if index_path is not None else None
+        if self._path is not None:
+            self._db = self._guarded(self._open)
+
+    def _guarded(self, fn: Callable[[], object]) -> object:
+        """``fn()``, with a full disk turned into DigestIndexFull (no traceback for it)."""
+        try:
+            return fn()
+        except (sqlite3.Error, OSError) as exc:
+            if not _is_full(exc):
+                raise
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+            raise _index_full(self._path, exc) from None
+
+    def _open(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return _connect(self._path)
+        except sqlite3.DatabaseError as exc:
+            if _is_full(exc) or "not a database" not in str(exc) and "malformed" not in str(exc):
+                raise
+        # A damaged index is only a lost cache: set it aside (for a look) and start afresh.
+        aside = self._path.with_name(f"{self._path.name}.damaged-{time.time_ns()}")
+        for suffix in ("", "-wal", "-shm"):  # a stale WAL must not replay into the new file
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self._path}{suffix}", f"{aside}{suffix}")
+        print(f"note: the source-digest index {self._path} was damaged; moved to {aside} "
+              f"and rebuilt (sources are hashed again)", file=sys.stderr)
+        return _connect(self._path)
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    def _lookup(self, paths: list[str]) -> dict[str, tuple[int, int, str]]:
-        if self._db is None or not paths:
+    def _lookup(self, paths: list[str]) -> dict[str, tuple[Stat, str]]:
+        if self._db is None or not paths or self._rehash:
             return {}
-        found: dict[str, tuple[int, int, str]] = {}
+        found: dict[str, tuple[Stat, str]] = {}
         for i in range(0, len(paths), _SQL_CHUNK):
             chunk = paths[i:i + _SQL_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for path, size, mtime, digest in self._db.execute(
-                    f"SELECT path, size, mtime_ns, sha256 FROM digests WHERE path IN ({marks})",
-                    chunk):
-                found[path] = (size, mtime, digest)
+            for path, size, mtime, ctime, ino, digest in self._db.execute(
+                    f"SELECT path, size, mtime_ns, ctime_ns, ino, sha256 FROM {_TABLE} "
+                    f"WHERE path IN ({marks})", chunk):
+                found[path] = ((size, mtime, ctime, ino), digest)
         return found
+
+    def _remember(self, rows: list[tuple]) -> None:
+        """Index new digests in one transaction (a failure leaves the index as it was)."""
+        def write() -> None:
+            with self._db:  # commits, or rolls back on an exception
+                self._db.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                                     rows)
+        self._guarded(write)
 
     def _retrying(self, fn: Callable[[str], object], locations: list[str],
                   threads: int = 1) -> dict[str, object]:
@@ -232,7 +303,7 @@ class SourceDigests:
                 break
         return out
 
-    def _stat(self, location: str) -> tuple[int, int]:
+    def _stat(self, location: str) -> Stat:
         return _stat(location, self._filesystems)
 
     def _hash(self, location: str) -> str:
@@ -243,7 +314,7 @@ class SourceDigests:
         TransientError when reading still failed after ``tries`` tries."""
         unique = list(dict.fromkeys(locations))
         result: dict[str, str | BaseException] = {}
-        stats: dict[str, tuple[int, int]] = {}
+        stats: dict[str, Stat] = {}
         unindexed: list[str] = []  # stat kept failing: hash anyway, reading may still work
         remote = any(_is_uri(loc) for loc in unique)
         for loc, value in self._retrying(self._stat, unique,
@@ -256,11 +327,11 @@ class SourceDigests:
                 stats[loc] = value
         known = self._lookup(list(stats))
         to_hash = [loc for loc, st in stats.items()
-                   if loc not in known or known[loc][:2] != st]
+                   if loc not in known or known[loc][0] != st]
         hashing = set(to_hash)
         for loc in stats:
             if loc not in hashing:
-                result[loc] = known[loc][2]
+                result[loc] = known[loc][1]
         to_hash += unindexed
         if to_hash:
             self.hashed += len(to_hash)
@@ -268,8 +339,25 @@ class SourceDigests:
             for loc, value in self._retrying(self._hash, to_hash, self._threads).items():
                 result[loc] = value
                 if isinstance(value, str) and loc in stats:
-                    rows.append((loc, stats[loc][0], stats[loc][1], value))
+                    rows.append((loc, *stats[loc], value))
             if self._db is not None and rows:
-                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)", rows)
-                self._db.commit()
+                self._remember(rows)
         return result
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), timeout=60)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        columns = tuple(row[1] for row in db.execute(f"PRAGMA table_info({_TABLE})"))
+        with db:
+            if columns and columns != _COLUMNS:
+                # An older index, keyed on (size, mtime_ns) alone: not trusted, started afresh.
+                db.execute(f"DROP TABLE {_TABLE}")
+            db.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (path TEXT PRIMARY KEY, "
+                       "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+                       "ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+    except BaseException:
+        db.close()
+        raise
+    return db

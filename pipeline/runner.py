@@ -78,6 +78,8 @@ class RunConfig:
     retry_backoff_s: float = 1.0
     in_flight_per_actor: int = 2
     verify_cache: bool = False
+    # hash every source again, ignoring the source-digest index (pipeline.digests: what it trusts)
+    rehash_sources: bool = False
     num_cpus: int | None = None  # local Ray only
     reports: bool = True
     max_review_rows: int | None = None  # review page cap; None: the reports' default, 0: no limit
@@ -396,7 +398,7 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                  invocation=history.invocations + 1, resumed=history.exists)
     kill_point("after-run-start")
     outcomes = Outcomes(checked.rows_total)
-    digests = SourceDigests(default_index_path(store_root))
+    digests = SourceDigests(default_index_path(store_root), rehash=config.rehash_sources)
     status, actors_started, hashed, budget_stopped = "interrupted", 0, 0, False
     stop_reason = None
     try:
