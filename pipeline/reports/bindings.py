@@ -155,12 +155,13 @@ class _Binder:
         self.check.attempts += 1
         key, uri = rec.get("key"), rec.get("output_uri")
         parts = split_output_uri(uri) if isinstance(uri, str) else None
-        if parts is None or not isinstance(key, str) or parts[1] != key:
-            ext = parts[2] if parts else "<ext>"
+        if parts is None or not isinstance(key, str) or len(key) < 2:
             self.problem(rec, "output_uri", uri, f"expected the store path of key {key} (…/objects/"
-                         f"{str(key)[:2]}/{key}.{ext}): the output_uri or the key was changed")
+                         f"{str(key)[:2]}/{key}.<ext>)")
             return
-        root, _, ext = parts
+        root, uri_key, ext = parts
+        if uri_key != key:
+            self.problem(rec, "output_uri", uri, f"names key {uri_key}, but the attempt's key is {key}")
         if self.recorded_root is None:
             self.recorded_root = root
         elif root != self.recorded_root:
@@ -169,7 +170,7 @@ class _Binder:
         store = self.open_store(root)
         obj = self.read_object(key, ext)
         if obj.data_sha256 is None:
-            self.problem(rec, "output", uri, f"no such object in store {self.check.store} "
+            self.problem(rec, "key", key, f"no object of that key in store {self.check.store} "
                          f"(objects/{key[:2]}/{key}.{ext} is missing)")
             return
         if obj.sidecar is None:
