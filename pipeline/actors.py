@@ -195,8 +195,10 @@ class EditorActor:
 
     # -- one batch ----------------------------------------------------------------------
     def edit_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """batch: {steps, guidance, size, rows: [{row_index, row_id, key, instruction, seed,
-        image_bytes, image_sha256, output_format, params}]} -> {actor, rows: [result]}."""
+        """batch: {steps, guidance, size, batch_id, marks, rows: [{row_index, row_id, key,
+        instruction, seed, image_bytes, image_sha256, output_format, params}]} -> {actor,
+        rows: [result]}. ``marks`` (pipeline.dispatch_marks) is told ``batch_id`` before the
+        model call, so a death in it is charged to this batch alone."""
         start = time.time()
         rows = list(batch["rows"])
         results: dict[int, dict[str, Any]] = {}
@@ -241,24 +243,26 @@ class EditorActor:
         try:
             with self._lock:
                 t0 = time.perf_counter()  # the device is this call's from here
-                maybe_inject(self.faults, [r["row_id"] for r in rows])
-                out = self.editor.edit(
-                    images=[img for _, img, _ in ready],
-                    instructions=[r["instruction"] for r in rows],
-                    seeds=[int(r["seed"]) for r in rows],
-                    steps=batch.get("steps"), guidance=batch.get("guidance"),
-                    size=tuple(batch["size"]) if batch.get("size") else None,
-                    **({"step_cache": batch["step_cache"]} if batch.get("step_cache") else {}))
+                _mark_started(batch, self.name)
+                try:
+                    maybe_inject(self.faults, [r["row_id"] for r in rows])
+                    out = self.editor.edit(
+                        images=[img for _, img, _ in ready],
+                        instructions=[r["instruction"] for r in rows],
+                        seeds=[int(r["seed"]) for r in rows],
+                        steps=batch.get("steps"), guidance=batch.get("guidance"),
+                        size=tuple(batch["size"]) if batch.get("size") else None,
+                        **({"step_cache": batch["step_cache"]} if batch.get("step_cache") else {}))
+                except Exception as exc:
+                    # still holding the model: no batch queued behind starts (and is marked
+                    # as started) on a device this process is about to give up
+                    self._exit_if_poisoned(exc)
+                    raise
         except Exception as exc:
             # The failed call held the device this long: its rows' attempts carry it (phase
             # failed_model), so the report costs failed attempts, not only successful ones.
             failed_s = (time.perf_counter() - t0) / len(ready) if t0 is not None else 0.0
             error_class = classify_exception(exc)
-            if error_class == POISONED_DEVICE:
-                print(f"[{self.name}] poisoned device, exiting so Ray restarts this actor: "
-                      f"{describe(exc)}", file=sys.stderr, flush=True)
-                sys.stderr.flush()
-                os._exit(1)
             if error_class == BAD_ROW and len(ready) > 1:
                 alone = [pair for item in ready for pair in self._edit([item], batch, start)]
                 for _row, outcome in alone:  # the batch call that failed is theirs too
@@ -301,6 +305,32 @@ class EditorActor:
                 "phases": phases, "truncated": bool(truncated[i]) if i < len(truncated) else False,
                 "size": list(out.images[i].size)}))
         return outcomes
+
+
+    def _exit_if_poisoned(self, exc: BaseException) -> None:
+        if classify_exception(exc) == POISONED_DEVICE:
+            print(f"[{self.name}] poisoned device, exiting so Ray restarts this actor: "
+                  f"{describe(exc)}", file=sys.stderr, flush=True)
+            sys.stderr.flush()
+            os._exit(1)
+
+
+def _mark_started(batch: Mapping[str, Any], actor: str) -> None:
+    """Tell the driver's start-marks tracker (pipeline.dispatch_marks) that this batch begins
+    its model call, and wait until it knows: if the call kills the process, the driver
+    charges this batch and not the one queued behind it. Without a tracker (in-process use)
+    or when it cannot be reached, the batch runs unmarked (the driver then charges it if it
+    is lost alone)."""
+    marks = batch.get("marks")
+    if marks is None:
+        return
+    import ray
+
+    try:
+        ray.get(marks.mark.remote(actor, batch["batch_id"]), timeout=30)
+    except Exception as exc:
+        print(f"[{actor}] could not mark batch {batch.get('batch_id')} started: "
+              f"{describe(exc)}", file=sys.stderr, flush=True)
 
 
 def _failure(row: Mapping[str, Any], error_class: str, error: str | None, start: float,

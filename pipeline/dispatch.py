@@ -23,6 +23,9 @@
   one (no actor, zero phases) when it fails.
 - An actor that dies mid-batch (``os._exit``, lost node) raises ``RayActorError`` here;
   Ray restarts it (``max_restarts=-1``) and the rows go to whichever actor is free first.
+  Only a batch that had started its model call (the actor marks it first, in a tracker that
+  outlives it: pipeline.dispatch_marks) or ran alone is charged an attempt; a batch that was
+  queued behind it is sent again, alone and uncharged, so that a second death is its own.
 - A store that is out of space (ENOSPC, EDQUOT) stops the run (``StoreFull``): every later
   output would fail the same way. Nothing half-written is left under a final name, and the
   run resumes where it stopped once there is space.
@@ -48,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.digests import RemoteFilesystems, read_source_bytes
+from pipeline.dispatch_marks import had_started, start_marks
 from pipeline.errors import (
     POISONED_DEVICE,
     TRANSIENT,
@@ -144,6 +148,7 @@ class _Flight:
     read: dict[int, float]
     submitted: float
     isolate: bool = False
+    batch_id: int = 0
 
 
 @dataclass
@@ -216,12 +221,15 @@ class Dispatcher:
         self.filesystems = RemoteFilesystems()
         self.clock_ahead: dict[str, float] = {}  # node -> driver clock minus that node's
         self._reader: ThreadPoolExecutor | None = None
+        self.marks: Any = None  # the start-marks tracker (pipeline.dispatch_marks), from run()
+        self._batch_ids = itertools.count(1)
 
     # -- public -------------------------------------------------------------------------
     def run(self, tasks: Sequence[Task]) -> None:
         for slot in self.slots:
             self.describing[slot.handle.describe.remote()] = slot
         self.queue.extend(make_batches(tasks, self.settings.batch_size))
+        self.marks = start_marks(self._ray)
         self._reader = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="source-read")
         try:
             self._loop()
@@ -275,9 +283,9 @@ class Dispatcher:
                     "actor-stop", actor=info["actor"], pid=info.get("pid"),
                     node=info.get("node"), end=info["end"]))
         self.ledger.append(records)
-        for slot in self.slots:
+        for handle in [slot.handle for slot in self.slots] + [self.marks] * (self.marks is not None):
             try:
-                ray.kill(slot.handle, no_restart=True)
+                ray.kill(handle, no_restart=True)
             except Exception:
                 pass
 
@@ -466,14 +474,16 @@ class Dispatcher:
         if not rows:
             return
         first = batch.tasks[0]
+        batch_id = next(self._batch_ids)
         payload = {"max_pixels": self.settings.max_pixels, "step_cache": self.settings.step_cache,
                    "steps": first.steps, "guidance": first.guidance,
-                   "size": list(first.size) if first.size else None, "rows": rows}
+                   "size": list(first.size) if first.size else None, "rows": rows,
+                   "batch_id": batch_id, "marks": self.marks}
         ref = slot.handle.edit_batch.remote(payload)
         kill_point("after-submit")
         slot.in_flight += 1
         slot.exclusive = batch.isolate
-        self.in_flight[ref] = _Flight(slot, tasks, read, time.time(), batch.isolate)
+        self.in_flight[ref] = _Flight(slot, tasks, read, time.time(), batch.isolate, batch_id)
 
     def _read_sources(self, tasks: Sequence[Task]
                       ) -> list[tuple[bytes | PipelineError, float]]:
@@ -547,12 +557,17 @@ class Dispatcher:
             self._requeue_front(Batch(list(flight.tasks.values()), flight.isolate))
             return
         self._pause(slot)  # Ray restarts it; no new batches until it answers a probe
+        if not flight.isolate and not had_started(self._ray, self.marks, slot.name,
+                                                  flight.batch_id):
+            # Queued behind the batch that died: not its fault, no attempt spent. Alone next
+            # time, so that if it does kill an actor (before its model call) it is charged.
+            self._requeue_front(Batch(list(flight.tasks.values()), isolate=True))
+            return
         node_lost = slot.node is not None and not self.node_alive(slot.node)
         error_class = TRANSIENT if node_lost else POISONED_DEVICE
         what = "its node was lost" if node_lost else "the actor process died"
-        self._batch_failed(flight, error_class,
-                           f"{what} mid-batch ({type(exc).__name__}); retried elsewhere",
-                           isolate=True)
+        self._batch_failed(flight, error_class, f"{what} mid-batch ({type(exc).__name__})",
+                           isolate=True, retry_note="; retried elsewhere")
 
     def _learn_clock(self, node: str | None, actor_time: float | None) -> None:
         """How far the driver's clock is ahead of ``node``'s: an answer stamped ``actor_time``
@@ -564,7 +579,7 @@ class Dispatcher:
         self.clock_ahead[node] = min(seen, self.clock_ahead.get(node, seen))
 
     def _batch_failed(self, flight: _Flight, error_class: str, message: str,
-                      isolate: bool = False) -> None:
+                      isolate: bool = False, retry_note: str = "") -> None:
         # Only the driver saw this batch go (no result came back): its times are the driver's,
         # put on the actor node's clock, as every other time of that actor is (the report
         # closes the actor's holding with them).
@@ -572,7 +587,10 @@ class Dispatcher:
         now = time.time() - shift
         records = []
         for task in flight.tasks.values():
-            records += self._failure(task, error_class, message, flight.slot.info or None,
+            # the note ("retried elsewhere") only where a try is left: no false promise
+            retries = self._may_retry(task, error_class, next_try=True)
+            records += self._failure(task, error_class, message + retry_note * retries,
+                                     flight.slot.info or None,
                                      flight.submitted - shift, now,
                                      {"read": flight.read.get(task.row_index, 0.0)},
                                      isolate=isolate)
@@ -640,8 +658,11 @@ class Dispatcher:
         self.counters.tries[task.row_index] = n
         return self.prior.get(task.row_index, 0) + n
 
-    def _may_retry(self, task: Task, error_class: str) -> bool:
-        tries = self.spent.get(task.row_index, 0) + self.counters.tries.get(task.row_index, 0)
+    def _may_retry(self, task: Task, error_class: str, next_try: bool = False) -> bool:
+        """Whether a row whose latest try failed gets another (``next_try``: asked before
+        that try is counted)."""
+        tries = self.spent.get(task.row_index, 0) + self.counters.tries.get(task.row_index, 0) \
+            + next_try
         return error_class in (TRANSIENT, POISONED_DEVICE) and \
             tries < self.settings.max_attempts
 

@@ -57,7 +57,8 @@ class _Method:
 
 class FakeActor:
     """Runs its batches in order, one per ``wait``; faults are scripted per row id:
-    ``"oom"`` (that row runs out of memory, once) or ``"die"`` (the process dies, once)."""
+    ``"oom"`` (that row runs out of memory, once), ``"die"`` (the process dies in the model
+    call, once) or ``"die-early"`` (it dies before the model call, every time)."""
 
     def __init__(self, name: str, world: FakeRay) -> None:
         self.name, self.world = name, world
@@ -82,6 +83,14 @@ class FakeActor:
         self.queue.append(ref)
         return ref
 
+    def die(self, ref: Ref) -> None:
+        ref.error = ActorDied("the actor died unexpectedly")
+        for queued in self.queue:  # the process is gone: so is everything it held
+            queued.done, queued.error = True, ActorDied("the actor died unexpectedly")
+        self.queue.clear()
+        self.pid += 1
+        self.down_for = self.world.restart_waits
+
     def step(self) -> None:
         if self.down_for:
             self.down_for -= 1
@@ -95,16 +104,17 @@ class FakeActor:
             ref.result = {**self.info(), "load_start": now - 1.0, "load_end": now, "end": now}
             return
         rows = ref.payload["rows"]
+        marks = ref.payload.get("marks")
         faults = self.world.faults
+        if any(faults.get(r["row_id"]) == "die-early" for r in rows):
+            self.die(ref)  # before its model call (decoding, say): never marked; every time
+            return
+        if marks is not None:  # this batch now starts its model call (the real actor marks it)
+            marks.mark.remote(self.name, ref.payload["batch_id"])
         if any(faults.get(r["row_id"]) == "die" for r in rows):
             for r in rows:
                 faults.pop(r["row_id"], None) if faults.get(r["row_id"]) == "die" else None
-            ref.error = ActorDied("the actor died unexpectedly")
-            for queued in self.queue:  # the process is gone: so is everything it held
-                queued.done, queued.error = True, ActorDied("the actor died unexpectedly")
-            self.queue.clear()
-            self.pid += 1
-            self.down_for = self.world.restart_waits
+            self.die(ref)
             return
         results = []
         for r in rows:
@@ -123,8 +133,42 @@ class FakeActor:
         ref.result = {"actor": self.info(), "rows": results}
 
 
+class _Done(Ref):
+    """A call answered at once (the start-marks tracker runs in no fake actor's queue)."""
+
+    def __init__(self, result: Any) -> None:
+        self.id = next(Ref._ids)
+        self.result, self.error, self.done = result, None, True
+
+
+class _LocalHandle:
+    """``handle.method.remote(...)`` on a plain object, answered at once."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._obj, name)
+        return type("M", (), {"remote": staticmethod(lambda *a: _Done(method(*a)))})()
+
+
+class _LocalClass:
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def options(self, **_: Any) -> _LocalClass:
+        return self
+
+    def remote(self, *args: Any) -> _LocalHandle:
+        return _LocalHandle(self.cls(*args))
+
+
 class FakeRay:
     exceptions = _Exceptions
+
+    @staticmethod
+    def remote(cls: type) -> _LocalClass:
+        return _LocalClass(cls)
 
     def __init__(self, restart_waits: int = 0) -> None:
         self.actors: list[FakeActor] = []
@@ -147,7 +191,7 @@ class FakeRay:
         ready = [r for r in refs if r.done]
         return ready, [r for r in refs if not r.done]
 
-    def get(self, ref: Ref) -> Any:
+    def get(self, ref: Ref, timeout: float | None = None) -> Any:
         if ref.error is not None:
             raise ref.error
         return ref.result
@@ -329,3 +373,46 @@ def test_a_lost_batch_is_timed_on_its_actors_clock(tmp_path: Path,
     # report closes the actor's holding with them; mixed clocks would bill the skew)
     for r in records:
         assert before - 600.0 - 1.0 <= r["start"] <= r["end"] <= time.time() - 600.0 + 1.0, r
+
+
+def test_a_batch_queued_behind_a_dying_one_is_sent_again_without_an_attempt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeRay(restart_waits=2)
+    world.faults["r0"] = "die"
+    tasks = make_tasks(4)
+    dispatcher, outcomes, ledger = make_dispatcher(tmp_path, world, 1, tasks, monkeypatch,
+                                                   batch_size=2, in_flight_per_actor=2,
+                                                   max_attempts=1)
+    dispatcher.run(tasks)
+    ledger.close()
+    # both batches were on the actor when it died; only [r0, r1] had started
+    assert [b["rows"] for b in world.log[:2]] == [["r0", "r1"], ["r2", "r3"]]
+    by_row: dict[str, list[tuple[int, str]]] = {}
+    for r in attempts(tmp_path):
+        by_row.setdefault(r["row_id"], []).append((r["attempt"], r["outcome"]))
+    assert by_row["r0"] == by_row["r1"] == [(1, "failed-permanent")]
+    assert by_row["r2"] == by_row["r3"] == [(1, "ok")]  # not charged: sent again, done
+    assert outcomes.status == ["failed", "failed", "done", "done"]
+    failed = [r for r in attempts(tmp_path) if r["outcome"] == "failed-permanent"]
+    # no retry happens with --max-attempts 1: the reason does not promise one
+    assert all("died mid-batch" in r["error"] and "retried" not in r["error"] for r in failed)
+
+
+def test_a_batch_that_kills_its_actor_before_its_model_call_is_charged_once_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeRay()
+    world.faults["r2"] = "die-early"  # never marked as started: the first loss is free
+    tasks = make_tasks(4)
+    dispatcher, outcomes, ledger = make_dispatcher(tmp_path, world, 1, tasks, monkeypatch,
+                                                   batch_size=2, max_attempts=2)
+    dispatcher.run(tasks)
+    ledger.close()
+    by_row: dict[str, list[tuple[int, str]]] = {}
+    for r in attempts(tmp_path):
+        by_row.setdefault(r["row_id"], []).append((r["attempt"], r["outcome"]))
+    # lost once uncharged, then alone in the actor: that death is the batch's own
+    assert [b["rows"] for b in world.log if "r2" in b["rows"]] == [["r2", "r3"], ["r2", "r3"],
+                                                                   ["r2"]]
+    assert by_row["r2"] == [(1, "retry-scheduled"), (2, "failed-permanent")]
+    assert by_row["r3"] == [(1, "retry-scheduled"), (2, "ok")]
+    assert outcomes.status == ["done", "done", "failed", "done"]
