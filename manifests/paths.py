@@ -86,8 +86,14 @@ class ImageResolver:
     """Resolves image references for one manifest; caches folder lookups (many rows share one)."""
 
     def __init__(
-        self, base_dir: str | os.PathLike, image_roots: Sequence[str | os.PathLike] | None = None
+        self,
+        base_dir: str | os.PathLike,
+        image_roots: Sequence[str | os.PathLike] | None = None,
+        roots_setting: str = "image_roots",
     ) -> None:
+        # roots_setting: how the caller's user allows more roots (the CLI's --image-root, a
+        # job's image_roots), named in refusals.
+        self.roots_setting = roots_setting
         self.base_dir = os.path.abspath(os.fspath(base_dir))
         extra = [os.path.abspath(os.fspath(r)) for r in (image_roots or ())]
         self.roots: tuple[str, ...] = tuple(
@@ -141,7 +147,7 @@ class ImageResolver:
         )
         raise ImageRefError(
             f"image {ref!r} {how}, outside {self._roots_text()}; move the image there, "
-            "or allow its folder explicitly with image_roots"
+            f"or allow its folder explicitly with {self.roots_setting}"
         )
 
     def _realpath(self, path: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -105,8 +106,25 @@ def _type_problem(spec: ColumnSpec, t: pa.DataType) -> Problem:
     return Problem(None, spec.name, reason)
 
 
+# Names other tools use for a manifest column: spelling is no guide to these, so difflib
+# alone would offer no hint.
+_SYNONYMS = {
+    "prompt": "instruction",
+    "edit_prompt": "instruction",
+    "caption": "instruction",
+    "text": "instruction",
+    "image_path": "image",
+    "path": "image",
+    "source": "image",
+    "id": "row_id",
+}
+
+
 def _unknown_column_problem(name: str) -> Problem:
-    matches = difflib.get_close_matches(name.lower(), list(COLUMN_SPECS), n=1, cutoff=0.6)
+    key = name.lower()
+    matches = [_SYNONYMS[key]] if key in _SYNONYMS else difflib.get_close_matches(
+        key, list(COLUMN_SPECS), n=1, cutoff=0.6
+    )
     hint = f" (did you mean {matches[0]!r}?)" if matches else ""
     return Problem(
         None,
@@ -183,17 +201,82 @@ def _pandas_index_columns(schema: pa.Schema) -> set[str]:
     return {c for c in meta.get("index_columns", []) if isinstance(c, str)}
 
 
-def open_manifest(path: str | os.PathLike) -> pq.ParquetFile:
-    """Open a manifest for streaming. Raises ManifestError naming the file when it cannot."""
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise ManifestError(f"manifest file not found: {name!r}; check the path", name)
-    if os.path.isdir(name):
-        raise ManifestError(
-            f"manifest path {name!r} is a folder; give the path of one Parquet file", name
-        )
+def _not_regular_reason(name: str, mode: int) -> str | None:
+    """Why ``name`` (of file mode ``mode``) cannot be a manifest, or None for a regular file.
+    A named pipe would block the reader forever (and with it SIGTERM handling)."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return f"manifest path {name!r} is a folder; give the path of one Parquet file"
+    kind = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return (
+        f"manifest path {name!r} is {kind}, not a regular file; manifests are read more than "
+        "once, so write the Parquet file to disk and give its path"
+    )
+
+
+def _check_regular(name: str) -> None:
     try:
-        return pq.ParquetFile(name)
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise ManifestError(f"manifest file not found: {name!r}; check the path", name) from None
+    except OSError as err:
+        raise ManifestError(
+            f"manifest {name!r} cannot be read ({err.strerror}); check the path and its "
+            "permissions",
+            name,
+        ) from None
+    reason = _not_regular_reason(name, mode)
+    if reason:
+        raise ManifestError(reason, name)
+
+
+def read_manifest_bytes(path: str | os.PathLike) -> bytes:
+    """The manifest file's bytes, read once. A run reads only this snapshot (hash, validation,
+    rows, results), so the file being replaced, rewritten or moved mid-run cannot change what
+    the run sees. Raises ManifestError naming the file when it is not a readable regular file."""
+    name = os.fspath(path)
+    _check_regular(name)
+    try:
+        # O_NONBLOCK: had the path become a FIFO since the check, open() must not wait for a
+        # writer; fstat then refuses it.
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ManifestError(
+            f"manifest {name!r} cannot be opened ({err.strerror}); check its permissions", name
+        ) from None
+    with os.fdopen(fd, "rb") as f:
+        reason = _not_regular_reason(name, os.fstat(f.fileno()).st_mode)
+        if reason:
+            raise ManifestError(reason, name)
+        try:
+            return f.read()
+        except OSError as err:
+            raise ManifestError(
+                f"manifest {name!r} cannot be read ({err.strerror}); copy it to a local disk "
+                "and run again",
+                name,
+            ) from None
+
+
+def open_manifest(path: str | os.PathLike, data: bytes | None = None) -> pq.ParquetFile:
+    """Open a manifest for streaming. Raises ManifestError naming the file when it cannot.
+
+    ``data``: the file's bytes already read (read_manifest_bytes); ``path`` then only names
+    the file in messages."""
+    name = os.fspath(path)
+    if data is None:
+        _check_regular(name)
+    try:
+        return pq.ParquetFile(name if data is None else pa.BufferReader(data))
     except (pa.ArrowException, OSError) as err:
         raise ManifestError(
             f"{name!r} is not a Parquet file ({err}); manifests must be Parquet — convert a "

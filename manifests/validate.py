@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,6 +55,49 @@ def derive_row_id(image_ref: str, instruction: str, seed: int) -> str:
     """Content-derived row id: sha256 over (image reference as written, stripped instruction, seed)."""
     payload = json.dumps([image_ref, instruction, seed], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def positional_ids(
+    path: str | os.PathLike,
+    rows: Iterable[int],
+    *,
+    data: bytes | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> dict[int, str]:
+    """Ids for ``rows`` (row indexes) that have no usable row_id of their own: ``row-N``, or
+    ``row-N-2``, ``row-N-3``, ... while a given row_id already has that name, so no two rows of
+    the manifest share an id. Derived ids are hex and cannot collide; given ids are read from
+    the row_id column (one pass per round; a second round is needed only when the manifest
+    itself uses ``row-N`` ids)."""
+    ids = {i: f"row-{i}" for i in rows}
+    tries = dict.fromkeys(ids, 1)
+    pending = set(ids)
+    while pending:
+        taken = _given_ids_among({ids[i] for i in pending}, path, data, batch_rows)
+        pending = {i for i in pending if ids[i] in taken}
+        for i in pending:
+            tries[i] += 1
+            ids[i] = f"row-{i}-{tries[i]}"
+    return ids
+
+
+def _given_ids_among(
+    names: set[str], path: str | os.PathLike, data: bytes | None, batch_rows: int
+) -> set[str]:
+    """Which of ``names`` are given row ids in the manifest."""
+    name = os.fspath(path)
+    found: set[str] = set()
+    if not names:
+        return found
+    with open_manifest(name, data) as pf:
+        if "row_id" not in pf.schema_arrow.names:
+            return found
+        for batch in _read_batches(pf, name, batch_rows, ["row_id"]):
+            for value in batch.column("row_id").to_pylist():
+                given = None if value is None else rules.check_label("row_id", value)[0]
+                if given in names:
+                    found.add(given)
+    return found
 
 
 def _duplicate_reason(row_id: str, derived: bool, earlier: str) -> str:
@@ -218,6 +261,33 @@ def _empty_manifest(name: str) -> Problem:
     )
 
 
+def _damaged(name: str, start: int, err: Exception) -> ManifestError:
+    return ManifestError(
+        f"manifest {name!r} is damaged: its footer reads but the rows from {start} on do not "
+        f"({str(err).strip()}); write the file again from its source (a copy cut short or "
+        "changed on disk looks like this)",
+        name,
+    )
+
+
+def _read_batches(
+    pf: pq.ParquetFile, name: str, batch_rows: int, columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """``pf.iter_batches``, where a page that cannot be decoded is a ManifestError naming the
+    file (a valid footer says nothing about the data pages behind it)."""
+    start = 0
+    batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as err:
+            raise _damaged(name, start, err) from None
+        start += batch.num_rows
+        yield batch
+
+
 def _check_batch_rows(batch_rows: int) -> None:
     if not rules.is_int(batch_rows) or batch_rows < 1:
         raise ValueError(f"batch_rows must be a positive integer (got {batch_rows!r})")
@@ -226,69 +296,91 @@ def _check_batch_rows(batch_rows: int) -> None:
 def validate_manifest(
     path: str | os.PathLike,
     *,
+    data: bytes | None = None,
     image_roots: Sequence[str] | None = None,
     check_images_exist: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     max_problems: int | None = DEFAULT_MAX_PROBLEMS,
+    roots_setting: str = "image_roots",
 ) -> tuple[int, list[Problem]]:
     """Stream the whole manifest; return (rows_total, problems). Never holds the manifest whole.
 
     Every problem is reported (row, column, reason), not only the first: whole-file problems
     first, then row problems in row order. After ``max_problems`` (None: no limit) the rest are
-    counted and summarised in one final problem. Unreadable files are reported, not raised.
+    counted and summarised in one final problem. Unreadable files are reported, not raised,
+    and so are damaged data pages (every column a run reads is decoded here, meta_* too).
+    ``data``: the file's bytes, already read (manifests.schema.read_manifest_bytes).
+    ``roots_setting``: what an image outside the allowed roots is told to use (--image-root
+    on a command line).
     """
     _check_batch_rows(batch_rows)
     name = os.fspath(path)
     try:
-        pf = open_manifest(name)
+        pf = open_manifest(name, data)
     except ManifestError as err:
         return 0, err.problems
-    with pf:
-        rows_total = pf.metadata.num_rows
-        schema_check = check_schema(pf.schema_arrow)
-        problems = list(schema_check.problems)
-        if rows_total == 0:
-            problems.append(_empty_manifest(name))
-        if not schema_check.checked_columns or rows_total == 0:
-            return rows_total, problems
+    resolver = ImageResolver(manifest_folder(name), image_roots, roots_setting)
+    try:
+        with pf:
+            return _validate_open(pf, name, resolver, check_images_exist, batch_rows,
+                                  max_problems)
+    except ManifestError as err:  # a damaged page: the whole file is unusable
+        return pf.metadata.num_rows, err.problems
 
-        checker = _BatchChecker(
-            schema_check, ImageResolver(manifest_folder(name), image_roots), check_images_exist
-        )
-        duplicate_slots: dict[str, list[tuple[int, bool]]] = {}
-        not_listed = 0
-        start = 0
-        batches = pf.iter_batches(batch_size=batch_rows, columns=schema_check.checked_columns)
-        with tqdm(total=rows_total, unit="row", desc="validating manifest", disable=None) as bar:
-            for batch in batches:
-                _, batch_problems, duplicates = checker.check(batch, start, build_rows=False)
-                dup_of = {id(problem): (rid, derived) for problem, rid, derived in duplicates}
-                for problem in batch_problems:
-                    if max_problems is not None and len(problems) >= max_problems:
-                        not_listed += 1
-                        continue
-                    if id(problem) in dup_of:
-                        rid, derived = dup_of[id(problem)]
-                        duplicate_slots.setdefault(rid, []).append((len(problems), derived))
-                    problems.append(problem)
-                start += batch.num_rows
-                bar.update(batch.num_rows)
-        if duplicate_slots:
-            _name_earlier_rows(pf, schema_check, batch_rows, duplicate_slots, problems)
-        if not_listed:
-            problems.append(
-                Problem(
-                    None,
-                    None,
-                    f"{not_listed} more problems not listed (collection stops after "
-                    f"{max_problems}); fix the ones above and validate again",
-                )
+
+def _validate_open(
+    pf: pq.ParquetFile,
+    name: str,
+    resolver: ImageResolver,
+    check_images_exist: bool,
+    batch_rows: int,
+    max_problems: int | None,
+) -> tuple[int, list[Problem]]:
+    rows_total = pf.metadata.num_rows
+    schema_check = check_schema(pf.schema_arrow)
+    problems = list(schema_check.problems)
+    if rows_total == 0:
+        problems.append(_empty_manifest(name))
+    if not schema_check.checked_columns or rows_total == 0:
+        return rows_total, problems
+
+    checker = _BatchChecker(schema_check, resolver, check_images_exist)
+    duplicate_slots: dict[str, list[tuple[int, bool]]] = {}
+    not_listed = 0
+    start = 0
+    read = schema_check.checked_columns + schema_check.meta_columns
+    batches = _read_batches(pf, name, batch_rows, read)
+    with tqdm(total=rows_total, unit="row", desc="validating manifest", disable=None) as bar:
+        for batch in batches:
+            _, batch_problems, duplicates = checker.check(batch, start, build_rows=False)
+            dup_of = {id(problem): (rid, derived) for problem, rid, derived in duplicates}
+            for problem in batch_problems:
+                if max_problems is not None and len(problems) >= max_problems:
+                    not_listed += 1
+                    continue
+                if id(problem) in dup_of:
+                    rid, derived = dup_of[id(problem)]
+                    duplicate_slots.setdefault(rid, []).append((len(problems), derived))
+                problems.append(problem)
+            start += batch.num_rows
+            bar.update(batch.num_rows)
+    if duplicate_slots:
+        _name_earlier_rows(pf, name, schema_check, batch_rows, duplicate_slots, problems)
+    if not_listed:
+        problems.append(
+            Problem(
+                None,
+                None,
+                f"{not_listed} more problems not listed (collection stops after "
+                f"{max_problems}); fix the ones above and validate again",
             )
+        )
     return rows_total, problems
 
 
 def _name_earlier_rows(
     pf: pq.ParquetFile,
+    name: str,
     schema_check: SchemaCheck,
     batch_rows: int,
     slots: dict[str, list[tuple[int, bool]]],
@@ -302,16 +394,16 @@ def _name_earlier_rows(
     first: dict[str, int] = {}
     count: dict[str, int] = dict.fromkeys(slots, 0)
     start = 0
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+    for batch in _read_batches(pf, name, batch_rows, wanted):
         columns: dict[str, list] = {}
-        for name in wanted:
-            values = batch.column(name).to_pylist()
-            if name == "row_id":
+        for column in wanted:
+            values = batch.column(column).to_pylist()
+            if column == "row_id":
                 columns["row_id_raw"] = values
-            if name != "image":
-                check = _VALUE_CHECKS[name]
+            if column != "image":
+                check = _VALUE_CHECKS[column]
                 values = [None if v is None else check(v)[0] for v in values]
-            columns[name] = values
+            columns[column] = values
         for i, entry in enumerate(_effective_ids(columns, batch.num_rows)):
             if entry is not None and entry[0] in count:
                 count[entry[0]] += 1
@@ -333,8 +425,10 @@ def _name_earlier_rows(
 def iter_rows(
     path: str | os.PathLike,
     *,
+    data: bytes | None = None,
     image_roots: Sequence[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    roots_setting: str = "image_roots",
 ) -> Iterator[list[ManifestRow]]:
     """Stream validated rows in batches of at most ``batch_rows``.
 
@@ -342,27 +436,33 @@ def iter_rows(
     ManifestError right away, at the call. Row problems raise ManifestError (listing every
     problem of that batch) when the first bad batch is reached — earlier batches have already
     been yielded, so call validate_manifest first to refuse a manifest before any work.
+    ``data``: the file's bytes, already read (the rows then come from that snapshot).
     """
     _check_batch_rows(batch_rows)
     name = os.fspath(path)
-    with open_manifest(name) as pf:
+    with open_manifest(name, data) as pf:
         schema_check = check_schema(pf.schema_arrow)
         problems = list(schema_check.problems)
         if pf.metadata.num_rows == 0:
             problems.append(_empty_manifest(name))
     if problems:
         raise ManifestError(problems, name)
-    return _iter_checked(name, schema_check, image_roots, batch_rows)
+    resolver = ImageResolver(manifest_folder(name), image_roots, roots_setting)
+    return _iter_checked(name, data, schema_check, resolver, batch_rows)
 
 
 def _iter_checked(
-    name: str, schema_check: SchemaCheck, image_roots: Sequence[str] | None, batch_rows: int
+    name: str,
+    data: bytes | None,
+    schema_check: SchemaCheck,
+    resolver: ImageResolver,
+    batch_rows: int,
 ) -> Iterator[list[ManifestRow]]:
-    checker = _BatchChecker(schema_check, ImageResolver(manifest_folder(name), image_roots), False)
+    checker = _BatchChecker(schema_check, resolver, False)
     columns = schema_check.checked_columns + schema_check.meta_columns
     start = 0
-    with open_manifest(name) as pf:
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+    with open_manifest(name, data) as pf:
+        for batch in _read_batches(pf, name, batch_rows, columns):
             rows, problems, _ = checker.check(batch, start, build_rows=True)
             if problems:
                 raise ManifestError(problems, name)

@@ -9,8 +9,14 @@ The rule (documented in the CLI help too):
   rows run.
 - remote images (s3://, gs://, ...) are read only under a remote root the run was given
   (``image_roots`` entries that are URIs, the CLI's --image-root): any other remote reference
-  fails its row at once, before pyarrow tries (and, unconfigured, may hang) to reach it. Missing and undecodable image files are found later (planning / the actor) and
-  fail their row the same way.
+  fails its row at once, before pyarrow tries (and, unconfigured, may hang) to reach it.
+  Missing and undecodable image files are found later (planning / the actor) and fail their
+  row the same way.
+
+The file is read once, into memory (its compressed size, not its rows): the digest, the
+validation, the planned rows and the results' carried columns all come from that snapshot,
+so a manifest replaced, rewritten or moved while the run goes on changes nothing the run
+reports.
 """
 
 from __future__ import annotations
@@ -18,15 +24,19 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
-from manifests import ManifestRow, iter_rows, validate_manifest
+from manifests import ManifestError, ManifestRow, iter_rows, validate_manifest
 from manifests.paths import is_remote_uri
+from manifests.schema import read_manifest_bytes
+from manifests.validate import positional_ids
 from pipeline.errors import ConfigError
 
-_READ_CHUNK = 1 << 20
+# How a user allows images outside the manifest's folder, named in row reasons: the CLI's
+# flag by default; a job says image_roots.
+CLI_ROOTS_SETTING = "--image-root"
 
 
 @dataclass(frozen=True)
@@ -51,39 +61,57 @@ class CheckedManifest:
     digest: str  # sha256 of the file bytes: part of the run id
     image_roots: tuple[str, ...] = ()  # extra folders local images may live in
     remote_roots: tuple[str, ...] = ()  # URI prefixes remote images may live under
+    # the file's bytes as first read: every later read of the run reads these
+    data: bytes | None = field(default=None, repr=False, compare=False)
+    # ids of rows without a usable row_id, chosen not to collide with any given row_id
+    positional_ids: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+    roots_setting: str = CLI_ROOTS_SETTING
+
+    def source(self) -> pa.NativeFile | str:
+        """What to read the manifest from: the snapshot (a fresh reader each call)."""
+        return self.path if self.data is None else pa.BufferReader(self.data)
 
 
-def file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+def _refuse(path: str, problems: Sequence[object]) -> ConfigError:
+    lines = "\n".join(f"  - {p}" for p in problems[:50])
+    more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+    return ConfigError(f"manifest {path!r} cannot be used:\n{lines}{more}\n"
+                       "Fix the file (see the problems above) and run again.")
 
 
-def check_manifest(path: str, image_roots: Sequence[str] | None = None) -> CheckedManifest:
-    """Validate the whole manifest (streaming). Raises ConfigError on whole-file problems.
+def check_manifest(path: str, image_roots: Sequence[str] | None = None,
+                   roots_setting: str = CLI_ROOTS_SETTING) -> CheckedManifest:
+    """Read the manifest once and validate it (streaming over the snapshot). Raises
+    ConfigError on whole-file problems.
 
     ``image_roots``: folders besides the manifest's own that local images may live in, and
-    URI prefixes (s3://bucket/prefix) remote images may live under."""
+    URI prefixes (s3://bucket/prefix) remote images may live under. ``roots_setting``: how
+    the user gives them (--image-root, or a job's image_roots), named in row reasons."""
+    path = os.fspath(path)
     remote_roots = tuple(r for r in image_roots or () if is_remote_uri(str(r)))
     image_roots = [r for r in image_roots or () if r not in remote_roots]
-    rows_total, problems = validate_manifest(path, image_roots=image_roots, max_problems=None)
+    try:
+        data = read_manifest_bytes(path)
+    except ManifestError as err:
+        raise _refuse(path, err.problems) from None
+    rows_total, problems = validate_manifest(path, data=data, image_roots=image_roots,
+                                             max_problems=None, roots_setting=roots_setting)
     file_level = [p for p in problems if p.row is None]
     if file_level:
-        lines = "\n".join(f"  - {p}" for p in file_level[:50])
-        more = f"\n  ... and {len(file_level) - 50} more" if len(file_level) > 50 else ""
-        raise ConfigError(f"manifest {path!r} cannot be used:\n{lines}{more}\n"
-                          "Fix the file (see the problems above) and run again.")
+        raise _refuse(path, file_level)
     row_problems: dict[int, list[tuple[str | None, str]]] = {}
     for p in problems:
         row_problems.setdefault(int(p.row), []).append((p.column, p.reason))
-    return CheckedManifest(path=os.fspath(path), rows_total=rows_total,
-                           row_problems=row_problems, digest=file_digest(path),
-                           image_roots=tuple(image_roots), remote_roots=remote_roots)
+    return CheckedManifest(path=path, rows_total=rows_total, row_problems=row_problems,
+                           digest=hashlib.sha256(data).hexdigest(),
+                           image_roots=tuple(image_roots), remote_roots=remote_roots,
+                           data=data, positional_ids=positional_ids(path, row_problems,
+                                                                    data=data),
+                           roots_setting=roots_setting)
 
 
-def remote_image_problem(uri: str, roots: Sequence[str]) -> str | None:
+def remote_image_problem(uri: str, roots: Sequence[str],
+                         roots_setting: str = CLI_ROOTS_SETTING) -> str | None:
     """None when the remote ``uri`` lies under one of ``roots``, else why it may not be read."""
     scheme, _, rest = uri.partition("://")
     if any(part in (".", "..") for part in rest.split("/")):
@@ -95,16 +123,18 @@ def remote_image_problem(uri: str, roots: Sequence[str]) -> str | None:
         if r_scheme.lower() == scheme.lower() and rest.startswith(prefix):
             return None
     bucket = rest.split("/", 1)[0]
+    allow = (f"pass --image-root {scheme}://{bucket}/" if roots_setting == CLI_ROOTS_SETTING
+             else f"add {scheme}://{bucket}/ to {roots_setting}")
     return (f"remote image {uri!r} is not under a remote root this run was given; remote "
-            f"images are read only where allowed: pass --image-root {scheme}://{bucket}/ (or a "
-            f"narrower prefix) and configure pyarrow's credentials for {scheme}")
+            f"images are read only where allowed: {allow} (or a narrower prefix) and configure "
+            f"pyarrow's credentials for {scheme}")
 
 
-def _refuse_unlisted_remote(row: ManifestRow | BadRow,
-                            roots: Sequence[str]) -> ManifestRow | BadRow:
+def _refuse_unlisted_remote(row: ManifestRow | BadRow, roots: Sequence[str],
+                            roots_setting: str) -> ManifestRow | BadRow:
     if not isinstance(row, ManifestRow) or not is_remote_uri(row.image):
         return row
-    problem = remote_image_problem(row.image, roots)
+    problem = remote_image_problem(row.image, roots, roots_setting)
     if problem is None:
         return row
     return BadRow(row.row_index, row.row_id, f"image: {problem}", row.image, row.instruction,
@@ -115,29 +145,33 @@ def iter_manifest(checked: CheckedManifest, batch_rows: int = 8192
                   ) -> Iterator[list[ManifestRow | BadRow]]:
     """Rows in manifest order, in batches; rows with problems come as BadRow."""
     for batch in _iter_all(checked, batch_rows):
-        yield [_refuse_unlisted_remote(row, checked.remote_roots) for row in batch]
+        yield [_refuse_unlisted_remote(row, checked.remote_roots, checked.roots_setting)
+               for row in batch]
 
 
 def _iter_all(checked: CheckedManifest, batch_rows: int
               ) -> Iterator[list[ManifestRow | BadRow]]:
     if not checked.row_problems:
-        yield from iter_rows(checked.path, image_roots=checked.image_roots or None,
-                             batch_rows=batch_rows)
+        yield from iter_rows(checked.path, data=checked.data,
+                             image_roots=checked.image_roots or None, batch_rows=batch_rows,
+                             roots_setting=checked.roots_setting)
         return
     yield from _iter_skipping_bad(checked, batch_rows)
 
 
-def _bad_row(index: int, problems: list[tuple[str | None, str]], raw: dict) -> BadRow:
+def _bad_row(index: int, problems: list[tuple[str | None, str]], raw: dict,
+             positional: str) -> BadRow:
     reason = "; ".join(f"{col}: {why}" if col else why for col, why in problems)
     image, instruction, seed = raw.get("image"), raw.get("instruction"), raw.get("seed")
     given = raw.get("row_id")
     # A duplicate or invalid id must not collide with another row's id. Bad rows without a
     # valid given id get a positional id: a content-derived one could repeat (two identical
-    # bad rows, or a bad row repeating a good one) since bad rows skip the duplicate check.
+    # bad rows, or a bad row repeating a good one) since bad rows skip the duplicate check;
+    # the positional one was chosen to differ from every given id (row-N may be taken).
     if given is not None and not any(col in ("row_id", None) for col, _ in problems):
         row_id = str(given)
     else:
-        row_id = f"row-{index}"
+        row_id = positional
 
     def text(v: object) -> str | None:
         return None if v is None else str(v)
@@ -157,11 +191,12 @@ def _iter_skipping_bad(checked: CheckedManifest, batch_rows: int
     from manifests.validate import _BatchChecker
 
     raw_columns = ("row_id", "image", "instruction", "seed", "product_id", "variant")
-    with open_manifest(checked.path) as pf:
+    with open_manifest(checked.path, checked.data) as pf:
         schema_check = check_schema(pf.schema_arrow)
         checker = _BatchChecker(schema_check,
                                 ImageResolver(manifest_folder(checked.path),
-                                              checked.image_roots or None), False)
+                                              checked.image_roots or None,
+                                              checked.roots_setting), False)
         columns = schema_check.checked_columns + schema_check.meta_columns
         present_raw = [c for c in raw_columns if c in pf.schema_arrow.names]
         start = 0
@@ -188,7 +223,9 @@ def _iter_skipping_bad(checked: CheckedManifest, batch_rows: int
                 good_rows = [replace(r, row_index=start + keep[j]) for j, r in enumerate(built)]
             raw = {c: batch.column(c).to_pylist() for c in present_raw}
             bad = [_bad_row(start + i, checked.row_problems[start + i],
-                            {c: raw[c][i] for c in present_raw}) for i in bad_local]
+                            {c: raw[c][i] for c in present_raw},
+                            checked.positional_ids.get(start + i, f"row-{start + i}"))
+                   for i in bad_local]
             merged: list[ManifestRow | BadRow] = sorted([*good_rows, *bad],
                                                         key=lambda r: r.row_index)
             yield merged

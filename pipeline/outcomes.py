@@ -77,7 +77,8 @@ class Outcomes:
             out[s] += 1
         return out
 
-    def table(self, manifest_path: str | None) -> pa.Table:
+    def table(self, manifest_path: str | pa.NativeFile | None) -> pa.Table:
+        """``manifest_path``: the manifest, or a reader of the bytes the run read."""
         cols: dict[str, Any] = {
             "row_id": self.row_id, "row_index": list(range(self.rows_total)),
             "status": self.status, "output_uri": self.output_uri, "cache_hit": self.cache_hit,
@@ -100,7 +101,7 @@ class Outcomes:
                 table = table.append_column(name, column)
         return table
 
-    def write(self, path: str | Path, manifest_path: str | None) -> Path:
+    def write(self, path: str | Path, manifest_path: str | pa.NativeFile | None) -> Path:
         """Write results.parquet atomically (temp file + rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

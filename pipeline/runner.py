@@ -11,6 +11,7 @@ a run that is all cache hits never starts Ray nor loads a model.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifests.paths import SUPPORTED_SCHEMES
+from manifests.paths import SUPPORTED_SCHEMES, uri_scheme
 from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, numerics_version
 from pipeline.cluster import (
     actor_layout,
@@ -42,7 +43,7 @@ from pipeline.errors import ConfigError, RunFolderFull
 from pipeline.image_io import DEFAULT_MAX_PIXELS
 from pipeline.killpoints import kill_point
 from pipeline.ledger import NO_SPACE, LedgerWriter, run_folder_full_message
-from pipeline.manifest_input import check_manifest
+from pipeline.manifest_input import CLI_ROOTS_SETTING, check_manifest
 from pipeline.model_info import DTYPES, ModelInfo, resolve_model_info
 from pipeline.outcomes import Outcomes
 from pipeline.plan import RowDefaults, plan_run
@@ -87,6 +88,9 @@ class RunConfig:
     # Extra folders the manifest's local images may live in (besides the manifest's folder),
     # e.g. a catalog's image folder for a manifest built elsewhere (jobs).
     image_roots: list[str] | None = None
+    # How the user gives image_roots, named in row reasons ("allow its folder explicitly with
+    # --image-root"): the CLI's flag; a job spec says image_roots.
+    image_roots_setting: str = CLI_ROOTS_SETTING
     # Pricing file (default pipeline/pricing.yaml) frozen into config.json, so the report prices
     # the run as its budget did, whatever later edits of the file.
     pricing: str | None = None
@@ -157,6 +161,71 @@ def check_flags(config: RunConfig) -> None:
                           "files); put outputs on an object store with --store s3://...")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {config.out!r} exists and is not a folder; pick another path")
+    _check_writable("--out", config.out, out / "runs")
+    _check_store_flag(config.store)
+
+
+def _check_store_flag(store: str | None) -> None:
+    """A --store URI pyarrow cannot open is refused now, before any folder is made (opening
+    it, which may reach the network, is left to the run: _open_store)."""
+    if store is None:
+        return
+    scheme = uri_scheme(store)
+    if scheme is None:
+        if "://" in store:
+            raise ConfigError(f"--store {store!r} is not a valid URI; give a local folder or "
+                              "scheme://bucket/prefix")
+        _check_writable("--store", store, Path(store).expanduser())
+        return
+    if scheme not in SUPPORTED_SCHEMES:
+        raise ConfigError(f"--store {store!r}: pyarrow has no filesystem for the scheme "
+                          f"{scheme!r}; use a local folder or one of "
+                          f"{', '.join(sorted(SUPPORTED_SCHEMES))} (e.g. s3://bucket/prefix)")
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _unwritable_reason(folder: Path) -> str | None:
+    """Why nothing can be created in the existing ``folder``, or None. (As root, os.access
+    allows everything but a read-only filesystem, hence the statvfs check first.)"""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return "is on a read-only filesystem"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "is not writable by this user"
+    return None
+
+
+def _check_writable(flag: str, given: str, target: Path) -> None:
+    """``target`` (a folder the run will create or write in) can be made: its nearest existing
+    ancestor is a writable folder. Checked without creating anything."""
+    existing = _nearest_existing(target)
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {given!r} cannot be created: {str(existing)!r} is a file, "
+                          "not a folder; pick another path")
+    reason = _unwritable_reason(existing)
+    if reason:
+        raise ConfigError(f"{flag} {given!r} cannot be written: the folder {str(existing)!r} "
+                          f"{reason}; pick a folder on a writable disk")
+
+
+def _open_store(store_root: str, given: bool) -> Store:
+    """The store, opened before any run folder exists: a URI that cannot be opened (no such
+    filesystem, no credentials, no network) is a config error, not a traceback mid-run."""
+    try:
+        return Store(store_root)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        flag = "--store" if given else "the store under --out"
+        raise ConfigError(f"{flag} {store_root!r} cannot be opened: {str(exc).strip()}; check "
+                          "the URI and the filesystem's credentials") from None
 
 
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
@@ -292,7 +361,8 @@ def run_batch(config: RunConfig, *, editor_factory: Any = None,
     check_flags(config)
     _frozen_pricing(config.pricing)  # a bad pricing file is a config error: before any work
     info = resolve_model_info(config.model)
-    checked = check_manifest(config.manifest, image_roots=config.image_roots)
+    checked = check_manifest(config.manifest, image_roots=config.image_roots,
+                             roots_setting=config.image_roots_setting)
     session = _RaySession(config.address, config.num_cpus)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(session.close)
@@ -350,6 +420,9 @@ def _run_pricing(config_path: Path, path: str | None) -> dict[str, Any]:
     return {"pricing": dict(frozen)}
 
 
+_CANNOT_CREATE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
+
+
 def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factory: Any,
          faults: Sequence[Mapping[str, Any]], session: _RaySession,
          budget: BudgetHook | None, cleanup: contextlib.ExitStack) -> RunSummary:
@@ -372,13 +445,19 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         identity["fp8"] = True
     out = Path(config.out).resolve()
     runs_dir = out / "runs"
-    run_id, history, lock = acquire_run(runs_dir, base_run_id(checked.digest, identity),
-                                        config.run_id)
-    cleanup.callback(lock.release)  # held until run_batch returns; a killed run drops it
-    run_dir = runs_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     store_root = config.store or str(out / "store")
-    store = Store(store_root)
+    store = _open_store(store_root, config.store is not None)
+    try:
+        run_id, history, lock = acquire_run(runs_dir, base_run_id(checked.digest, identity),
+                                            config.run_id)
+        cleanup.callback(lock.release)  # held until run_batch returns; a killed run drops it
+        run_dir = runs_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the checks passed, the folder changed since (or a racing mount)
+        if exc.errno not in _CANNOT_CREATE:
+            raise
+        raise ConfigError(f"--out {config.out!r}: cannot create {exc.filename!r} "
+                          f"({exc.strerror}); pick a writable folder") from None
     settings = {**{k: v for k, v in asdict(config).items() if k not in ("manifest", "out")},
                 "device": device, "dtype": dtype, "steps": defaults.steps,
                 "guidance": defaults.guidance, "output_format": fmt,
@@ -444,7 +523,8 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
     finally:
         digests.close()
         try:
-            results = outcomes.write(run_dir / "results.parquet", manifest_abs)
+            # the carried columns come from the snapshot the run read, not the file now
+            results = outcomes.write(run_dir / "results.parquet", checked.source())
             kill_point("after-results")
             ledger.write("run-end", status=status, counts=outcomes.counts())
         except OSError as exc:  # results.parquet on a full run folder (the ledger raises its own)
