@@ -194,8 +194,20 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
         step_cache=spec.sampler.step_cache, fp8=spec.sampler.fp8, compile=spec.sampler.compile,
         run_id=run_id, max_attempts=spec.ray.max_attempts, retry_backoff_s=retry_backoff_s,
         num_cpus=num_cpus, reports=reports, progress=progress,
-        image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file))
+        image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file),
+        **_roots_setting())
     return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
+
+
+def _roots_setting() -> dict[str, str]:
+    """Row reasons name the spec's key, image_roots, where the pipeline's RunConfig lets a
+    caller say how roots are given (its default is the CLI's --image-root)."""
+    from dataclasses import fields
+
+    from pipeline.runner import RunConfig
+
+    names = {f.name for f in fields(RunConfig)}
+    return {"image_roots_setting": "image_roots"} if "image_roots_setting" in names else {}
 
 
 def rebuild_reports(spec: JobSpec, date: str, run_dir: Path, progress: bool
@@ -249,7 +261,8 @@ def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:
     frozen = run_dir / "manifest.parquet"
     if not frozen.is_file():
         # The builder warns that the catalog's images lie outside the run folder; the run is
-        # given those folders as image_roots below, so the warning is noise here.
+        # given the catalog's folder as an image root and _warn_outside names any other
+        # folder, so its warning is noise here.
         builder_log = logging.getLogger("manifests.build")
         level = builder_log.level
         builder_log.setLevel(logging.ERROR)
@@ -259,7 +272,32 @@ def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:
             raise JobError(f"job {spec.name} ({spec.path}): {exc}") from None
         finally:
             builder_log.setLevel(level)
-    return frozen, image_folders(frozen)
+        _warn_outside(spec, frozen, [catalog_root(spec.build.catalog), *spec.image_roots])
+    return frozen, [catalog_root(spec.build.catalog)]
+
+
+def catalog_root(catalog: Path) -> str:
+    """The folder a built manifest's images may be read from without image_roots: the catalog
+    folder itself, or the folder holding the CSV/Parquet catalog (its relative image paths
+    resolve there). Not every folder the catalog names: a catalog row may point anywhere."""
+    return os.path.realpath(catalog if catalog.is_dir() else catalog.parent)
+
+
+def _warn_outside(spec: JobSpec, manifest: Path, allowed: list[str]) -> None:
+    """Say once, when the date's manifest is built, which image folders the run will refuse
+    (each of their rows fails alone, its reason naming image_roots)."""
+    import sys
+
+    from manifests.paths import RootSet, uri_scheme
+
+    roots = RootSet(os.path.realpath(r) for r in allowed if uri_scheme(r) is None)
+    outside = [f for f in image_folders(manifest) if f not in roots]
+    if outside:
+        shown = ", ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3
+                                          else "")
+        print(f"job {spec.name}: the catalog names images outside its folder ({shown}); their "
+              f"rows fail unless image_roots in {spec.path} allows those folders",
+              file=sys.stderr)
 
 
 def image_folders(manifest: Path) -> list[str]:

@@ -15,7 +15,7 @@
     store: s3://bucket/prefix          # optional: outputs elsewhere (default OUT/store)
     image_roots: [s3://bucket/photos/] # optional: where images outside the manifest's folder may
                                        # be read from (folders or URI prefixes; a built manifest's
-                                       # local catalog folders are allowed without this)
+                                       # catalog folder is allowed without this)
     pricing: prices.yaml               # optional: default pipeline/pricing.yaml
     budget: {amount: 25, currency: USD}  # optional cap per run, in the pricing file's currency
     retention: {keep_runs: 14, keep_days: 30}  # optional; see jobs.retention
