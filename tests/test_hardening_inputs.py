@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -58,6 +59,9 @@ class RowKind:
     fails_with: tuple[str, ...] = ()  # substrings of the reason; empty: the row must be done
     notes: tuple[str, ...] = ()  # substrings of the notes column (done rows)
     truncated: bool | None = None  # expected truncated column (done rows), None: not checked
+    # a later companion row is given the id this row would get by position ("row-N"): the
+    # row's own id must still be unique in the results
+    id_taken_later: bool = False
 
 
 def _row_kinds(outside: Path, extra_root: Path) -> list[RowKind]:
@@ -115,7 +119,7 @@ def _row_kinds(outside: Path, extra_root: Path) -> list[RowKind]:
           {"images/actually-jpeg.png": jpeg}),
         # -- paths -----------------------------------------------------------------------
         k("'..' escaping the manifest's folder", {"image": "../outside/secret.png"}, {},
-          ("outside", "image_roots")),
+          ("outside", "allow its folder explicitly with --image-root")),
         k("absolute path outside", {"image": str(outside / "secret.png")}, {}, ("outside",)),
         k("symlink pointing outside", {"image": "images/link.png"}, {}, ("symlink",)),
         k("file:// URI outside", {"image": (outside / "secret.png").as_uri()}, {}, ("outside",)),
@@ -159,6 +163,8 @@ def _row_kinds(outside: Path, extra_root: Path) -> list[RowKind]:
                                              "variant": "../../../tmp/evil"}, {}),
         k("repeated row (same image, instruction, seed)", {"row_id": None}, {}, ("repeats row",)),
         k("empty product_id", {"product_id": " "}, {}, ("product_id is empty",)),
+        k("bad row without an id, its row-N given to a later row", {"row_id": None, "steps": 0},
+          {}, ("steps must be between",), id_taken_later=True),
         # -- per-row settings ------------------------------------------------------------
         k("width without height", {"width": 64}, {}, ("both width and height",)),
         k("width not a multiple of 16", {"width": 100, "height": 64}, {}, ("multiple of 16",)),
@@ -239,6 +245,7 @@ def row_run(tmp_path_factory, ray_cluster) -> RowRun:
     rows, kind_rows = [], {}
     entries = [(k.name, k.values, k) for k in kinds]
     entries[1:1] = [(name, values, None) for name, values in _companions()]
+    entries += [("companion: holds a bad row's positional id", {}, None)]
     for i, (name, values, kind) in enumerate(entries):
         row = {"image": "images/ok.png", "instruction": GOOD_INSTRUCTION, "seed": 100 + i,
                "row_id": f"row-{i}", "meta_kind": name}
@@ -246,8 +253,12 @@ def row_run(tmp_path_factory, ray_cluster) -> RowRun:
             row.update({"instruction": "make it look like a catalogue shot", "seed": 901})
         row.update(values)
         rows.append(row)
+        if name.startswith("companion: holds"):
+            row["row_id"] = taken_by_companion
         if kind is not None:
             kind_rows[name] = i
+            if kind.id_taken_later:
+                taken_by_companion = f"row-{i}"
             for rel, data in kind.files.items():
                 target = folder / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +334,24 @@ def _folder_manifest(folder: Path) -> list[str]:
     return []
 
 
+def _fifo_manifest(folder: Path) -> list[str]:
+    os.mkfifo(folder / "manifest.parquet")  # reading it would wait for a writer forever
+    return []
+
+
+def _damaged_page(folder: Path) -> list[str]:
+    from test_manifest_frozen_inputs import damaged_parquet
+
+    damaged_parquet(folder / "manifest.parquet")
+    return []
+
+
+def _out_below_a_file(folder: Path) -> list[str]:
+    pq.write_table(_table(**_good_columns()), folder / "manifest.parquet")
+    (folder / "a-file").write_text("not a folder")
+    return ["--out", str(folder / "a-file" / "out")]  # the last --out wins
+
+
 def _flag(args: list[str]) -> Callable[[Path], list[str]]:
     def make(folder: Path) -> list[str]:
         pq.write_table(_table(**_good_columns()), folder / "manifest.parquet")
@@ -373,6 +402,16 @@ def _file_kinds() -> list[FileKind]:
           ("--image-root", "is not a local folder")),
         f("--image-root with an unreadable scheme", _flag(["--image-root", "ftp://host/dir"]), 2,
           ("remote roots must use a scheme",)),
+        f("manifest is a named pipe (FIFO)", _fifo_manifest, 2,
+          ("named pipe (FIFO), not a regular file",)),
+        f("damaged data page behind a valid footer", _damaged_page, 2,
+          ("is damaged", "write the file again")),
+        f("'prompt' column instead of 'instruction'", _writer(lambda: _table(
+            image=pa.array(["a.png"]), prompt=pa.array(["x"]), seed=pa.array([1]))), 2,
+          ("did you mean 'instruction'",)),
+        f("--store with a scheme pyarrow does not know", _flag(["--store", "foo://bucket/x"]), 2,
+          ("--store 'foo://bucket/x'", "scheme 'foo'")),
+        f("--out below a regular file", _out_below_a_file, 2, ("is a file, not a folder",)),
     ]
 
 
@@ -401,10 +440,13 @@ def file_runs(tmp_path_factory) -> list[FileOutcome]:
 
 
 # -- judging ---------------------------------------------------------------------------------
-def _judge_row(kind: RowKind, row: dict[str, Any] | None) -> str | None:
+def _judge_row(kind: RowKind, row: dict[str, Any] | None, id_counts: Counter[str]
+               ) -> str | None:
     """None when the row ended as the kind requires, else what is wrong."""
     if row is None:
         return "row missing from results"
+    if kind.id_taken_later and id_counts[row["row_id"]] != 1:
+        return f"row_id {row['row_id']!r} is shared with another row"
     if kind.fails_with:
         if row["status"] != "failed":
             return f"status {row['status']!r}, want failed"
@@ -445,13 +487,14 @@ def _is_crash(code: int | str) -> bool:
 def test_bad_input_summary_line(row_run: RowRun, file_runs: list[FileOutcome],
                                 tmp_path: Path) -> None:
     by_index = {r["row_index"]: r for r in row_run.results}
+    id_counts = Counter(r["row_id"] for r in row_run.results)
     problems: dict[str, str] = {}
     crashes = 0
     if _is_crash(row_run.exit_code):
         crashes += len(row_run.kinds)  # every row kind went down with the run
         problems["(row run)"] = f"{row_run.exit_code}: {row_run.stderr[-2000:]}"
     for kind in row_run.kinds:
-        issue = _judge_row(kind, by_index.get(row_run.kind_rows[kind.name]))
+        issue = _judge_row(kind, by_index.get(row_run.kind_rows[kind.name]), id_counts)
         if issue:
             problems[kind.name] = issue
     for outcome in file_runs:
