@@ -195,19 +195,8 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
         run_id=run_id, max_attempts=spec.ray.max_attempts, retry_backoff_s=retry_backoff_s,
         num_cpus=num_cpus, reports=reports, progress=progress,
         image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file),
-        **_roots_setting())
+        image_roots_setting="image_roots")  # row reasons name the spec's key, not --image-root
     return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
-
-
-def _roots_setting() -> dict[str, str]:
-    """Row reasons name the spec's key, image_roots, where the pipeline's RunConfig lets a
-    caller say how roots are given (its default is the CLI's --image-root)."""
-    from dataclasses import fields
-
-    from pipeline.runner import RunConfig
-
-    names = {f.name for f in fields(RunConfig)}
-    return {"image_roots_setting": "image_roots"} if "image_roots_setting" in names else {}
 
 
 def rebuild_reports(spec: JobSpec, date: str, run_dir: Path, progress: bool
