@@ -56,6 +56,7 @@ class Problem:
 class OutputCheck:
     store: str | None = None  # the root checked
     store_given: bool = False  # from --store (else from the ledger's output_uri)
+    level: str = "full"
     attempts: int = 0  # ok/cache-hit attempts checked
     objects: int = 0  # distinct store objects read and hashed
     rekeyed: int = 0  # attempts whose key was recomputed (and compared)
@@ -98,7 +99,7 @@ class _Binder:
     def __init__(self, run_dir: Path, store: str | None, level: str) -> None:
         self.run_dir = run_dir
         self.level = level
-        self.check = OutputCheck(store=store, store_given=store is not None)
+        self.check = OutputCheck(store=store, store_given=store is not None, level=level)
         self.recorded_root: str | None = None
         self.store: Store | None = None
         self.objects: dict[str, _Object] = {}

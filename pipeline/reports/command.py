@@ -132,8 +132,10 @@ def _print_renderings(result: VerifyResult) -> None:
 def _print_outputs(check: OutputCheck) -> None:
     origin = "given with --store" if check.store_given else "named by the ledger's output_uri"
     where = f"store {check.store} ({origin})" if check.store else "no store (no ok or cache-hit attempt)"
+    rekeyed = (f"{check.rekeyed} key(s) recomputed from their sources" if check.level == "full"
+               else "keys not recomputed (--outputs stored)")
     print(f"outputs: {check.attempts} ok/cache-hit attempt(s) checked against {check.objects} object(s) in "
-          f"{where}; {check.rekeyed} key(s) recomputed from their sources")
+          f"{where}; {rekeyed}")
     for reason, count in sorted(check.not_rekeyed.items()):
         print(f"  note: {count} key(s) not recomputed: {reason}")
     if not check.problem_count:
