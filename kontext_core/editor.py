@@ -41,6 +41,7 @@ class EditOutput:
     images: list[Image.Image]
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds for the batch
     truncated: list[bool] = field(default_factory=list)  # instruction cut at the T5 token limit
+    clip_truncated: list[bool] = field(default_factory=list)  # cut at CLIP's limit (its pooled embedding)
     sizes: list[tuple[int, int]] = field(default_factory=list)  # output (w, h) per row
     step_cache_reused: int = 0  # row-steps that reused cached blocks (0 unless step_cache is on)
     row_steps: int = 0  # row-steps in all
@@ -224,6 +225,7 @@ class KontextEditor:
             images=[tensor_to_images(p[None])[0] for p, _ in decoded],
             timings=timings,
             truncated=[emb.truncated[text_index[r]] for r in range(n)],
+            clip_truncated=[emb.clip_truncated[text_index[r]] for r in range(n)],
             sizes=[s for _, s in decoded],
             step_cache_reused=reused,
             row_steps=n * steps,

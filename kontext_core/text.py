@@ -8,7 +8,7 @@ seeded initialisation and a tokenizer made from a word list, so nothing is ever 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -73,7 +73,15 @@ def _load_strict(model_class: type, folder: Path, dtype: torch.dtype) -> nn.Modu
 class TextEmbeddings:
     t5: torch.Tensor  # [B, L, d_t5]
     pooled: torch.Tensor  # [B, d_clip]
-    truncated: list[bool]
+    truncated: list[bool]  # cut at the T5 token limit
+    clip_truncated: list[bool] = field(default_factory=list)  # cut at CLIP's (77 in FLUX, 24 in kontext-tiny)
+
+
+def overflows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], limit: int) -> list[bool]:
+    """Whether each prompt needs more than ``limit`` tokens, special tokens included (what
+    ``truncation=True, max_length=limit`` would cut)."""
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=False, verbose=False).input_ids]
+    return [n > limit for n in lengths]
 
 
 class TextEncoders(nn.Module):
@@ -133,9 +141,9 @@ class TextEncoders(nn.Module):
         t5_len, clip_len = self.config.t5_max_length, self.clip_tokenizer.model_max_length
         t5_ids = self.t5_tokenizer(prompts, padding="max_length", max_length=t5_len, truncation=True,
                                    return_tensors="pt").input_ids
-        full_lengths = [len(ids) for ids in self.t5_tokenizer(prompts, truncation=False).input_ids]
         clip_ids = self.clip_tokenizer(prompts, padding="max_length", max_length=clip_len, truncation=True,
                                        return_tensors="pt").input_ids
         t5_out = self.t5(input_ids=t5_ids.to(device)).last_hidden_state
         pooled = self.clip(input_ids=clip_ids.to(device)).pooler_output
-        return TextEmbeddings(t5_out, pooled, [n > t5_len for n in full_lengths])
+        return TextEmbeddings(t5_out, pooled, overflows(self.t5_tokenizer, prompts, t5_len),
+                              overflows(self.clip_tokenizer, prompts, clip_len))

@@ -41,6 +41,7 @@ from pipeline.errors import (
 )
 from pipeline.faults import maybe_inject
 from pipeline.image_io import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from pipeline.records import clip_truncation_notes
 
 # (model, device, torch dtype) -> editor; called with fp8=True / compile=True as well when a run
 # asks for them (and only then, so factories without those options keep working)
@@ -226,7 +227,8 @@ class EditorActor:
 
         edited = self._edit(ready, batch, start) if ready else []
         for row, outcome in edited:
-            outcome["notes"] = notes.get(row["row_index"], []) if outcome["ok"] else []
+            outcome["notes"] = (notes.get(row["row_index"], []) + clip_truncation_notes(outcome)
+                                if outcome["ok"] else [])
             results[row["row_index"]] = outcome
         end = time.time()
         ordered = [results[r["row_index"]] for r in rows]
@@ -280,6 +282,7 @@ class EditorActor:
         shared = {phase: float(out.timings.get(src, 0.0)) / n
                   for src, phase in _MODEL_PHASES.items()}
         truncated = list(getattr(out, "truncated", []) or [False] * n)
+        clip_cut = list(getattr(out, "clip_truncated", []) or [False] * n)
 
         def encode(i: int) -> tuple[bytes | None, str | None, float]:
             row = rows[i]
@@ -303,6 +306,7 @@ class EditorActor:
                 "row_index": row["row_index"], "key": row["key"], "ok": True,
                 "error_class": None, "error": None, "oom": False, "data": data,
                 "phases": phases, "truncated": bool(truncated[i]) if i < len(truncated) else False,
+                "clip_truncated": bool(clip_cut[i]) if i < len(clip_cut) else False,
                 "size": list(out.images[i].size)}))
         return outcomes
 
@@ -337,7 +341,7 @@ def _failure(row: Mapping[str, Any], error_class: str, error: str | None, start:
              phases: Mapping[str, float], oom: bool = False) -> dict[str, Any]:
     return {"row_index": row["row_index"], "key": row["key"], "ok": False,
             "error_class": error_class or TRANSIENT, "error": error, "oom": oom, "data": None,
-            "phases": dict(phases), "truncated": False, "size": None, "notes": []}
+            "phases": dict(phases), "truncated": False, "clip_truncated": False, "size": None, "notes": []}
 
 
 def _free_cuda_cache() -> None:

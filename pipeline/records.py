@@ -34,6 +34,15 @@ class Task:
         return (self.steps, self.guidance, self.size)
 
 
+# A row note (ledger attempt ``notes``, results ``notes``): the T5 cut has its own ``truncated`` flag.
+CLIP_TRUNCATED_NOTE = "instruction cut at CLIP's token limit: its pooled embedding saw only the start"
+
+
+def clip_truncation_notes(result: Mapping[str, Any]) -> list[str]:
+    """The CLIP-truncation note of an actor's row result (``clip_truncated``), if any."""
+    return [CLIP_TRUNCATED_NOTE] if result.get("clip_truncated") else []
+
+
 def attempt_fields(*, row_id: str | None, row_index: int, key: str | None, attempt: int,
                    outcome: str, image: str | None, instruction: str | None,
                    seed: int | None, product_id: str | None = None,

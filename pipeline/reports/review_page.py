@@ -71,6 +71,7 @@ def _tile(index: int, r: RowReview, currency: str) -> str:
     if r.flags:
         flags = '<ul class="flags">' + "".join(
             f'<li class="flag flag-{_attr(f)}">{escape(f)}</li>' for f in r.flags) + "</ul>"
+    flags += _text_cuts(v.text_cuts)
     details = _dl([
         ("row id", v.row_id), ("row index", v.row_index), ("product", v.product_id), ("variant", v.variant),
         ("status", v.status), ("attempts", v.attempts), ("error class", v.error_class), ("reason", v.reason),
@@ -79,6 +80,7 @@ def _tile(index: int, r: RowReview, currency: str) -> str:
         ("mean difference", None if r.mean_diff is None else f"{r.mean_diff:.4f}"),
         ("changed fraction", None if r.changed_fraction is None else f"{r.changed_fraction:.3f}"),
         ("sheet", r.sheet), ("notes", "; ".join(r.notes)),
+        ("instruction cut at", " and ".join(f"{name}'s token limit" for name in v.text_cuts)),
         ("provenance", None if r.provenance is None else json.dumps(r.provenance, sort_keys=True, ensure_ascii=False)),
         *[(k, val) for k, val in sorted(v.meta.items())],
     ])
@@ -90,6 +92,17 @@ def _tile(index: int, r: RowReview, currency: str) -> str:
         f'<p class="instruction">{escape(v.instruction)}</p><p class="meta">{escape(meta)}</p>{flags}'
         f"<details><summary>details</summary>{details}</details></article>"
     )
+
+
+def _text_cuts(cuts: list[str]) -> str:
+    """Which text encoders saw only the start of the instruction (T5: the prompt tokens the
+    transformer attends to; CLIP: the pooled embedding). Shown, not counted as flagged: with
+    kontext-tiny's 24-character CLIP most catalog instructions are cut there."""
+    if not cuts:
+        return ""
+    items = "".join(f'<li class="flag text-cut" title="{_attr(name + " saw only the start of the instruction")}">'
+                    f"{escape(name)} cut</li>" for name in cuts)
+    return f'<ul class="flags text-cuts" aria-label="instruction cut at the text encoders\' token limits">{items}</ul>'
 
 
 def _plural(n: int, one: str, many: str | None = None) -> str:
@@ -130,6 +143,12 @@ def scope_data(scope: ReviewScope) -> dict[str, Any]:
             "shown": dict(scope.shown), "left_out": scope.left_out}
 
 
+def _cut_counts(rows: list[RowReview]) -> list[str]:
+    """Summary items: shown rows whose instruction T5 / CLIP cut (none: no item)."""
+    counts = {name: sum(name in r.view.text_cuts for r in rows) for name in ("T5", "CLIP")}
+    return [f"{n} instruction{'s' if n != 1 else ''} cut at {name}'s limit" for name, n in counts.items() if n]
+
+
 def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: ReviewThresholds,
                        generated_at: str | None = None) -> str:
     figures = report["figures"]
@@ -147,13 +166,13 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
             "flagged": r.flagged and not r.failed, "flags": r.flags, "instruction": r.view.instruction,
             "seed": r.view.seed, "product_id": r.view.product_id, "variant": r.view.variant,
             "cost": round(r.view.cost, 9), "mean_diff": r.mean_diff, "changed_fraction": r.changed_fraction,
-            "thumb": r.thumb, "heat": r.heat, "sheet": r.sheet,
+            "thumb": r.thumb, "heat": r.heat, "sheet": r.sheet, "text_cuts": r.view.text_cuts,
         } for i, r in enumerate(rows)],
     }
     summary = " ".join(f"<span>{escape(s)}</span>" for s in (
         f"{figures['rows']['total']} rows", f"{figures['rows']['done']} done",
         f"{figures['rows']['cache_hits']} cache hits", f"{figures['rows']['failed']} failed",
-        f"{flagged} flagged", f"cost {money(figures['cost']['total'], currency)}",
+        f"{flagged} flagged", *_cut_counts(rows), f"cost {money(figures['cost']['total'], currency)}",
         f"status {figures['run']['status']}"))
     sheets = "".join(
         f"<h3>{escape(g.title)} ({g.rows} rows)</h3>" + "".join(

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.records import CLIP_TRUNCATED_NOTE
+
 from .usage import Analysis, RowSummary
 
 DISPLAY_STATUS = {"done": "done", "cache-hit": "cache-hit", "failed": "failed", "pending": "not-run"}
@@ -46,6 +48,13 @@ class RowView:
     busy_seconds: float = 0.0
     key: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False  # instruction cut at the T5 token limit (results ``truncated``)
+    clip_truncated: bool = False  # cut at CLIP's limit (the row's CLIP_TRUNCATED_NOTE)
+
+    @property
+    def text_cuts(self) -> list[str]:
+        """Which text encoders saw only the start of the instruction: "T5", "CLIP"."""
+        return [name for name, cut in (("T5", self.truncated), ("CLIP", self.clip_truncated)) if cut]
 
     @property
     def group(self) -> str:
@@ -97,6 +106,10 @@ def _int(value: Any) -> int | None:
         return None if value is None else int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _clip_cut(notes: Any) -> bool:
+    return CLIP_TRUNCATED_NOTE in (_text(notes) or "")
 
 
 def iter_results(run_dir: Path) -> Any:
@@ -173,6 +186,8 @@ def _from_results(rec: dict[str, Any], summary: RowSummary | None, status: str, 
         busy_seconds=summary.busy_seconds if summary else 0.0,
         key=_text(rec.get("key")),
         meta={k: _text(v) for k, v in rec.items() if k.startswith("meta_")},
+        truncated=rec.get("truncated") is True,
+        clip_truncated=_clip_cut(rec.get("notes")),
     )
 
 
@@ -194,6 +209,8 @@ def _from_ledger(summary: RowSummary, index: int) -> RowView:
         cost=summary.cost,
         busy_seconds=summary.busy_seconds,
         key=_text(last.get("key")),
+        truncated=last.get("truncated") is True,
+        clip_truncated=_clip_cut(last.get("notes")),
     )
 
 
