@@ -22,7 +22,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-JOB_COMMANDS = ("job", "manifest")
+JOB_COMMANDS = ("job",)  # `manifest` (validate, build) is pipeline.cli's, as `run` is
 
 JOB_RUN_DESCRIPTION = """\
 Run a job for one date (default: today in the schedule's timezone, or the machine's local
@@ -340,7 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch ``job`` and ``manifest`` here, anything else to pipeline.cli.main."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in JOB_COMMANDS:
         args = build_parser().parse_args(argv)

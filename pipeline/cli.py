@@ -3,6 +3,7 @@
 Exit codes: 0 every row done or a cache hit; 1 the run finished but some rows failed (their
 reasons are in the results table); 2 usage or config error (nothing was run); 130 Ctrl-C,
 143 SIGTERM (``kill``, ``systemctl stop``): the run is resumable, run the same command again.
+``run --json`` prints one JSON object on stdout when the run ends (summary_document).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import signal
 import sys
@@ -17,6 +19,11 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from pipeline.cli_parser import HintingParser
+
+# Commands of the ``kontext-batch`` entry point (jobs.cli) that it handles before this parser.
+OTHER_COMMANDS = ("job",)
 
 RUN_DESCRIPTION = """\
 Edit every row of a Parquet manifest (image, instruction, seed, ...) with a FLUX.1 Kontext
@@ -63,12 +70,15 @@ Ctrl-C or SIGTERM (kill, systemctl stop) stops the run cleanly: results.parquet 
 ledger say what was done, and the same command resumes it.
 
 Exit codes: 0 ok, 1 finished with failed rows, 2 usage/config error, 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM).
+143 terminated (SIGTERM). With --json, stdout holds one JSON object when the run ends: run_id,
+status, exit_code, counts, and the paths of the run folder, results, ledger, store and reports
+(the summary for people goes to stderr).
 
 Examples:
   kontext-batch run --demo
   kontext-batch run catalog.parquet --out runs --batch-size 4
   kontext-batch run catalog.parquet --address ray://head:10001 --device cuda
+  kontext-batch manifest validate catalog.parquet --check-images   # before a long run
 """
 
 
@@ -82,6 +92,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _run_id(text: str) -> str:
+    from pipeline.run_ids import RULE, run_id_problem
+
+    problem = run_id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not usable as a run id: {problem}; {RULE}")
+    return text
+
+
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
     from pipeline.image_io import DEFAULT_MAX_PIXELS
     from pipeline.reports.command import row_limit
@@ -91,7 +110,9 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
         "run", help="run a manifest of edits (or --demo)", description=RUN_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("manifest", nargs="?", metavar="MANIFEST",
-                   help="the manifest: a Parquet file (see manifests/README or docs)")
+                   help="the manifest: a Parquet file with columns image, instruction, seed "
+                        "(optional ones: README.md, section Manifests); check one first with "
+                        "`kontext-batch manifest validate MANIFEST --check-images`")
     p.add_argument("--demo", action="store_true",
                    help=f"run the shipped demo manifest ({DEMO_MANIFEST.relative_to(DEMO_MANIFEST.parents[3])})")
     p.add_argument("--out", default="runs", metavar="DIR",
@@ -121,9 +142,10 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    help="guidance for rows without a guidance value (default: preset's)")
     p.add_argument("--output-format", choices=("png", "jpeg", "webp"), default="png",
                    help="file format for rows without an output_format value")
-    p.add_argument("--run-id", metavar="ID",
+    p.add_argument("--run-id", metavar="ID", type=_run_id,
                    help="use (or resume) this run id instead of the one derived from the "
-                        "manifest and settings")
+                        "manifest and settings: the name of its folder under OUT/runs "
+                        "(letters, digits, '.', '_', '-')")
     p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="N",
                    help="tries per row for transient and device errors, over all invocations "
                         "of a run (default: 3)")
@@ -158,7 +180,12 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-review-rows", type=row_limit, metavar="N",
                    help="review page and contact sheets show at most N of the rows generated or "
                         "failed in this run (default 2000; 0: all); cache hits are only counted")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no Ray start-up lines, no output from the actors "
+                        "(it stays in Ray's log files); errors and the summary still print")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout when the run ends (run_id, status, "
+                        "exit_code, counts, paths); the summary for people goes to stderr")
     p.set_defaults(func=run_command)
     return p
 
@@ -223,18 +250,18 @@ def _after_ray_init(then: Callable[[], object]) -> Iterator[None]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from pipeline.cluster import ray_output
     from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.faults import faults_from_env
     from pipeline.runner import DEMO_MANIFEST, RunConfig, print_summary, run_batch
 
+    report = _Reporter(args.json)
     if args.demo == bool(args.manifest):
-        print("kontext-batch run: give a MANIFEST or --demo (exactly one)", file=sys.stderr)
-        return 2
+        return report.error("kontext-batch run: give a MANIFEST or --demo (exactly one)", 2)
     manifest = str(DEMO_MANIFEST) if args.demo else args.manifest
     if args.demo and not Path(manifest).is_file():
-        print(f"kontext-batch run: the demo manifest {manifest} is missing; reinstall the "
-              "package (make venv) or pass a MANIFEST", file=sys.stderr)
-        return 2
+        return report.error(f"kontext-batch run: the demo manifest {manifest} is missing; "
+                            "reinstall the package (make venv) or pass a MANIFEST", 2)
     config = RunConfig(
         manifest=manifest, out=args.out, store=args.store, model=args.model,
         address=args.address, device=args.device, dtype=args.dtype,
@@ -246,33 +273,74 @@ def run_command(args: argparse.Namespace) -> int:
         reports=not args.no_report, max_review_rows=args.max_review_rows, progress=not args.quiet)
     terminated = Terminated()
     try:
-        with sigterm_as_interrupt() as terminated:
+        # --json: the actors' output must not reach stdout, which holds the JSON document.
+        with sigterm_as_interrupt() as terminated, \
+                ray_output(quiet=args.quiet, worker_logs=not (args.quiet or args.json)):
             summary = run_batch(config, faults=faults_from_env())
     except ConfigError as exc:
-        print(f"kontext-batch run: error: {exc}", file=sys.stderr)
-        return 2
+        return report.error(f"kontext-batch run: error: {exc}", 2)
     except RunFolderFull as exc:
-        print(f"kontext-batch run: stopped: {exc}; run the same command again to resume",
-              file=sys.stderr)
-        return 1
+        return report.error(f"kontext-batch run: stopped: {exc}; run the same command again "
+                            "to resume", 1, status="stopped")
     except KeyboardInterrupt:
         if terminated.received:
-            print("kontext-batch run: terminated (SIGTERM); run the same command again to "
-                  "resume", file=sys.stderr)
-            return 128 + signal.SIGTERM
-        print("kontext-batch run: interrupted; run the same command again to resume",
-              file=sys.stderr)
-        return 130
-    print_summary(summary, resume="run the same command again")
+            return report.error("kontext-batch run: terminated (SIGTERM); run the same command "
+                                "again to resume", 128 + signal.SIGTERM, status="interrupted")
+        return report.error("kontext-batch run: interrupted; run the same command again to "
+                            "resume", 130, status="interrupted")
+    print_summary(summary, file=sys.stderr if args.json else None,
+                  resume="run the same command again")
+    if args.json:
+        print(json.dumps(summary_document(summary), indent=2, sort_keys=True))
     return summary.exit_code
 
 
+class _Reporter:
+    """How run_command ends without a summary: the message on stderr and, with --json, a
+    JSON document on stdout too (so a wrapper always has one to read)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def error(self, message: str, code: int, status: str = "error") -> int:
+        print(message, file=sys.stderr)
+        if self.as_json:
+            print(json.dumps({"status": status, "exit_code": code, "error": message},
+                             indent=2, sort_keys=True))
+        return code
+
+
+def summary_document(summary: Any) -> dict[str, Any]:
+    """The end-of-run summary as JSON-able data (``run --json``)."""
+    return {
+        "run_id": summary.run_id, "status": summary.status, "exit_code": summary.exit_code,
+        "counts": dict(summary.counts), "run_dir": str(summary.run_dir),
+        "results": str(summary.results) if summary.results else None,
+        "ledger": str(Path(summary.run_dir) / "ledger.jsonl"), "store": str(summary.store),
+        "outputs": f"{summary.store}/objects/", "reports": dict(summary.reports),
+        "report_error": summary.report_error, "stop_reason": summary.stop_reason,
+    }
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    def of(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"kontext-batch {of('kontext-batch')} (ray {of('ray')}, torch {of('torch')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kontext-batch",
+    parser = HintingParser(
+        prog="kontext-batch", other_commands=OTHER_COMMANDS,
         description="Batch image editing with FLUX.1 Kontext on Ray: manifests in; edited "
                     "images, results, cost reports and review pages out.",
         epilog="Run `kontext-batch run --help` for how runs, caching and resume work.")
+    parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_run_parser(subparsers)
     try:
@@ -281,16 +349,34 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register(subparsers)
+    _add_manifest_parser(subparsers)
     from pipeline.review.commands import add_review_commands  # review, publish (issue #17)
 
     add_review_commands(subparsers)
     return parser
 
 
+def _add_manifest_parser(subparsers) -> None:
+    from manifests.__main__ import add_commands
+
+    manifest = subparsers.add_parser("manifest", help="check a manifest, or build one from a "
+                                                      "catalog × variants")
+    add_commands(manifest.add_subparsers(dest="manifest_command", metavar="SUBCOMMAND",
+                                         required=True))
+
+
+def _plain_streams() -> None:
+    """Output that is not a terminal (a log file, a pipe) gets no colour codes: Ray colours
+    the "(Actor pid=...)" prefix of the lines it forwards unless told not to."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
-    # Nothing is downloaded at run time, and Ray runs without token auth unless set.
+    # Nothing is downloaded at run time. (Ray's token auth is only switched off for the local
+    # Ray a run starts, which listens on 127.0.0.1: pipeline.cluster.)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    _plain_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))
