@@ -1,8 +1,14 @@
 """Connecting to Ray, and sizing the model actors to the cluster.
 
-- No address: start a local Ray (``include_dashboard=False``) sized to this machine.
-- ``--address auto`` or ``ray://host:10001`` or ``host:6379``: join that cluster.
+- No address: start a local Ray (``include_dashboard=False``) sized to this machine, every
+  process of it listening on 127.0.0.1 only, so token auth can stay off (``RAY_AUTH_MODE``
+  is set to ``disabled`` for it unless the user set it). Its processes are recorded and a
+  later local start stops what a killed run left (pipeline.local_ray).
+- ``--address auto`` or ``ray://host:10001`` or ``host:6379``: join that cluster with the
+  user's own Ray settings (token auth included: nothing is switched off on their behalf).
 A Ray already initialised in this process (tests, notebooks) is used as is and left running.
+``with ray_output(quiet=True):`` around a run keeps Ray's INFO lines, the actors' output and
+their progress bars off the terminal.
 
 Actors: on GPU clusters one per GPU (``num_gpus=1``); on CPU-only clusters CPU actors whose
 ``num_cpus`` add up to the cluster's CPUs minus one (minus half on a one-CPU cluster), so
@@ -11,9 +17,14 @@ Ray's own tasks (object transfers, Ray Data reads) always find a CPU.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.errors import ConfigError
 
@@ -28,24 +39,93 @@ class ActorLayout:
     torch_threads: int
 
 
-def ray_env() -> None:
-    """Environment every Ray start here needs (kept if the user set it)."""
+LOOPBACK = "127.0.0.1"
+# Ray's single-node mode (its default on macOS and Windows): the node's address is the
+# loopback one, and then its GCS, raylet, workers and agents all bind 127.0.0.1.
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Env vars that silence the progress bars of tqdm and of transformers/huggingface_hub.
+_QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+@dataclass(frozen=True)
+class RayOutput:
+    quiet: bool = False  # no Ray INFO lines, no progress bars in the actors
+    worker_logs: bool = True  # forward the actors' stdout/stderr to this process
+
+
+_OUTPUT: contextvars.ContextVar[RayOutput | None] = contextvars.ContextVar(
+    "kontext_ray_output", default=None)
+
+
+@contextlib.contextmanager
+def ray_output(*, quiet: bool = False, worker_logs: bool | None = None) -> Iterator[None]:
+    """What Ray started or joined meanwhile (in this thread) prints: ``quiet`` silences Ray's
+    INFO lines and the actors' output and progress bars; ``worker_logs=False`` only keeps the
+    actors' output off this process's stdout/stderr (it stays in Ray's log files)."""
+    forward = (not quiet) if worker_logs is None else worker_logs
+    token = _OUTPUT.set(RayOutput(quiet=quiet, worker_logs=forward))
+    try:
+        yield
+    finally:
+        _OUTPUT.reset(token)
+
+
+def _init_options() -> dict[str, Any]:
+    output = _OUTPUT.get() or RayOutput()
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": output.worker_logs}
+    if output.quiet:
+        options["logging_level"] = logging.WARNING  # "Started a local Ray instance." is INFO
+        options["runtime_env"] = {"env_vars": dict(_QUIET_ENV)}
+    return options
+
+
+@contextlib.contextmanager
+def _single_node_mode() -> Iterator[None]:
+    """While a local Ray starts: its node address is 127.0.0.1. The processes it starts
+    inherit the environment variable; Ray reads it at import, so an imported Ray is told too."""
+    from ray._private import ray_constants
+
+    saved_env, saved = os.environ.get(_SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        # Restored once started: a later ray.init in this process may join a real cluster.
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = saved_env
+
+
+def start_local(num_cpus: int | None = None) -> None:
+    """Start a Ray on this machine that only listens on 127.0.0.1, after stopping what a
+    killed earlier run left, and record its processes."""
+    import ray
+
+    from pipeline.local_ray import record_local_ray, stop_leftovers
+
+    stop_leftovers()
+    # Nobody off this machine can reach it, so Ray's token auth is not needed (unless set).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with _single_node_mode():
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
+                 _node_ip_address=LOOPBACK, **_init_options())
+    record_local_ray()
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Initialise Ray; returns True when this call started it (the caller shuts it down)."""
     import ray
 
-    ray_env()
     if ray.is_initialized():
         return False
     try:
         if address is None:
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
-                     include_dashboard=False, log_to_driver=True)
+            start_local(num_cpus)
         else:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=address, **_init_options())
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address is None:
             raise ConfigError(f"cannot start a local Ray instance: {exc}\n"
