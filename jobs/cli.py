@@ -95,6 +95,9 @@ def _add_job(commands) -> None:
     run.add_argument("--no-report", action="store_true",
                      help="skip the report, contact sheets and review page")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (rows, cache hits, rows to generate, estimated cost) "
+                          "and stop: no model is loaded, nothing is written")
     run.set_defaults(func=_job_run)
 
     history = sub.add_parser("history", help="the job's runs: date, status, images, hits, "
@@ -168,6 +171,8 @@ def _job_run(args: argparse.Namespace) -> int:
         date = parse_date(args.date) if args.date else None
         spec = _load(args, check_files=True, check_model=True)
         date = date or today_for(spec)  # fixed now, so a resume hint names the date that ran
+        if args.dry_run:
+            return _job_dry_run(spec, date)
         faults = _faults_from_env()
         # SIGTERM (systemctl stop, a scheduler's timeout) stops the run as Ctrl-C does: resumable
         with sigterm_as_interrupt() as terminated:
@@ -207,6 +212,14 @@ def _job_run(args: argparse.Namespace) -> int:
     for path in result.deleted:
         print(f"  retention: deleted {path}")
     return result.exit_code
+
+
+def _job_dry_run(spec, date: str) -> int:
+    """The date's plan on stdout; exit 0 (config errors propagate to _job_run: exit 2)."""
+    from jobs.dry_run import dry_run_job
+
+    print(dry_run_job(spec, date).report())
+    return 0
 
 
 def _faults_from_env() -> list:

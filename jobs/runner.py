@@ -175,7 +175,7 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
          editor_factory: Any, faults: Sequence[Mapping[str, Any]], progress: bool,
          reports: bool, num_cpus: int | None, retry_backoff_s: float) -> Any:
     from pipeline.reports.pricing import DEFAULT_PRICING_FILE, PricingError
-    from pipeline.runner import RunConfig, run_batch
+    from pipeline.runner import run_batch
 
     pricing_file = spec.pricing or DEFAULT_PRICING_FILE
     budget = None
@@ -186,7 +186,21 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
                                   spec.budget.currency, pricing)
         except (PricingError, ValueError) as exc:
             raise JobError(f"job {spec.name}: {exc}") from None
-    config = RunConfig(
+    config = run_config(spec, run_id, manifest, image_roots, progress=progress,
+                        reports=reports, num_cpus=num_cpus, retry_backoff_s=retry_backoff_s,
+                        pricing_file=pricing_file)
+    return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
+
+
+def run_config(spec: JobSpec, run_id: str, manifest: Path, image_roots: list[str], *,
+               progress: bool = True, reports: bool = True, num_cpus: int | None = None,
+               retry_backoff_s: float = 1.0, pricing_file: str | Path | None = None) -> Any:
+    """The pipeline's RunConfig for one date of ``spec`` (``job run`` and its --dry-run)."""
+    from pipeline.reports.pricing import DEFAULT_PRICING_FILE
+    from pipeline.runner import RunConfig
+
+    pricing_file = pricing_file or spec.pricing or DEFAULT_PRICING_FILE
+    return RunConfig(
         manifest=str(manifest), out=str(spec.output), store=spec.store, model=spec.model,
         address=spec.ray.address, device=spec.ray.device, dtype=spec.sampler.dtype,
         batch_size=spec.sampler.batch_size, actors=spec.ray.actors, steps=spec.sampler.steps,
@@ -196,7 +210,6 @@ def _run(spec: JobSpec, run_id: str, run_dir: Path, manifest: Path, image_roots:
         num_cpus=num_cpus, reports=reports, progress=progress,
         image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file),
         image_roots_setting="image_roots")  # row reasons name the spec's key, not --image-root
-    return run_batch(config, editor_factory=editor_factory, faults=faults, budget=budget)
 
 
 def rebuild_reports(spec: JobSpec, date: str, run_dir: Path, progress: bool
@@ -237,8 +250,11 @@ def budget_pricing(run_dir: Path, pricing_file: str | Path) -> Any:
     return load_pricing(pricing_file)
 
 
-def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:
-    """The manifest to run, and the image folders outside its own folder it may read."""
+def _manifest_for(spec: JobSpec, run_dir: Path, frozen: Path | None = None
+                  ) -> tuple[Path, list[str]]:
+    """The manifest to run, and the image folders outside its own folder it may read.
+    ``frozen``: where a built manifest is written when the date has none (default: the run
+    folder's manifest.parquet; a dry run builds elsewhere)."""
     if spec.manifest is not None:
         if not spec.manifest.is_file():
             raise JobError(f"job {spec.name}: manifest not found: {spec.manifest}; fix "
@@ -247,7 +263,8 @@ def _manifest_for(spec: JobSpec, run_dir: Path) -> tuple[Path, list[str]]:
     from manifests import BuildError, build_manifest
 
     assert spec.build is not None
-    frozen = run_dir / "manifest.parquet"
+    if (run_dir / "manifest.parquet").is_file() or frozen is None:
+        frozen = run_dir / "manifest.parquet"
     if not frozen.is_file():
         # The builder warns that the catalog's images lie outside the run folder; the run is
         # given the catalog's folder as an image root and _warn_outside names any other
