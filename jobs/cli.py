@@ -2,7 +2,7 @@
 (``run``, ``report``) handed to pipeline.cli unchanged.
 
     kontext-batch manifest build --catalog DIR|CSV|PARQUET --variants V.yaml [--seeds N] -o M.parquet
-    kontext-batch job run NAME|FILE [--date YYYY-MM-DD]
+    kontext-batch job run NAME|FILE [--date YYYY-MM-DD] [--dry-run]
     kontext-batch job history NAME|FILE [--json]
     kontext-batch job schedule NAME|FILE [--crontab | --print] [--dir DIR]
     kontext-batch job validate NAME|FILE

@@ -27,6 +27,7 @@ class JobDryRun:
     finished: str | None = None  # run-end status when the date is done: nothing would run
     busy: bool = False  # another process is running the date now
     plan: object | None = None  # pipeline.dry_run.DryRun
+    budget: tuple[float, str] | None = None  # the spec's cap (amount, currency)
 
     def report(self) -> str:
         head = f"job {self.job} {self.date}: dry run (nothing was run or written)"
@@ -34,10 +35,21 @@ class JobDryRun:
             return (f"{head}\n  already finished ({self.finished}): a trigger would run nothing"
                     f"\n  run folder: {self.run_dir}")
         lines = [head, *self.plan.lines()]  # type: ignore[union-attr]
+        if self.budget is not None:
+            lines.append(f"  budget:   cap {self.budget[0]:g} {self.budget[1]}"
+                         + _against_cap(self.plan.estimated_cost, self.budget[0]))  # type: ignore[union-attr]
         if self.busy:
             lines.append("  note:     the date is running in another process now: a trigger "
                          "would be refused (exit 4)")
         return "\n".join(lines)
+
+
+def _against_cap(estimate: float | None, cap: float) -> str:
+    if estimate is None:
+        return ""
+    if estimate <= cap:
+        return " (the estimate is within it)"
+    return " (the estimate is above it: the run would stop at the cap, exit 3)"
 
 
 def dry_run_job(spec: JobSpec, date: str | None = None) -> JobDryRun:
@@ -59,5 +71,6 @@ def dry_run_job(spec: JobSpec, date: str | None = None) -> JobDryRun:
         config = run_config(spec, spec.run_id(date), manifest, roots, progress=False,
                             reports=False)
         plan = plan_only(config, basis_runs=earlier)
+    budget = (spec.budget.amount, spec.budget.currency) if spec.budget is not None else None
     return JobDryRun(spec.name, date, run_dir, busy=RunLock(run_dir).held_elsewhere(),
-                     plan=plan)
+                     plan=plan, budget=budget)

@@ -112,3 +112,19 @@ def test_the_plan_matches_the_real_run_and_prices_by_the_jobs_history(
 
     assert cli.main(["job", "run", str(spec.path), "--date", D2, "--dry-run"]) == 0
     assert "already finished (complete): a trigger would run nothing" in capsys.readouterr().out
+
+
+def test_the_report_compares_the_estimate_with_the_budget_cap(tmp_path: Path) -> None:
+    from jobs.dry_run import JobDryRun
+    from pipeline.dry_run import CostBasis, DryRun
+
+    plan = DryRun(run_id="dry-2026-11-27", resumes=False, rows=10, cache_hits=6, done_before=0,
+                  failed=0, deferred=0, to_generate=4, same_key=0,
+                  basis=CostBasis(per_image=0.2, currency="USD", runs=3, images=30))
+    over = JobDryRun("dry", D2, tmp_path, plan=plan, budget=(0.5, "USD")).report()
+    assert "estimate: ~0.80 USD for 4 image(s) at 0.20 USD per image (30 image(s) generated " \
+           "in 3 earlier run(s))" in over
+    assert "budget:   cap 0.5 USD (the estimate is above it: the run would stop at the cap, " \
+           "exit 3)" in over
+    within = JobDryRun("dry", D2, tmp_path, plan=plan, budget=(1.0, "USD")).report()
+    assert "cap 1 USD (the estimate is within it)" in within
