@@ -108,7 +108,7 @@ class _SourceCache:
             located = locate(ref, self.bases)
             img, original = open_image(located, draft_size=self.size,
                                        max_pixels=self.max_pixels)
-            thumb = fit(img, self.size)
+            thumb = fit(as_model_sees(img), self.size)
             path = self.run_dir / "review" / "sources" / f"{safe_name(key)}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
             fill(thumb, self.size).save(path, "JPEG", quality=85)
@@ -120,6 +120,16 @@ class _SourceCache:
             if len(self.items) > self.limit:
                 self.items.popitem(last=False)
         return entry
+
+
+def as_model_sees(img: Image.Image) -> Image.Image:
+    """The source's colours as the model got them: transparency flattened onto white, wide
+    grayscale scaled (pipeline.image_io's rules). A plain convert("RGB") would show the colour
+    hidden under transparent pixels (often black), so the page, the sheets and the "unchanged"
+    comparison would judge an image the model never saw."""
+    from pipeline.image_io import _to_rgb  # the decoder's own rule, not a copy of it
+
+    return img if img.mode == "RGB" else _to_rgb(img, [])
 
 
 def _caption(view: RowView, currency: str) -> list[str]:

@@ -209,8 +209,9 @@ class ReviewSession:
 
 
 def _thumbnail(resolved: str, max_pixels: int) -> bytes:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
+    from pipeline.reports.build import as_model_sees
     from pipeline.store import filesystem_for
 
     if "://" in resolved:
@@ -227,7 +228,8 @@ def _thumbnail(resolved: str, max_pixels: int) -> bytes:
             if img.width * img.height > max_pixels:
                 raise LookupError(resolved)  # the run refused it too: never decoded here
             img.draft("RGB", (SOURCE_SIZE, SOURCE_SIZE))
-            img = img.convert("RGB")
+            # upright and flattened on white: what the model was given
+            img = as_model_sees(ImageOps.exif_transpose(img))
             img.thumbnail((SOURCE_SIZE, SOURCE_SIZE))
             out = io.BytesIO()
             img.save(out, "PNG", compress_level=1)
