@@ -72,6 +72,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def is_ray_process(proc: Proc) -> bool:
+    """Ray's daemons run from its package (``.../ray/core/src/ray/raylet/raylet``,
+    ``.../ray/_private/log_monitor.py``); its workers and agents rename themselves ``ray::*``."""
+    return proc.cmdline.startswith("ray::") or f"{os.sep}ray{os.sep}" in proc.cmdline
+
+
 def _alive(proc: Proc) -> bool:
     return identify(proc.pid) == proc
 
@@ -81,7 +87,8 @@ def record_local_ray() -> Path | None:
     if not _PROC.is_dir():
         return None
     driver = identify(os.getpid())
-    procs = [p for p in map(identify, descendants(os.getpid())) if p is not None]
+    procs = [p for p in map(identify, descendants(os.getpid()))
+             if p is not None and is_ray_process(p)]
     if driver is None or not procs:
         return None
     folder = records_dir()
@@ -119,7 +126,7 @@ def stop_leftovers(grace_s: float = 3.0) -> list[Proc]:
             driver, procs = loaded
             if driver.pid != os.getpid() and _alive(driver):
                 continue
-            stopped += _stop([p for p in procs if _alive(p)], grace_s)
+            stopped += _stop([p for p in procs if is_ray_process(p) and _alive(p)], grace_s)
         path.unlink(missing_ok=True)
     return stopped
 
