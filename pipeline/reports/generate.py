@@ -15,6 +15,7 @@ from .build import build_review_assets
 from .changes import ReviewThresholds, thresholds_from_mapping
 from .pricing import Pricing, load_pricing, resolve_run_pricing
 from .report import analyse_run, build_report, write_report
+from .results_columns import annotate_results
 from .review_page import write_review_page
 from .rows import DEFAULT_MAX_REVIEW_ROWS, select_review_rows
 from .sheets import SheetLayout
@@ -70,7 +71,9 @@ def generate_reports(run_dir: str | Path, *, pricing: Pricing | str | Path | Non
     report = build_report(run_dir, pricing=pricing, analysis=analysis)
     outputs = RunOutputs(report=report, files=write_report(run_dir, report, generated_at))
     kill_point("report-write")  # crash tests (pipeline.killpoints); a no-op otherwise
+    costs = {row_id: summary.cost for row_id, summary in analysis.rows.items() if summary.cost}
     if not review:
+        annotate_results(run_dir, costs, None)
         return outputs
     selection = select_review_rows(run_dir, analysis, max_review_rows)
     del analysis  # the per-row summaries are not needed while images are decoded
@@ -82,4 +85,5 @@ def generate_reports(run_dir: str | Path, *, pricing: Pricing | str | Path | Non
     build.scope = selection.scope
     outputs.sheets = [run_dir / p for g in build.sheets for p in g.paths]
     outputs.review_page = write_review_page(run_dir, build, report, thresholds, generated_at)
+    annotate_results(run_dir, costs, {r.view.row_id: list(r.flags) for r in build.rows})
     return outputs

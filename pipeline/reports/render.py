@@ -86,6 +86,23 @@ def budget_text(budget: dict[str, Any], total: float | None, currency: str) -> s
     return text
 
 
+MAX_GROUP_ROWS = 50  # the costliest groups in md/html; report.json lists every one
+
+
+def group_cost_section(title: str, key: str, groups: dict[str, Any], currency: str) -> Section:
+    """A product or variant cost table, costliest first."""
+    ranked = sorted(groups.items(), key=lambda kv: (-(kv[1]["direct"] or 0.0), kv[0]))
+    shown = ranked[:MAX_GROUP_ROWS]
+    more = len(ranked) - len(shown)
+    text = f"the {MAX_GROUP_ROWS} costliest; {more} more in report.json (figures.cost.{key}). " if more else ""
+    return Section(
+        title, header=["name", "rows run", "generated", "failed", "direct cost", "share of total cost"],
+        rows=[[name, str(g["rows"]), str(g["generated"]), str(g["failed"]), money(g["direct"], currency),
+               money(g["share_of_total"], currency)] for name, g in shown],
+        text=text + "direct: device-busy cost of the rows' attempts; share of total: the run's total "
+                     "cost split in proportion (load and idle included). Cache hits cost nothing.")
+
+
 def report_sections(report: dict[str, Any]) -> list[Section]:
     f = report["figures"]
     run, rows, time, cost, att = f["run"], f["rows"], f["time"], f["cost"], f["attempts"]
@@ -127,6 +144,9 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
     if f.get("budget"):
         cost_pairs.append(("budget stop", budget_text(f["budget"], cost["total"], cur)))
     sections.append(Section("Cost", pairs=cost_pairs))
+    for title, key in (("Cost per product", "by_product"), ("Cost per variant", "by_variant")):
+        if cost.get(key):
+            sections.append(group_cost_section(title, key, cost[key], cur))
     sections.append(Section(
         "Device time", header=["held", "model load", "device busy (model)", "idle", "utilisation"],
         rows=[[seconds(time["held_seconds"]), seconds(time["load_seconds"]), seconds(time["busy_seconds"]),

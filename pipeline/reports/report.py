@@ -25,7 +25,9 @@ from .usage import COST_MODEL, Analysis, analyse_stream
 # time; wall time sums the invocations' own running times; cache saved uses the marginal cost
 # (device-busy cost of ok attempts per generated image); retried = rows retried after a
 # retry-scheduled attempt; recovered attempts bill their closed holding; notes are verified.
-REPORT_SCHEMA = "kontext-batch/report@4"
+# @5: cost.by_product / cost.by_variant (direct cost of each group's rows, and its share of the
+# total).
+REPORT_SCHEMA = "kontext-batch/report@5"
 
 
 def analyse_run(run_dir: str | Path, pricing: Pricing | None = None) -> Analysis:

@@ -9,6 +9,7 @@ Content-Security-Policy allows scripts and styles only from files next to the pa
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict
 from html import escape
@@ -72,6 +73,8 @@ def _tile(index: int, r: RowReview, currency: str) -> str:
         flags = '<ul class="flags">' + "".join(
             f'<li class="flag flag-{_attr(f)}">{escape(f)}</li>' for f in r.flags) + "</ul>"
     flags += _text_cuts(v.text_cuts)
+    if v.notes:
+        flags += f'<p class="input-notes"><strong>input:</strong> {escape(v.notes)}</p>'
     details = _dl([
         ("row id", v.row_id), ("row index", v.row_index), ("product", v.product_id), ("variant", v.variant),
         ("status", v.status), ("attempts", v.attempts), ("error class", v.error_class), ("reason", v.reason),
@@ -79,7 +82,7 @@ def _tile(index: int, r: RowReview, currency: str) -> str:
         ("output", v.output_uri),
         ("mean difference", None if r.mean_diff is None else f"{r.mean_diff:.4f}"),
         ("changed fraction", None if r.changed_fraction is None else f"{r.changed_fraction:.3f}"),
-        ("sheet", r.sheet), ("notes", "; ".join(r.notes)),
+        ("sheet", r.sheet), ("notes", "; ".join(r.notes)), ("input notes", v.notes),
         ("instruction cut at", " and ".join(f"{name}'s token limit" for name in v.text_cuts)),
         ("provenance", None if r.provenance is None else json.dumps(r.provenance, sort_keys=True, ensure_ascii=False)),
         *[(k, val) for k, val in sorted(v.meta.items())],
@@ -149,6 +152,17 @@ def _cut_counts(rows: list[RowReview]) -> list[str]:
     return [f"{n} instruction{'s' if n != 1 else ''} cut at {name}'s limit" for name, n in counts.items() if n]
 
 
+def flag_counts(rows: list[RowReview]) -> list[str]:
+    """Summary items: shown rows per flag ("3 unchanged"), most frequent first."""
+    counts = Counter(f for r in rows for f in r.flags if f != "failed")
+    return [f"{n} {flag}" for flag, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _notes_count(rows: list[RowReview]) -> list[str]:
+    noted = sum(bool(r.view.notes) for r in rows)
+    return [f"{noted} with input notes"] if noted else []
+
+
 def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: ReviewThresholds,
                        generated_at: str | None = None) -> str:
     figures = report["figures"]
@@ -167,12 +181,15 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
             "seed": r.view.seed, "product_id": r.view.product_id, "variant": r.view.variant,
             "cost": round(r.view.cost, 9), "mean_diff": r.mean_diff, "changed_fraction": r.changed_fraction,
             "thumb": r.thumb, "heat": r.heat, "sheet": r.sheet, "text_cuts": r.view.text_cuts,
+            "notes": r.view.notes,
         } for i, r in enumerate(rows)],
     }
     summary = " ".join(f"<span>{escape(s)}</span>" for s in (
         f"{figures['rows']['total']} rows", f"{figures['rows']['done']} done",
         f"{figures['rows']['cache_hits']} cache hits", f"{figures['rows']['failed']} failed",
-        f"{flagged} flagged", *_cut_counts(rows), f"cost {money(figures['cost']['total'], currency)}",
+        f"{flagged} flagged", *flag_counts(rows), *_cut_counts(rows),
+        *_notes_count(rows),
+        f"cost {money(figures['cost']['total'], currency)}",
         f"status {figures['run']['status']}"))
     sheets = "".join(
         f"<h3>{escape(g.title)} ({g.rows} rows)</h3>" + "".join(

@@ -50,6 +50,7 @@ class RowView:
     meta: dict[str, Any] = field(default_factory=dict)
     truncated: bool = False  # instruction cut at the T5 token limit (results ``truncated``)
     clip_truncated: bool = False  # cut at CLIP's limit (the row's CLIP_TRUNCATED_NOTE)
+    notes: str | None = None  # what was done to the input (results ``notes``: EXIF, alpha, ...)
 
     @property
     def text_cuts(self) -> list[str]:
@@ -188,6 +189,7 @@ def _from_results(rec: dict[str, Any], summary: RowSummary | None, status: str, 
         meta={k: _text(v) for k, v in rec.items() if k.startswith("meta_")},
         truncated=rec.get("truncated") is True,
         clip_truncated=_clip_cut(rec.get("notes")),
+        notes=_text(rec.get("notes")),
     )
 
 

@@ -40,8 +40,13 @@ Cost model (printed in every report):
   of the ``ok`` attempts / images generated (an estimate from this run's own generated images;
   model load, idle time and failed attempts are left out: they are paid whether or not a row hits
   the cache; no figure when this run generated nothing).
-* Per-row cost (contact sheets, review page) = device-busy seconds of the row's attempts x price;
-  load, idle and CPU work are shared overhead and appear only in the run totals.
+* Per-row cost (contact sheets, review page, results.parquet's ``cost``) = device-busy seconds
+  of the row's attempts x price; load, idle and CPU work are shared overhead and appear only in
+  the run totals.
+* Cost per product and per variant: ``direct`` = the per-row costs of its rows (failed attempts
+  included); ``share_of_total`` = the run's total cost split in proportion to ``direct``, so the
+  shares add up to the total (load and idle time spread over the work that needed them). Cache
+  hits cost nothing and are not counted there.
 """
 
 from __future__ import annotations
@@ -409,6 +414,31 @@ class _Aggregate:
         return _figures(self, list(ledger_warnings) + self.warnings, sha256, records)
 
 
+NO_GROUP = "(none)"  # rows without a product_id / variant
+
+
+def cost_by_group(rows: Any, cost_total: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per product and per variant: rows that ran, images generated, rows failed, direct cost
+    (their attempts' device-busy cost) and share of the total (the total split by direct cost)."""
+    groups: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] = ({}, {})
+    direct_total = 0.0
+    for row in rows:
+        direct_total += row.cost
+        for field_name, table in zip(("product_id", "variant"), groups, strict=True):
+            value = row.last.get(field_name)
+            entry = table.setdefault(NO_GROUP if value in (None, "") else str(value),
+                                     {"rows": 0, "generated": 0, "failed": 0, "direct": 0.0})
+            entry["rows"] += 1
+            entry["generated"] += row.status == "done"
+            entry["failed"] += row.status == "failed"
+            entry["direct"] += row.cost
+    for table in groups:
+        for entry in table.values():
+            share = cost_total * entry["direct"] / direct_total if direct_total > 0 else None
+            entry["direct"], entry["share_of_total"] = _r(entry["direct"]), _r(share)
+    return tuple(dict(sorted(t.items())) for t in groups)  # type: ignore[return-value]
+
+
 def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) -> Analysis:
     pricing = agg.pricing
     starts, ends, budget_stops = agg.starts, agg.ends, agg.budget_stops
@@ -506,6 +536,7 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
         b = budget_stops[-1]
         budget = {k: b.get(k) for k in ("spent", "cap", "currency", "rows_not_dispatched")}
 
+    by_product, by_variant = cost_by_group(rows.values(), cost_total)
     figures = {
         "run": {
             "run_id": (run_start.get("run_id") if run_start else None) or agg.first_run_id,
@@ -552,6 +583,8 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
             "cache_saved_basis": "cache hits x this run's marginal cost per generated image (device-busy "
             "cost of its ok attempts / images generated; load, idle and failed attempts left out)"
             if marginal is not None else "no basis: this run generated no images",
+            "by_product": by_product,
+            "by_variant": by_variant,
         },
         "budget": budget,
         "pricing": {**pricing.to_dict(), "origin": pricing.origin},

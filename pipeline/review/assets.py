@@ -125,13 +125,17 @@ APP_JS = r"""// Review decisions page: rows from the JSON API, a page at a time;
     article.appendChild(images);
     article.appendChild(el("p", {"class": "instruction"}, row.instruction));
     var meta = [row.product_id ? "product " + row.product_id : "", row.variant ? "variant " + row.variant : "",
-                row.seed !== null ? "seed " + row.seed : ""].filter(Boolean).join(" · ");
+                row.seed !== null ? "seed " + row.seed : "",
+                row.cost !== null && row.cost !== undefined ? "cost " + row.cost.toFixed(4) : ""].filter(Boolean).join(" · ");
     article.appendChild(el("p", {"class": "meta"}, meta));
-    if (row.flags.length) {
+    var marks = row.flags.slice();
+    if (row.truncated) { marks.push("T5 cut"); }
+    if (marks.length) {
       var flags = el("ul", {"class": "flags"});
-      row.flags.forEach(function (f) { flags.appendChild(el("li", {"class": "flag"}, f)); });
+      marks.forEach(function (f) { flags.appendChild(el("li", {"class": "flag"}, f)); });
       article.appendChild(flags);
     }
+    if (row.notes) { article.appendChild(el("p", {"class": "input-notes"}, "input: " + row.notes)); }
     if (row.reviewable) {
       var actions = el("div", {"class": "actions"});
       var note = el("input", {type: "text", "class": "note", placeholder: "note (optional)", maxlength: "2000"});
@@ -188,7 +192,9 @@ APP_JS = r"""// Review decisions page: rows from the JSON API, a page at a time;
       fillSelect("status", meta.statuses);
       byId("counts").textContent = Object.keys(meta.counts).sort().map(function (k) {
         return meta.counts[k] + " " + k;
-      }).join(" · ") + " · reviewer " + meta.reviewer;
+      }).join(" · ") + Object.keys(meta.marks || {}).map(function (k) {
+        return " · " + meta.marks[k] + " " + k;
+      }).join("") + " · reviewer " + meta.reviewer;
     }).catch(function (e) { say(e.message, true); });
   }
 
@@ -295,7 +301,7 @@ main{padding:1em 1.2em}
 .imgs img{width:170px;height:170px;object-fit:contain;background:#eee;display:block;cursor:zoom-in}
 .placeholder{width:170px;height:170px;display:flex;align-items:center;justify-content:center;background:#eee;border:2px dashed #999;font-weight:700}
 .instruction{margin:.3em 0;white-space:pre-wrap;word-break:break-word}
-.meta,.reason{margin:.2em 0;color:#444;font-size:.9em;word-break:break-word}
+.meta,.reason,.input-notes{margin:.2em 0;color:#444;font-size:.9em;word-break:break-word}
 ul.flags{list-style:none;padding:0;margin:.3em 0;display:flex;gap:4px;flex-wrap:wrap}
 li.flag{background:#fff0dc;color:#8a4a00;border:1px solid #eb8200;border-radius:3px;padding:0 6px;font-size:.8em}
 .actions{display:flex;gap:.4em;flex-wrap:wrap}.actions input.note{flex:1;min-width:8em}

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 RESULT_COLUMNS = ("row_id", "row_index", "key", "status", "output_uri", "product_id", "variant",
                   "instruction", "seed", "image", "reason", "error_class", "meta_product",
-                  "meta_variant_sku")
+                  "meta_variant_sku", "flags", "truncated", "notes", "cost")
 REVIEWABLE = ("done", "cache-hit")  # rows with an output to decide on
 
 
@@ -44,6 +44,9 @@ class ReviewRow:
     flags: tuple[str, ...] = ()
     title: str | None = None  # the catalog's product name (meta_product), when it has one
     variant_sku: str | None = None  # a shop variant the image belongs to (meta_variant_sku)
+    truncated: bool = False  # the instruction was cut at T5's token limit
+    notes: str | None = None  # what was done to the input (EXIF, transparency, CLIP cut, ...)
+    cost: float | None = None  # the row's device-busy cost (results ``cost``, from the report)
 
     @property
     def reviewable(self) -> bool:
@@ -128,7 +131,8 @@ def _text(value: Any) -> str | None:
 
 
 def load_rows(run_dir: Path) -> list[ReviewRow]:
-    """Every row of results.parquet, in table order, with the review page's flags."""
+    """Every row of results.parquet, in table order, with its flags (results ``flags``; the
+    review page's for tables written before that column existed)."""
     path = run_dir / "results.parquet"
     try:
         schema = pq.read_schema(path)
@@ -138,7 +142,7 @@ def load_rows(run_dir: Path) -> list[ReviewRow]:
                           "kontext-batch report, or re-run the run") from None
     if "row_id" not in table.column_names or "status" not in table.column_names:
         raise RunNotFound(f"{path} has no row_id/status columns; it is not a results table")
-    flags = page_flags(run_dir)
+    flags = page_flags(run_dir) if "flags" not in table.column_names else {}
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     rows = []
     for i in range(table.num_rows):
@@ -151,8 +155,10 @@ def load_rows(run_dir: Path) -> list[ReviewRow]:
             output_uri=_text(get("output_uri")), product_id=_text(get("product_id")),
             variant=_text(get("variant")), instruction=str(get("instruction") or ""),
             seed=None if get("seed") is None else int(get("seed")), image=_text(get("image")),
-            reason=_text(get("reason")), flags=tuple(flags.get(row_id, ())),
-            title=_text(get("meta_product")), variant_sku=_text(get("meta_variant_sku"))))
+            reason=_text(get("reason")), flags=tuple(get("flags") or flags.get(row_id, ())),
+            title=_text(get("meta_product")), variant_sku=_text(get("meta_variant_sku")),
+            truncated=get("truncated") is True, notes=_text(get("notes")),
+            cost=None if get("cost") is None else float(get("cost"))))
     return rows
 
 

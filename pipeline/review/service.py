@@ -88,8 +88,15 @@ class ReviewSession:
             "variants": sorted({r.variant for r in self.rows if r.variant}),
             "flags": sorted({f for r in self.rows for f in r.flags}),
             "statuses": sorted({r.status for r in self.rows}),
-            "decisions": list(DECISIONS), "counts": dict(counts),
+            "decisions": list(DECISIONS), "counts": dict(counts), "marks": self.marks(),
         }
+
+    def marks(self) -> dict[str, int]:
+        """Rows per flag, per T5 cut and with input notes: what the page's summary counts."""
+        marks: Counter[str] = Counter(f for r in self.rows for f in r.flags if f != "failed")
+        marks["T5 cut"] = sum(r.truncated for r in self.rows)
+        marks["with notes"] = sum(bool(r.notes) for r in self.rows)
+        return {k: n for k, n in sorted(marks.items()) if n}
 
     def query(self, filters: Mapping[str, Any], offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of the rows matching ``filters``, with their decisions."""
@@ -109,6 +116,7 @@ class ReviewSession:
                 "product_id": row.product_id, "variant": row.variant,
                 "instruction": row.instruction, "seed": row.seed, "reason": row.reason,
                 "flags": list(row.flags), "reviewable": row.reviewable,
+                "truncated": row.truncated, "notes": row.notes, "cost": row.cost,
                 "carried": row.status == "cache-hit", "source": row.image is not None,
                 "decision": decision.as_json() if decision else None}
 
