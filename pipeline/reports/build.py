@@ -76,6 +76,8 @@ class ReviewBuild:
     sheets: list[SheetGroup]
     notes: list[str]
     scope: ReviewScope | None = None  # which of the run's rows these are (None: all of them)
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)  # row_id -> last decision
+    decision_counts: dict[str, int] = field(default_factory=dict)  # decisions_view.page_decisions
 
 
 def url_path(path: Path, run_dir: Path) -> str:

@@ -13,6 +13,7 @@ from pipeline.killpoints import kill_point
 
 from .build import build_review_assets
 from .changes import ReviewThresholds, thresholds_from_mapping
+from .decisions_view import page_decisions
 from .pricing import Pricing, load_pricing, resolve_run_pricing
 from .report import analyse_run, build_report, write_report
 from .results_columns import annotate_results
@@ -83,6 +84,7 @@ def generate_reports(run_dir: str | Path, *, pricing: Pricing | str | Path | Non
                                 layout=layout, progress=progress)
     build.notes[:0] = selection.notes
     build.scope = selection.scope
+    build.decisions, build.decision_counts = page_decisions(run_dir, selection.views)
     outputs.sheets = [run_dir / p for g in build.sheets for p in g.paths]
     outputs.review_page = write_review_page(run_dir, build, report, thresholds, generated_at)
     annotate_results(run_dir, costs, {r.view.row_id: list(r.flags) for r in build.rows})

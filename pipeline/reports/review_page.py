@@ -18,6 +18,7 @@ from typing import Any
 
 from .build import ReviewBuild, RowReview
 from .changes import ReviewThresholds
+from .decisions_view import decision_summary
 from .render import money, report_html_fragment
 from .report import atomic_write
 from .review_assets import REVIEW_CSS, REVIEW_JS
@@ -51,7 +52,17 @@ def _figure(src: str | None, caption: str, alt: str, link: str | None = None) ->
     return f"<figure>{img}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
-def _tile(index: int, r: RowReview, currency: str) -> str:
+def _decision(d: dict[str, Any] | None, status: str) -> str:
+    """The row's last decision when the page was built (read-only here)."""
+    if status not in ("done", "cache-hit"):
+        return ""
+    if d is None:
+        return '<p class="decision decision-none">waiting for review</p>'
+    text = f"{d['decision']} by {d['reviewer']}" + (f": {d['note']}" if d.get("note") else "")
+    return f'<p class="decision decision-{_attr(d["decision"])}">{escape(text)}</p>'
+
+
+def _tile(index: int, r: RowReview, currency: str, decision: dict[str, Any] | None = None) -> str:
     v = r.view
     classes = f"tile status-{v.status}" + (" flagged" if r.flagged and not r.failed else "")
     if v.status in ("failed", "not-run") or r.thumb is None:
@@ -93,6 +104,7 @@ def _tile(index: int, r: RowReview, currency: str) -> str:
         f'<div class="head"><span class="status">{escape(v.status)}</span><span class="rowid">row {escape(v.row_id)}</span></div>'
         f'<div class="imgs">{images}</div>'
         f'<p class="instruction">{escape(v.instruction)}</p><p class="meta">{escape(meta)}</p>{flags}'
+        f"{_decision(decision, v.status)}"
         f"<details><summary>details</summary>{details}</details></article>"
     )
 
@@ -181,14 +193,14 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
             "seed": r.view.seed, "product_id": r.view.product_id, "variant": r.view.variant,
             "cost": round(r.view.cost, 9), "mean_diff": r.mean_diff, "changed_fraction": r.changed_fraction,
             "thumb": r.thumb, "heat": r.heat, "sheet": r.sheet, "text_cuts": r.view.text_cuts,
-            "notes": r.view.notes,
+            "notes": r.view.notes, "decision": build.decisions.get(r.view.row_id),
         } for i, r in enumerate(rows)],
     }
     summary = " ".join(f"<span>{escape(s)}</span>" for s in (
         f"{figures['rows']['total']} rows", f"{figures['rows']['done']} done",
         f"{figures['rows']['cache_hits']} cache hits", f"{figures['rows']['failed']} failed",
         f"{flagged} flagged", *flag_counts(rows), *_cut_counts(rows),
-        *_notes_count(rows),
+        *_notes_count(rows), *decision_summary(build.decision_counts),
         f"cost {money(figures['cost']['total'], currency)}",
         f"status {figures['run']['status']}"))
     sheets = "".join(
@@ -217,7 +229,7 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
         "<main>\n"
         f"{scope}"
         f'<section id="rows"><h2>Rows</h2><div class="tiles">\n'
-        + "\n".join(_tile(i, r, currency) for i, r in enumerate(rows))
+        + "\n".join(_tile(i, r, currency, build.decisions.get(r.view.row_id)) for i, r in enumerate(rows))
         + "\n</div></section>\n"
         f'<section id="sheets" class="sheets"><h2>Contact sheets</h2>{sheets}</section>\n'
         f'<section id="report"><h2>Cost and usage</h2>{report_html_fragment(report)}</section>\n'
