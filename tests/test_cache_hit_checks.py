@@ -125,7 +125,6 @@ def test_a_damaged_hit_on_a_remote_store_is_caught_by_the_cheap_check(tmp_path: 
     store = Store("bucket/store")
     store.fs, store.base, store._atomic_rename, store._scheme = (
         pafs._MockFileSystem(), "bucket/store", False, "mock")
-    store.is_local = False
     store.commit(KEY, "png", DATA, {})
     with store.fs.open_output_stream(store.object_path(KEY, "png")) as out:
         out.write(DATA[:10])
