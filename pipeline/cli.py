@@ -365,18 +365,10 @@ def _add_manifest_parser(subparsers) -> None:
                                          required=True))
 
 
-def _plain_streams() -> None:
-    """Output that is not a terminal (a log file, a pipe) gets no colour codes: Ray colours
-    the "(Actor pid=...)" prefix of the lines it forwards unless told not to."""
-    if not (sys.stdout.isatty() and sys.stderr.isatty()):
-        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-
-
 def main(argv: list[str] | None = None) -> int:
     # Nothing is downloaded at run time. (Ray's token auth is only switched off for the local
     # Ray a run starts, which listens on 127.0.0.1: pipeline.cluster.)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _plain_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))

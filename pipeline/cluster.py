@@ -8,7 +8,8 @@
   user's own Ray settings (token auth included: nothing is switched off on their behalf).
 A Ray already initialised in this process (tests, notebooks) is used as is and left running.
 ``with ray_output(quiet=True):`` around a run keeps Ray's INFO lines, the actors' output and
-their progress bars off the terminal.
+their progress bars off the terminal. When stdout or stderr is not a terminal (a log file),
+the actor lines Ray forwards carry no colour codes.
 
 Actors: on GPU clusters one per GPU (``num_gpus=1``); on CPU-only clusters CPU actors whose
 ``num_cpus`` add up to the cluster's CPUs minus one (minus half on a one-CPU cluster), so
@@ -22,6 +23,7 @@ import contextvars
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -115,12 +117,20 @@ def start_local(num_cpus: int | None = None) -> None:
     record_local_ray()
 
 
+def _plain_when_not_a_terminal() -> None:
+    """Output to a log file or a pipe gets no colour codes: Ray colours the "(EditorActor
+    pid=...)" prefix of the actor lines it forwards unless told not to."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Initialise Ray; returns True when this call started it (the caller shuts it down)."""
     import ray
 
     if ray.is_initialized():
         return False
+    _plain_when_not_a_terminal()
     try:
         if address is None:
             start_local(num_cpus)
