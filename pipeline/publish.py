@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipeline.review.decisions import Decision, read_decisions
-from pipeline.review.runs import ReviewRow, RunTarget, load_rows
+from pipeline.review.runs import ReviewRow, RunTarget, load_review_rows
 from pipeline.store import filesystem_for
 
 FEED = "feed.csv"
@@ -92,15 +92,22 @@ def segment_problem(value: str | None, what: str) -> str | None:
 
 def select_rows(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool
                 ) -> list[tuple[ReviewRow, Decision | None]]:
-    chosen = []
+    """One image per slot (a reviewed row and the candidates its redos made): the approved one
+    (the latest approval when several are); with ``all_done`` else the first undecided one."""
+    slots: dict[str, list[ReviewRow]] = {}
     for row in rows:
-        if not row.reviewable:
-            continue
-        decision = decisions.get(row.key or "")
-        verdict = decision.decision if decision else None
-        if verdict == "approve" or (all_done and verdict is None):
-            chosen.append((row, decision))
-    return chosen
+        if row.reviewable:
+            slots.setdefault(row.redo_of or row.row_id, []).append(row)
+    chosen = []
+    for images in slots.values():
+        approved = [(r, d) for r in images
+                    if (d := decisions.get(r.key or "")) is not None and d.decision == "approve"]
+        undecided = [(r, None) for r in images if decisions.get(r.key or "") is None]
+        if approved:
+            chosen.append(max(approved, key=lambda rd: rd[1].ts))
+        elif all_done and undecided:
+            chosen.append(undecided[0])
+    return sorted(chosen, key=lambda rd: rd[0].index)
 
 
 def plan(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool) -> list[Planned]:
@@ -118,15 +125,15 @@ def plan(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool) 
         raise PublishError(f"nothing published: {len(problems)} row(s) cannot be named safely:\n  "
                            f"{shown}{more}")
     position: dict[tuple[str, str], int] = defaultdict(int)
-    rank: dict[int, int] = {}
+    rank: dict[str, int] = {}
     for row in rows:  # numbered over every row of the pair, so approvals never shift names
-        if row.product_id is not None and row.variant is not None:
+        if row.product_id is not None and row.variant is not None and row.redo_of is None:
             position[(row.product_id, row.variant)] += 1
-            rank[row.index] = position[(row.product_id, row.variant)]
+            rank[row.row_id] = position[(row.product_id, row.variant)]
     planned = []
     for row, decision in chosen:
         ext = EXTENSIONS.get((row.output_uri or "").rsplit(".", 1)[-1].lower(), "png")
-        k = rank[row.index]
+        k = rank.get(row.redo_of or row.row_id, 1)  # a candidate takes its slot's name
         name = f"{row.variant}{'' if k == 1 else f'-{k}'}.{ext}"
         planned.append(Planned(row, f"{row.product_id}/{name}", ext, decision))
     return planned
@@ -226,7 +233,8 @@ def entry(p: Planned, data: bytes, run_id: str, src: str) -> dict[str, Any]:
             "variant_sku": p.row.variant_sku, "source": p.row.image,
             "instruction": p.row.instruction, "seed": p.row.seed,
             "decision": d.decision if d else "all-done", "reviewer": d.reviewer if d else None,
-            "decided_at": d.ts if d else None, "note": d.note if d else None}
+            "decided_at": d.ts if d else None, "note": d.note if d else None,
+            "redo_of": p.row.redo_of}
 
 
 def feed_csv(entries: Iterable[dict[str, Any]]) -> bytes:
@@ -292,7 +300,7 @@ def publish(run: RunTarget, to: str, *, all_done: bool = False, overwrite: bool 
 
 def _publish(run: RunTarget, to: str, all_done: bool, overwrite: bool,
              base_url: str | None) -> PublishResult:
-    rows = load_rows(run.run_dir)
+    rows = load_review_rows(run.run_dir)
     planned = plan(rows, read_decisions(run.out_dir), all_done)
     target = Target(to)
     result = PublishResult(target=to)
@@ -300,17 +308,18 @@ def _publish(run: RunTarget, to: str, all_done: bool, overwrite: bool,
     # before writing anything.
     todo: list[Planned] = []
     entries = _earlier_entries(target)
+    ours = {rel: e.get("sha256") for rel, e in entries.items()}  # what earlier publishes wrote
     clashes = []
     for p in planned:
         data = read_output(p.row)
         src = f"{base_url.rstrip('/')}/{p.rel}" if base_url else p.rel
         entries[p.rel] = entry(p, data, run.run_id, src)
-        size = target.size(p.rel)
-        if size is None:
+        there = target.read(p.rel)
+        if there is None:
             todo.append(p)
-        elif size == len(data) and target.read(p.rel) == data:
+        elif there == data:
             result.unchanged.append(p.rel)
-        elif overwrite:
+        elif overwrite or _published_here(ours.get(p.rel), there):
             todo.append(p)
             result.overwritten.append(p.rel)
         else:
@@ -330,6 +339,13 @@ def _publish(run: RunTarget, to: str, all_done: bool, overwrite: bool,
     if result.wrote_anything:
         _record(run, result, len(planned), all_done)
     return result
+
+
+def _published_here(sha: str | None, there: bytes) -> bool:
+    """The file at a target path is the one an earlier publish wrote (published.json's sha256):
+    a newer approval for the same product and variant (a redo, the next night's edit) replaces
+    it. Anything else there is someone else's file: a clash."""
+    return bool(sha) and hashlib.sha256(there).hexdigest() == sha
 
 
 def _record(run: RunTarget, result: PublishResult, images: int, all_done: bool) -> None:

@@ -114,7 +114,8 @@ APP_JS = r"""// Review decisions page: rows from the JSON API, a page at a time;
                                  "data-decision": decision, "data-n": String(n), tabindex: "-1"});
     var head = el("div", {"class": "head"});
     head.appendChild(el("span", {"class": "rowid"}, "row " + row.row_id));
-    head.appendChild(el("span", {"class": "status"}, row.status + (row.carried ? " (carried)" : "")));
+    head.appendChild(el("span", {"class": "status"}, row.status + (row.carried ? " (carried)" : "") +
+        (row.redo_of ? " · redo of " + row.redo_of : "")));
     var badge = row.decision ? row.decision.decision + " by " + row.decision.reviewer +
         (row.decision.note ? ": " + row.decision.note : "") : (row.reviewable ? "waiting for review" : "");
     head.appendChild(el("span", {"class": "badge"}, badge));

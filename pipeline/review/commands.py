@@ -1,4 +1,4 @@
-"""``kontext-batch review`` and ``kontext-batch publish`` (registered by pipeline.cli)."""
+"""``kontext-batch review``, ``publish`` and ``redo`` (registered by pipeline.cli)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,22 @@ Exit codes: 0 published (or nothing new), 2 refused: no such run, unsafe names, 
 target, an unwritable target.
 """
 
+REDO_DESCRIPTION = """\
+Make the rejected images of a run again and bring them back to its review. Every product x
+variant image whose review ended without an approval (its last decision reject or redo, and no
+candidate of an earlier redo approved or still waiting) gets new rows: --seeds N new seeds
+(default 1), or with --instruction-from note the reviewer's note as the corrected instruction
+(the original seed; new seeds too with --seeds).
+
+The rows are written to RUN_DIR/redo/<n>.parquet and run with the run's settings into the same
+OUT (same store, same decisions log). Their outputs then show in `kontext-batch review RUN_DIR`
+as candidates for the same product and variant ("redo of <row>"), and `publish` writes the
+approved one under that product's and variant's name.
+
+Exit codes: 0 done (or nothing to redo), 1 some follow-up rows failed, 2 refused: no such run,
+a run in progress, rejected images without a note for --instruction-from note.
+"""
+
 
 def add_review_commands(subparsers) -> None:
     """Register ``review`` and ``publish`` on the top-level parser's subparsers."""
@@ -63,6 +79,19 @@ def add_review_commands(subparsers) -> None:
                          help="prefix for feed.csv's Image Src (where the target is served "
                               "from, e.g. https://cdn.example.com/catalog); default: relative paths")
     publish.set_defaults(func=publish_command)
+
+    redo = subparsers.add_parser(
+        "redo", help="run a run's rejected images again (new seeds or the reviewer's corrected "
+                     "instruction); the results come back to its review",
+        description=REDO_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _where(redo)
+    redo.add_argument("--seeds", type=int, metavar="N",
+                      help="new seeds per rejected image (default 1; 1-100)")
+    redo.add_argument("--instruction-from", choices=["note"], metavar="note",
+                      help="use the reviewer's note on the reject/redo decision as the instruction")
+    redo.add_argument("--address", metavar="ADDR", help="Ray cluster to join (default: the run's)")
+    redo.add_argument("--quiet", action="store_true", help="no progress bars")
+    redo.set_defaults(func=redo_command)
 
 
 def _where(p: argparse.ArgumentParser) -> None:
@@ -111,3 +140,32 @@ def publish_command(args: argparse.Namespace) -> int:
               f"replaced, {len(result.unchanged)} unchanged; "
               f"{', '.join(result.index_written) or 'feed.csv and published.json unchanged'}")
     return 0
+
+
+def redo_command(args: argparse.Namespace) -> int:
+    from pipeline.errors import ConfigError
+    from pipeline.redo import RedoError, redo
+    from pipeline.runner import print_summary
+
+    from .runs import RunNotFound, resolve_target
+
+    overrides = {"progress": not args.quiet}
+    if args.address:
+        overrides["address"] = args.address
+    try:
+        target = resolve_target(args.run, args.date, args.jobs_dir)
+        plan, summary = redo(target, seeds=args.seeds, instruction_from=args.instruction_from,
+                             **overrides)
+    except (RunNotFound, RedoError, ConfigError) as exc:
+        print(f"kontext-batch redo: error: {exc}", file=sys.stderr)
+        return 2
+    left = f"{plan.waiting} still waiting for review, {plan.approved} approved"
+    if summary is None:
+        print(f"nothing to redo in run {target.run_id}: no image ended its review rejected "
+              f"({left})")
+        return 0
+    print_summary(summary, resume="run the same command again")
+    where = f"{args.run} --date {args.date}" if args.date else str(target.run_dir)
+    print(f"redo: {len(plan.rows)} new image(s) for {plan.slots} rejected product x variant "
+          f"image(s) ({left}); review them with: kontext-batch review {where}")
+    return summary.exit_code

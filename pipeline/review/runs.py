@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 RESULT_COLUMNS = ("row_id", "row_index", "key", "status", "output_uri", "product_id", "variant",
                   "instruction", "seed", "image", "reason", "error_class", "meta_product",
-                  "meta_variant_sku", "flags", "truncated", "notes", "cost")
+                  "meta_variant_sku", "flags", "truncated", "notes", "cost", "meta_redo_of")
 REVIEWABLE = ("done", "cache-hit")  # rows with an output to decide on
 
 
@@ -47,6 +47,7 @@ class ReviewRow:
     truncated: bool = False  # the instruction was cut at T5's token limit
     notes: str | None = None  # what was done to the input (EXIF, transparency, CLIP cut, ...)
     cost: float | None = None  # the row's device-busy cost (results ``cost``, from the report)
+    redo_of: str | None = None  # a redo's candidate: the reviewed run's row it is made for
 
     @property
     def reviewable(self) -> bool:
@@ -158,7 +159,27 @@ def load_rows(run_dir: Path) -> list[ReviewRow]:
             reason=_text(get("reason")), flags=tuple(get("flags") or flags.get(row_id, ())),
             title=_text(get("meta_product")), variant_sku=_text(get("meta_variant_sku")),
             truncated=get("truncated") is True, notes=_text(get("notes")),
-            cost=None if get("cost") is None else float(get("cost"))))
+            cost=None if get("cost") is None else float(get("cost")),
+            redo_of=_text(get("meta_redo_of"))))
+    return rows
+
+
+def load_review_rows(run_dir: Path) -> list[ReviewRow]:
+    """The run's rows, then the candidates its redos made (pipeline.redo: the finished runs
+    RUN_DIR/redo.json lists), numbered on: what its review shows and publish chooses from."""
+    from pipeline.redo import read_links
+
+    rows = load_rows(run_dir)
+    known = {r.row_id for r in rows}
+    for link in read_links(run_dir):
+        follow_up = Path(link["run_dir"])
+        if not (follow_up / "results.parquet").is_file() or follow_up == run_dir:
+            continue  # not finished yet: its rows come once it has
+        for row in load_rows(follow_up):
+            if row.row_id in known or not row.redo_of:
+                continue
+            known.add(row.row_id)
+            rows.append(replace(row, index=len(rows)))
     return rows
 
 

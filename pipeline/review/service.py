@@ -20,7 +20,7 @@ from .decisions import (
     decision_record,
     decisions_path,
 )
-from .runs import ReviewRow, RunTarget, load_rows, manifest_of
+from .runs import ReviewRow, RunTarget, load_review_rows, manifest_of
 
 FILTERS = ("product", "variant", "flag", "decision", "status")
 MAX_PAGE = 500
@@ -70,7 +70,7 @@ class ReviewSession:
         self.target = target
         self.reviewer = reviewer
         self.log = log or DecisionLog(decisions_path(target.out_dir))
-        self.rows = load_rows(target.run_dir)
+        self.rows = load_review_rows(target.run_dir)
         self.by_id = {r.row_id: r for r in self.rows}
         self._policy: Any = None
         self._policy_ready = False
@@ -118,6 +118,7 @@ class ReviewSession:
                 "flags": list(row.flags), "reviewable": row.reviewable,
                 "truncated": row.truncated, "notes": row.notes, "cost": row.cost,
                 "carried": row.status == "cache-hit", "source": row.image is not None,
+                "redo_of": row.redo_of,
                 "decision": decision.as_json() if decision else None}
 
     # -- deciding -----------------------------------------------------------------------
