@@ -95,7 +95,10 @@ class _ReviewHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the browser dropped the request (a reload, the next page): nothing to tell
 
     def _json(self, status: int, value: Any) -> None:
         self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"),
