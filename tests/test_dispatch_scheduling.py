@@ -212,7 +212,7 @@ def make_dispatcher(tmp_path: Path, world: FakeRay, n_actors: int, tasks: list[T
                     monkeypatch: pytest.MonkeyPatch, *, spent: dict[int, int] | None = None,
                     **settings: Any) -> tuple[Dispatcher, Outcomes, LedgerWriter]:
     # Sources are not on disk: every read returns a few bytes (a missing row is named "")
-    monkeypatch.setattr("pipeline.dispatch.read_source_bytes",
+    monkeypatch.setattr("pipeline.dispatch_sources.read_source_bytes",
                         lambda location, filesystems=None: b"src")
     world.actors = [FakeActor(f"actor-{i}", world) for i in range(n_actors)]
     slots = [ActorSlot(name=a.name, handle=a) for a in world.actors]
@@ -223,8 +223,8 @@ def make_dispatcher(tmp_path: Path, world: FakeRay, n_actors: int, tasks: list[T
         progress=RunProgress(len(tasks), disable=True),
         settings=DispatchSettings(backoff_s=0.0, **settings),
         prior_attempts=dict(spent or {}), spent_attempts=spent, followers={},
-        params_for=lambda task: {}, sidecar_for=lambda task, params, data, origin: {})
-    dispatcher._ray = world
+        params_for=lambda task: {}, sidecar_for=lambda task, params, data, origin: {},
+        ray=world)
     return dispatcher, outcomes, ledger
 
 
