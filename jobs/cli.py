@@ -1,7 +1,6 @@
-"""The ``kontext-batch`` entry point: ``job`` and ``manifest`` here, everything else
-(``run``, ``report``) handed to pipeline.cli unchanged.
+"""The ``kontext-batch`` entry point: ``job`` here, everything else (``run``, ``report``,
+``manifest``, ``review``, ``publish``, ``redo``) handed to pipeline.cli unchanged.
 
-    kontext-batch manifest build --catalog DIR|CSV|PARQUET --variants V.yaml [--seeds N] -o M.parquet
     kontext-batch job run NAME|FILE [--date YYYY-MM-DD] [--dry-run]
     kontext-batch job history NAME|FILE [--json]
     kontext-batch job schedule NAME|FILE [--crontab | --print] [--dir DIR]
@@ -42,36 +41,15 @@ resume)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kontext-batch", description="Nightly jobs and manifest building for kontext-batch "
-                                          "(`kontext-batch --help` lists run and report too).")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_manifest(commands)
+    from pipeline.cli_parser import HintingParser
+
+    parser = HintingParser(
+        prog="kontext-batch", description="Nightly jobs for kontext-batch "
+                                          "(`kontext-batch --help` lists every command).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=HintingParser)
     _add_job(commands)
     return parser
-
-
-def _add_manifest(commands) -> None:
-    manifest = commands.add_parser("manifest", help="build a manifest from a catalog × variants")
-    sub = manifest.add_subparsers(dest="manifest_command", metavar="SUBCOMMAND", required=True)
-    build = sub.add_parser(
-        "build", help="write catalog × variants × seeds as a Parquet manifest",
-        description="Every product of the catalog gets every variant, each with --seeds seeds. "
-                    "Instructions are the variants' templates filled from product fields "
-                    "(e.g. 'place the {product} on {backdrop}'); seeds and row ids "
-                    "(<product>--<variant>--<k>) depend only on (product, variant, k), so "
-                    "rebuilding after adding products keeps every existing row and its cache "
-                    "key. Exit 0 when written, 2 listing every problem (missing images, "
-                    "duplicate products, unknown template fields, ...) otherwise.")
-    build.add_argument("--catalog", required=True, metavar="DIR|CSV|PARQUET",
-                       help="folder of images (product id = file stem) or a table with "
-                            "product_id, image and any descriptive columns")
-    build.add_argument("--variants", required=True, metavar="YAML", help="variants file")
-    build.add_argument("--seeds", type=int, default=1, metavar="N",
-                       help="seeds per (product, variant) (default 1)")
-    build.add_argument("-o", "--out", required=True, metavar="MANIFEST",
-                       help="manifest to write (.parquet); replaced only by a complete one")
-    build.set_defaults(func=_manifest_build)
 
 
 def _add_job(commands) -> None:
@@ -130,18 +108,6 @@ def _add_job(commands) -> None:
 # ----------------------------------------------------------------------------- commands
 
 
-def _manifest_build(args: argparse.Namespace) -> int:
-    from manifests import BuildError, build_manifest
-
-    try:
-        rows = build_manifest(args.catalog, args.variants, args.seeds, out=args.out)
-    except BuildError as exc:
-        print(f"kontext-batch manifest build: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}: {rows} rows")
-    return 0
-
-
 def _load(args: argparse.Namespace, **checks: bool):
     from jobs.spec import find_job_spec, load_job_spec
 
@@ -161,6 +127,7 @@ def _job_run(args: argparse.Namespace) -> int:
     )
     from jobs.spec import SpecError
     from pipeline.cli import Terminated, sigterm_as_interrupt
+    from pipeline.cluster import ray_output
     from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.runner import print_summary
 
@@ -175,7 +142,7 @@ def _job_run(args: argparse.Namespace) -> int:
             return _job_dry_run(spec, date)
         faults = _faults_from_env()
         # SIGTERM (systemctl stop, a scheduler's timeout) stops the run as Ctrl-C does: resumable
-        with sigterm_as_interrupt() as terminated:
+        with sigterm_as_interrupt() as terminated, ray_output(quiet=args.quiet):
             result = run_job(spec, date, faults=faults, progress=not args.quiet,
                              reports=not args.no_report)
     # Not ValueError: one raised once the run is under way is a bug or a data error, not a
@@ -342,7 +309,6 @@ def _top_level_help() -> str:
     text = pipeline_cli.build_parser().format_help()
     return text + (
         "\nnightly jobs and manifests:\n"
-        "  manifest build      catalog × variants → manifest (kontext-batch manifest build -h)\n"
         "  job run             run or resume a job for a date (kontext-batch job run -h)\n"
         "  job history         a job's runs with images, hits, failures, cost\n"
         "  job schedule        systemd timer (or crontab line) for a job\n"
@@ -350,7 +316,7 @@ def _top_level_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``job`` and ``manifest`` here, anything else to pipeline.cli.main."""
+    """Dispatch ``job`` here, anything else to pipeline.cli.main."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     command = next((a for a in argv if not a.startswith("-")), None)

@@ -91,7 +91,6 @@ def systemd_units(spec: JobSpec, workdir: Path | None = None,
         "Type=oneshot",
         f"WorkingDirectory={str(workdir).replace('%', '%%')}",
         "Environment=HF_HUB_OFFLINE=1",
-        "Environment=RAY_AUTH_MODE=disabled",
         f"ExecStart={command}",
         "# systemctl stop: SIGTERM to the driver alone, which writes results and run-end and shuts",
         "# its Ray down (resumable, exit 143); whatever is left is killed after the timeout.",
@@ -142,7 +141,7 @@ def crontab_line(spec: JobSpec, workdir: Path | None = None, python: str | None 
                                                      "path has none")
     command = " ".join(shlex.quote(a) for a in argv)
     body = (f"mkdir -p {shlex.quote(str(log.parent))} && cd {shlex.quote(str(workdir))} && "
-            f"HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled {command} >> {shlex.quote(str(log))} 2>&1")
+            f"HF_HUB_OFFLINE=1 {command} >> {shlex.quote(str(log))} 2>&1")
     body = body.replace("%", "\\%")  # cron turns a bare % into a newline
     return f"CRON_TZ={spec.schedule.timezone}\n{spec.schedule.cron.text} {body}"
 

@@ -10,7 +10,7 @@ from pipeline.errors import ConfigError
 MAX_LENGTH = 128
 _PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 RULE = (f"use letters, digits, '.', '_' and '-' (starting with a letter or digit, at most "
-        f"{MAX_LENGTH} characters), with no path separators and no '..'")
+        f"{MAX_LENGTH} characters), with no path separators")
 
 
 def run_id_problem(run_id: str) -> str | None:
@@ -21,8 +21,8 @@ def run_id_problem(run_id: str) -> str | None:
         return f"it has {len(run_id)} characters"
     if "/" in run_id or "\\" in run_id:
         return "it contains a path separator"
-    if ".." in run_id:
-        return "it contains '..'"
+    if run_id in (".", ".."):  # the only names that are not a new folder (no separators here)
+        return "it names the runs folder or its parent"
     if not _PATTERN.fullmatch(run_id):
         bad = sorted({c for c in run_id if not (c.isascii() and (c.isalnum() or c in "._-"))})
         if bad:

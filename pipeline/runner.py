@@ -50,6 +50,7 @@ from pipeline.plan import RowDefaults, plan_run
 from pipeline.progress import RunProgress
 from pipeline.records import Task
 from pipeline.resume import base_run_id
+from pipeline.run_ids import check_run_id
 from pipeline.runlock import acquire_run
 from pipeline.store import Store
 
@@ -121,6 +122,8 @@ class RunSummary:
 
 def check_flags(config: RunConfig) -> None:
     """Flag values a user can get wrong; ConfigError with the fix."""
+    if config.run_id is not None:  # library and job callers too, not only the CLI
+        check_run_id(config.run_id)
     if config.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {config.batch_size})")
     if config.actors is not None and config.actors < 1:

@@ -63,7 +63,7 @@ def test_mistyped_run_option_shows_runs_usage_and_the_closest_option(
 
 @pytest.mark.parametrize("run_id, reason", [
     ("../..", "path separator"), ("/abs/runs", "path separator"), ("a/b", "path separator"),
-    ("..", "'..'"), ("a..b", "'..'"), ("", "empty"), ("-x", "start with a letter or digit"),
+    ("..", "parent"), (".", "runs folder"), ("", "empty"), ("-x", "start with a letter or digit"),
     ("run id", "' '"), ("x" * 129, "129 characters")])
 def test_run_id_that_is_not_one_folder_name_is_refused_before_any_work(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], run_id: str, reason: str) -> None:
@@ -72,7 +72,7 @@ def test_run_id_that_is_not_one_folder_name_is_refused_before_any_work(
     assert _exit_code(["run", str(manifest), "--out", str(out), f"--run-id={run_id}"]) == 2
     err = capsys.readouterr().err
     assert f"argument --run-id: {run_id!r} is not usable as a run id" in err
-    assert reason in err and "no path separators and no '..'" in err
+    assert reason in err and "no path separators" in err
     assert "Traceback" not in err
     assert not out.exists() and not (tmp_path / "abs").exists()
 
