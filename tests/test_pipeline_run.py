@@ -178,18 +178,18 @@ def test_row_that_kills_its_actor_every_time_fails_alone(tmp_path: Path) -> None
     assert sum(r["status"] == "done" for r in rows) == 5
 
 
-def test_corrupt_cached_output_is_recomputed_with_verify_cache(tmp_path: Path) -> None:
+def test_corrupt_cached_output_is_recomputed_without_asking(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path / "m", products=2, variants=1)
     out = tmp_path / "out"
     first = run_batch(config(manifest, out))
     victim = Path(results(first)[1]["output_uri"])
     good = victim.read_bytes()
     victim.write_bytes(good[:-5] + b"XXXXX")
-    plain = run_batch(config(manifest, out))  # without verification: trusted by name
-    assert plain.counts["cache-hit"] == 2
+    plain = run_batch(config(manifest, out))  # a local store hashes every hit
+    assert plain.counts == {"done": 1, "cache-hit": 1, "failed": 0, "not-run": 0}
+    assert results(plain)[1]["status"] == "done" and victim.read_bytes() != good[:-5] + b"XXXXX"
     checked = run_batch(config(manifest, out, verify_cache=True))
-    assert checked.counts == {"done": 1, "cache-hit": 1, "failed": 0, "not-run": 0}
-    assert results(checked)[1]["status"] == "done" and victim.read_bytes() != good[:-5] + b"XXXXX"
+    assert checked.counts["cache-hit"] == 2
 
 
 def test_unknown_model_and_bad_device_stop_before_ray_work(tmp_path: Path, capsys) -> None:
