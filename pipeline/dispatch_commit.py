@@ -156,7 +156,10 @@ class Recorder:
         kill_point("after-store-commit")
         phases["commit"] = time.perf_counter() - t0
         seconds = sum(float(phases.get(p, 0.0)) for p in _MODEL_PHASES)
-        truncated, notes = res.truncated, res.row_notes()
+        # a damaged cached object this recomputes (Store.discard) is noted first
+        repaired = getattr(self.store, "repairs", {}).get(task.key)
+        truncated = res.truncated
+        notes = "; ".join(n for n in (repaired, res.row_notes()) if n) or None
         records = [self.ledger.record("attempt", **task_attempt(
             task, attempt=attempt, outcome="ok", actor=t.actor, start=t.start, end=t.end,
             phases=phases, output_uri=uri, nbytes=len(data), truncated=truncated, notes=notes,
