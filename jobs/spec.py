@@ -42,12 +42,11 @@ from typing import Any
 import yaml
 
 from jobs.cron import Cron, CronError, parse_cron
-from pipeline.encode import FORMAT_ALIASES
+from manifests import limits
+from manifests.limits import DEVICES, FORMAT_ALIASES, OUTPUT_FORMATS
 
 CURRENCIES = ("USD", "EUR", "GBP")
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-DTYPES = ("auto", "float32", "bfloat16")  # no float16: FLUX activations overflow it
-DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", *limits.DTYPES)
 MAX_KEEP_DAYS = 36500  # a century; larger reaches past the first representable date
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -566,19 +565,21 @@ def _check_model(c: _Checker, entry, check_model: bool) -> str | None:
 def _check_sampler(c: _Checker, entry) -> Sampler:
     s = _section(c, entry, "sampler")
     guidance = c.typed(s.get("guidance"), "sampler.guidance", float, "a number")
-    if guidance is not None and not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
-        c.problem(s["guidance"][1], "sampler.guidance", f"must be between 0 and 20, got "
-                                                        f"{guidance}")
+    if guidance is not None and not (math.isfinite(guidance) and limits.guidance_in_range(guidance)):
+        between = limits.range_text(limits.MIN_GUIDANCE, limits.MAX_GUIDANCE)
+        c.problem(s["guidance"][1], "sampler.guidance", f"must be {between}, got {guidance}")
         guidance = None
     step_cache = c.typed(s.get("step_cache"), "sampler.step_cache", float, "a number")
-    if step_cache is not None and not (math.isfinite(step_cache) and 0.0 <= step_cache <= 1.0):
-        c.problem(s["step_cache"][1], "sampler.step_cache", f"must be between 0 and 1 (0.1-0.3 is "
+    if step_cache is not None and not (math.isfinite(step_cache)
+                                       and limits.step_cache_in_range(step_cache)):
+        between = limits.range_text(limits.MIN_STEP_CACHE, limits.MAX_STEP_CACHE)
+        c.problem(s["step_cache"][1], "sampler.step_cache", f"must be {between} (0.1-0.3 is "
                                                             f"typical), got {step_cache}")
         step_cache = None
     fp8 = c.typed(s.get("fp8"), "sampler.fp8", bool, "true or false")
     compile_ = c.typed(s.get("compile"), "sampler.compile", bool, "true or false")
     return Sampler(
-        steps=c.int_in(s.get("steps"), "sampler.steps", 1, 200),
+        steps=c.int_in(s.get("steps"), "sampler.steps", limits.MIN_STEPS, limits.MAX_STEPS),
         guidance=guidance,
         output_format=c.choice(s.get("output_format"), "sampler.output_format",
                                OUTPUT_FORMATS, "png", aliases=dict(FORMAT_ALIASES)),

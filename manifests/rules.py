@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import math
 
+from . import limits
+
 SEED_LIMIT = 2**63  # seeds are stored as int64
 SIDE_MULTIPLE = 16  # the autoencoder (8x) and 2x2 patching need sides divisible by 16
 MAX_SIDE = 4096
-MIN_STEPS, MAX_STEPS = 1, 200
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-_FORMAT_ALIASES = {"jpg": "jpeg"}
 
 INSTRUCTION_EXAMPLE = "e.g. 'replace the background with studio white'"
 
@@ -77,26 +75,26 @@ def check_steps(value: object) -> Checked:
     steps, reason = _as_int("steps", value)
     if reason:
         return None, reason
-    if not MIN_STEPS <= steps <= MAX_STEPS:
-        return None, f"steps must be between {MIN_STEPS} and {MAX_STEPS} (got {steps})"
+    if not limits.steps_in_range(steps):
+        return None, f"steps must be {limits.range_text(limits.MIN_STEPS, limits.MAX_STEPS)} (got {steps})"
     return steps, None
 
 
 def check_guidance(value: object) -> Checked:
     if not (is_int(value) or isinstance(value, float)) or not math.isfinite(value):
         return None, f"guidance must be a finite number (got {value!r})"
-    if not MIN_GUIDANCE <= value <= MAX_GUIDANCE:
-        return None, f"guidance must be between {MIN_GUIDANCE:g} and {MAX_GUIDANCE:g} (got {value})"
+    if not limits.guidance_in_range(value):
+        return None, (f"guidance must be {limits.range_text(limits.MIN_GUIDANCE, limits.MAX_GUIDANCE)} "
+                      f"(got {value})")
     return float(value), None
 
 
 def check_output_format(value: object) -> Checked:
-    if isinstance(value, str):
-        name = value.strip().lower()
-        name = _FORMAT_ALIASES.get(name, name)
-        if name in OUTPUT_FORMATS:
-            return name, None
-    return None, f"output_format must be one of {', '.join(OUTPUT_FORMATS)} or jpg (got {value!r})"
+    name = limits.format_name(value) if isinstance(value, str) else None
+    if name is not None:
+        return name, None
+    aliases = ", ".join(limits.FORMAT_ALIASES)
+    return None, f"output_format must be one of {', '.join(limits.OUTPUT_FORMATS)} or {aliases} (got {value!r})"
 
 
 def check_label(name: str, value: object) -> Checked:

@@ -102,6 +102,7 @@ def _run_id(text: str) -> str:
 
 
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
+    from manifests import limits
     from pipeline.image_io import DEFAULT_MAX_PIXELS
     from pipeline.reports.command import row_limit
     from pipeline.runner import DEFAULT_MODEL, DEMO_MANIFEST
@@ -126,9 +127,9 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    help="join a running Ray cluster: 'auto' (the one started on this machine "
                         "with `ray start`), ray://HOST:10001, or HOST:6379. Default: start a "
                         "local Ray for this run")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    p.add_argument("--device", choices=limits.DEVICES, default="auto",
                    help="auto: CUDA when the cluster has GPUs (one actor per GPU), else CPU")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
+    p.add_argument("--dtype", choices=("auto", *limits.DTYPES),
                    default="auto", help="precision (auto: bfloat16 on CUDA, float32 on CPU); "
                                         "part of the cache key")
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
@@ -140,7 +141,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    help="sampling steps for rows without a steps value (default: preset's)")
     p.add_argument("--guidance", type=float, metavar="G",
                    help="guidance for rows without a guidance value (default: preset's)")
-    p.add_argument("--output-format", choices=("png", "jpeg", "webp"), default="png",
+    p.add_argument("--output-format", choices=limits.OUTPUT_FORMATS, default="png",
                    help="file format for rows without an output_format value")
     p.add_argument("--run-id", metavar="ID", type=_run_id,
                    help="use (or resume) this run id instead of the one derived from the "

@@ -6,12 +6,13 @@ changing one changes every key of that format, as it must (the bytes change).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from PIL import Image
+
+from manifests.limits import OUTPUT_FORMATS, format_name
 
 # Bump when the embedded provenance changes the bytes (pipeline.reports.provenance).
 PROVENANCE_VERSION = 1
@@ -22,15 +23,15 @@ ENCODERS: Mapping[str, Mapping[str, Any]] = {
     "webp": {"quality": 92, "method": 4, "lossless": False},
 }
 EXTENSIONS: Mapping[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-FORMAT_ALIASES: Mapping[str, str] = {"jpg": "jpeg"}
+assert set(ENCODERS) == set(EXTENSIONS) == set(OUTPUT_FORMATS)  # one encoder per listed format
 
 
 def normalise_format(fmt: str) -> str:
     """'JPG' -> 'jpeg'; raises ValueError naming the allowed formats."""
-    name = FORMAT_ALIASES.get(fmt.strip().lower(), fmt.strip().lower())
-    if name not in ENCODERS:
+    name = format_name(fmt)
+    if name is None:
         raise ValueError(f"output format {fmt!r} is not supported; use one of "
-                         f"{', '.join(sorted(ENCODERS))}")
+                         f"{', '.join(OUTPUT_FORMATS)}")
     return name
 
 
@@ -56,23 +57,11 @@ def extension(fmt: str) -> str:
     return EXTENSIONS[normalise_format(fmt)]
 
 
-def _provenance_encoder():
-    """pipeline.reports.provenance.encode_image_with_provenance when it exists, else None."""
-    try:
-        from pipeline.reports.provenance import encode_image_with_provenance
-    except ImportError:
-        return None
-    return encode_image_with_provenance
-
-
 def encode_image(img: Image.Image, fmt: str, params: Mapping[str, Any]) -> bytes:
     """Encode an RGB image with the fixed settings of ``fmt``, embedding ``params``
-    (provenance: key inputs, never run-specific values) when the reports module offers it."""
+    (provenance: key inputs, never run-specific values)."""
+    # imported here: the pipeline.reports package pulls pandas, which planning never needs
+    from pipeline.reports.provenance import encode_image_with_provenance
+
     name = normalise_format(fmt)
-    settings = dict(ENCODERS[name])
-    encoder = _provenance_encoder()
-    if encoder is not None:
-        return encoder(img, name, dict(params), **settings)
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format=name.upper(), **settings)
-    return buf.getvalue()
+    return encode_image_with_provenance(img, name, dict(params), **ENCODERS[name])

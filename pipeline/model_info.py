@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from manifests.limits import DTYPES
 from pipeline.errors import ConfigError
-
-DTYPES = ("float32", "bfloat16")  # no float16: FLUX activations overflow it
 
 
 @dataclass(frozen=True)

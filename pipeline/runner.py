@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from manifests import limits
 from manifests.paths import SUPPORTED_SCHEMES, uri_scheme
 from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, numerics_version
 from pipeline.cluster import (
@@ -44,7 +45,7 @@ from pipeline.image_io import DEFAULT_MAX_PIXELS
 from pipeline.killpoints import kill_point
 from pipeline.ledger import NO_SPACE, LedgerWriter, run_folder_full_message
 from pipeline.manifest_input import CLI_ROOTS_SETTING, check_manifest
-from pipeline.model_info import DTYPES, ModelInfo, resolve_model_info
+from pipeline.model_info import ModelInfo, resolve_model_info
 from pipeline.outcomes import Outcomes
 from pipeline.plan import RowDefaults, plan_run
 from pipeline.progress import RunProgress
@@ -128,16 +129,19 @@ def check_flags(config: RunConfig) -> None:
         raise ConfigError(f"--batch-size must be at least 1 (got {config.batch_size})")
     if config.actors is not None and config.actors < 1:
         raise ConfigError(f"--actors must be at least 1 (got {config.actors})")
-    if config.steps is not None and not 1 <= config.steps <= 200:
-        raise ConfigError(f"--steps must be between 1 and 200 (got {config.steps})")
-    if config.guidance is not None and not 0.0 <= config.guidance <= 20.0:
-        raise ConfigError(f"--guidance must be between 0 and 20 (got {config.guidance})")
+    if config.steps is not None and not limits.steps_in_range(config.steps):
+        raise ConfigError(f"--steps must be {limits.range_text(limits.MIN_STEPS, limits.MAX_STEPS)}"
+                          f" (got {config.steps})")
+    if config.guidance is not None and not limits.guidance_in_range(config.guidance):
+        between = limits.range_text(limits.MIN_GUIDANCE, limits.MAX_GUIDANCE)
+        raise ConfigError(f"--guidance must be {between} (got {config.guidance})")
     if config.max_attempts < 1:
         raise ConfigError(f"--max-attempts must be at least 1 (got {config.max_attempts})")
     if config.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be at least 1 (got {config.max_pixels})")
-    if config.step_cache is not None and not 0.0 <= config.step_cache <= 1.0:
-        raise ConfigError(f"--step-cache must be between 0 and 1 (got {config.step_cache}); "
+    if config.step_cache is not None and not limits.step_cache_in_range(config.step_cache):
+        between = limits.range_text(limits.MIN_STEP_CACHE, limits.MAX_STEP_CACHE)
+        raise ConfigError(f"--step-cache must be {between} (got {config.step_cache}); "
                           "0.1 is a reasonable start")
     for root in config.image_roots or ():
         if "://" in str(root):
@@ -150,10 +154,11 @@ def check_flags(config: RunConfig) -> None:
             raise ConfigError(f"--image-root {root!r} is not a local folder; give an existing "
                               "folder that the manifest's images may live in, or a URI prefix "
                               "such as s3://bucket/photos/")
-    if config.dtype != "auto" and config.dtype not in DTYPES:
-        raise ConfigError(f"--dtype {config.dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    if config.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device {config.device!r} is not one of auto, cpu, cuda")
+    if config.dtype != "auto" and config.dtype not in limits.DTYPES:
+        raise ConfigError(f"--dtype {config.dtype!r} is not one of auto, "
+                          f"{', '.join(limits.DTYPES)}")
+    if config.device not in limits.DEVICES:
+        raise ConfigError(f"--device {config.device!r} is not one of {', '.join(limits.DEVICES)}")
     try:
         normalise_format(config.output_format)
     except ValueError as exc:
@@ -224,7 +229,10 @@ def _open_store(store_root: str, given: bool) -> Store:
     """The store, opened before any run folder exists: a URI that cannot be opened (no such
     filesystem, no credentials, no network) is a config error, not a traceback mid-run."""
     try:
-        return Store(store_root)
+        store = Store(store_root)
+        if not store.is_local:  # local folders were checked without writing (_check_writable)
+            store.check_writable()
+        return store
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         flag = "--store" if given else "the store under --out"
         raise ConfigError(f"{flag} {store_root!r} cannot be opened: {str(exc).strip()}; check "

@@ -24,11 +24,15 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from manifests.limits import FORMAT_ALIASES, OUTPUT_FORMATS
+
 PROVENANCE_SCHEMA = "kontext-batch/provenance@1"
 PNG_TEXT_KEY = "kontext"
 EXIF_IMAGE_DESCRIPTION = 0x010E
 JPEG_COMMENT_LIMIT = 65533  # a JPEG segment holds 65,535 bytes including its 2-byte length
-FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+# PIL's name of each output format and alias (manifests.limits lists them)
+FORMATS = {**{f: f.upper() for f in OUTPUT_FORMATS},
+           **{alias: name.upper() for alias, name in FORMAT_ALIASES.items()}}
 
 
 class ProvenanceError(ValueError):
