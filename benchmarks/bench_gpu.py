@@ -420,7 +420,7 @@ def write_manifest(folder: Path, rows: int, size: int) -> Path:
 
 
 def part_pipeline(args, env: dict) -> dict:
-    from pipeline.reports.ledger import read_ledger
+    from pipeline.reports.ledger import load_ledger
     from pipeline.reports.pricing import resolve_run_pricing
     from pipeline.reports.usage import analyse
     from pipeline.runner import RunConfig, run_batch
@@ -439,7 +439,7 @@ def part_pipeline(args, env: dict) -> dict:
     t0 = time.perf_counter()
     summary = run_batch(config, editor_factory=RandomEditorFactory(args.tiny) if full else None)
     wall = time.perf_counter() - t0
-    figures = analyse(read_ledger(summary.run_dir), resolve_run_pricing(summary.run_dir)).figures
+    figures = analyse(load_ledger(summary.run_dir), resolve_run_pricing(summary.run_dir)).figures
     t = figures["time"]
     held, load, busy = t["held_seconds"] or 0.0, t["load_seconds"] or 0.0, t["busy_seconds"] or 0.0
     result = {**env["header"], "rows": args.rows, "size": size, "steps": args.pipeline_steps,

@@ -11,30 +11,28 @@ once: the fragment is cut and ``RunFolderFull`` says where and how to resume.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pipeline import killpoints
 from pipeline.errors import RunFolderFull
+from pipeline.ledger_schema import (  # noqa: F401  (re-exported: the writer's callers use them)
+    CACHE_HIT_IMPLIED,
+    OUTCOMES,
+    PHASES,
+    RECORD_TYPES,
+    SCHEMA_VERSION,
+    compact_cache_hit,
+    empty_phases,
+    expand_attempt,
+)
 
-SCHEMA_VERSION = 1
-
-RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end",
-                "publish")  # publish: kontext-batch publish (pipeline.publish)
-OUTCOMES = ("ok", "cache-hit", "retry-scheduled", "failed-permanent")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-# failed_model: device seconds of a model call that raised (OOM, transient, a model-side bad
-# row), shared over its rows: the device was busy, so reports cost it as failed attempts.
-PHASES = ("read", "decode", "text_encode", "context_encode", "denoise", "decode_latents",
-          "failed_model", "file_encode", "commit")
-
-
-def empty_phases() -> dict[str, float]:
-    return dict.fromkeys(PHASES, 0.0)
 
 
 class LedgerWriter:
@@ -45,6 +43,7 @@ class LedgerWriter:
         self.run_id = run_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.full: str | None = None  # why the folder took no more records, once it is full
+        self._listeners: list[Callable[[Mapping[str, Any]], None]] = []
         self._file = open(self.path, "ab")
         self._drop_partial_line()
 
@@ -77,8 +76,15 @@ class LedgerWriter:
         rec.update(fields)
         return rec
 
+    def subscribe(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
+        """Hand ``listener`` every record appended from now on, once it is durable, in order
+        (as written: compact cache hits stay compact). The jobs budget meters the run this way
+        instead of re-reading the file it is appended to."""
+        self._listeners.append(listener)
+
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Write ``records`` and make them durable (flush + fsync) before returning."""
+        records = list(records)
         lines = [json.dumps(r, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
                  for r in records]
         if not lines:
@@ -99,6 +105,9 @@ class LedgerWriter:
             self._cut_back(size)
             self.full = run_folder_full_message(self.path.parent, exc)
             raise RunFolderFull(self.full) from None
+        for listener in self._listeners:
+            for rec in records:
+                listener(rec)
 
     def _write(self, payload: bytes) -> None:
         self._file.write(payload)
@@ -135,23 +144,163 @@ def run_folder_full_message(folder: str | os.PathLike, exc: OSError) -> str:
             f"again, the run resumes where it stopped")
 
 
-def read_ledger(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a ledger, skipping lines that are not complete JSON objects
-    (a truncated last line after a kill)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+class LedgerError(ValueError):
+    """The ledger cannot be read or a record breaks the schema (strict reading)."""
+
+
+CHUNK_BYTES = 1 << 20  # read size: memory stays bounded whatever the ledger's length
+
+
+class LedgerStream:
+    """The records of one ledger, in file order: the one reader of ``ledger.jsonl``.
+
+    ``strict`` (reports, verify): a bad line with content after it is damage, a LedgerError
+    naming the line; so is a record that is not an object, of another schema version or of an
+    unknown type. Only a torn last line (a driver killed mid-write) is skipped, with a warning.
+    Each record gets "_line" (its line number, for messages). Lenient (resume, review, tests):
+    every line that is not a complete JSON object with a ``type`` is skipped, records are as
+    written.
+
+    Iterate once; afterwards ``sha256`` (of every byte read), ``count`` (records) and
+    ``warnings`` are set. With ``expand_cache_hits=False``, compact cache-hit records stay
+    compact (readers that only count them need not rebuild their implied fields)."""
+
+    def __init__(self, path: Path, chunks: Iterator[bytes], *, strict: bool = True,
+                 expand_cache_hits: bool = True) -> None:
+        self.path = path
+        self.strict = strict
+        self.expand_cache_hits = expand_cache_hits
+        self.sha256 = ""
+        self.count = 0
+        self.warnings: list[str] = []
+        self._chunks = chunks
+
+    @classmethod
+    def open(cls, run_dir: str | Path, *, expand_cache_hits: bool = True) -> LedgerStream:
+        """RUN_DIR/ledger.jsonl read strictly; LedgerError naming the path when it is missing."""
+        return read_ledger(Path(run_dir) / "ledger.jsonl", strict=True,
+                           expand_cache_hits=expand_cache_hits)
+
+    def _lines(self) -> Iterator[bytes]:
+        """Lines split at b"\\n" (the last one may be empty or partial), hashing every byte."""
+        digest = hashlib.sha256()
+        tail = b""
+        for chunk in self._chunks:
+            digest.update(chunk)
+            parts = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
+            tail = parts.pop()
+            yield from parts
+        yield tail
+        self.sha256 = digest.hexdigest()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        pending: tuple[int, bytes, ValueError] | None = None
+        for index, raw in enumerate(self._lines()):
+            if not raw.strip():
                 continue
+            if pending is not None:  # a bad line with content after it: damage, not a torn end
+                raise self._damaged(*pending)
+            line_no = index + 1
             try:
-                rec = json.loads(line)
-            except ValueError:
+                record = json.loads(raw)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                if self.strict:
+                    pending = (line_no, raw, exc)  # allowed only as the last line with content
                 continue
-            if isinstance(rec, dict) and "type" in rec:
-                yield expand_attempt(rec) if rec["type"] == "attempt" else rec
+            if not self._accepted(record, line_no):
+                continue
+            if self.expand_cache_hits and record["type"] == "attempt":
+                expand_attempt(record)  # cache hits are written without their implied fields
+            if self.strict:
+                record["_line"] = line_no  # for messages; stripped from anything written out
+            self.count += 1
+            yield record
+        if pending is not None:
+            line_no, raw, exc = pending
+            self.warnings.append(
+                f"{self.path} line {line_no} is incomplete ({len(raw)} bytes, {_msg(exc)}); ignored "
+                "(a driver killed mid-write leaves this)"
+            )
+
+    def _accepted(self, record: Any, line_no: int) -> bool:
+        """Whether a parsed line is a record; strict reading raises for one that breaks the schema."""
+        if not self.strict:
+            return isinstance(record, dict) and "type" in record
+        path = self.path
+        if not isinstance(record, dict):
+            raise LedgerError(f"{path} line {line_no}: expected a JSON object, got {type(record).__name__}")
+        version = record.get("v")
+        if version != SCHEMA_VERSION:
+            raise LedgerError(
+                f"{path} line {line_no}: ledger schema version {version!r} is not supported "
+                f"(this report reads v{SCHEMA_VERSION}); use the kontext-batch version that wrote it"
+            )
+        if record.get("type") not in RECORD_TYPES:
+            raise LedgerError(
+                f"{path} line {line_no}: unknown record type {record.get('type')!r} "
+                f"(expected one of {', '.join(RECORD_TYPES)})"
+            )
+        return True
+
+    def _damaged(self, line_no: int, raw: bytes, exc: Exception) -> LedgerError:
+        return LedgerError(
+            f"{self.path} line {line_no} is not valid JSON ({exc}); the ledger is damaged in the "
+            "middle, restore it from a copy"
+        )
+
+
+def _msg(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    return str(getattr(exc, "reason", exc))
+
+
+def read_ledger(path: str | Path, *, strict: bool = False,
+                expand_cache_hits: bool = True) -> LedgerStream:
+    """The records of the ledger file ``path`` (see LedgerStream for the two modes). A missing
+    file has no records when lenient, and is a LedgerError naming it when strict."""
+    path = Path(path)
+    if strict:
+        try:
+            handle = open(path, "rb")  # closed by _read_chunks when iteration ends
+        except FileNotFoundError:
+            raise LedgerError(f"{path} does not exist; is {path.parent} a run directory "
+                              "(OUT/runs/<run_id>)?") from None
+        chunks = _read_chunks(handle)
+    else:
+        chunks = _read_chunks_if_any(path)
+    return LedgerStream(path, chunks, strict=strict, expand_cache_hits=expand_cache_hits)
+
+
+def bytes_chunks(data: bytes) -> Iterator[bytes]:
+    """Ledger bytes already in memory, as the chunks LedgerStream reads."""
+    yield data
+
+
+def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
+
+
+def _read_chunks_if_any(path: Path) -> Iterator[bytes]:
+    """Opened on the first read (a lenient stream that is never iterated opens nothing)."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return
+    yield from _read_chunks(handle)
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """One ledger line read leniently: the record, or None for a line that is not one."""
+    if not line.strip():
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) and "type" in rec else None
 
 
 TAIL_BLOCK = 1 << 16  # bytes read per step by records_backwards
@@ -168,11 +317,8 @@ def records_backwards(path: str | Path, types: Collection[str]) -> Iterator[dict
         for line in _lines_backwards(f):
             if not any(needle in line for needle in needles):
                 continue
-            try:
-                rec = json.loads(line.strip())
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and rec.get("type") in types:
+            rec = parse_line(line)
+            if rec is not None and rec.get("type") in types:
                 yield rec
 
 
@@ -188,26 +334,3 @@ def _lines_backwards(f: BinaryIO) -> Iterator[bytes]:
         carry = lines.pop(0)  # may begin in the block before
         yield from reversed(lines)
     yield carry
-
-
-# A cache hit ran no actor and timed nothing: these fields are null (phases zero, end = start) by
-# definition, so its ledger line leaves them out (a nightly re-run of a million mostly unchanged
-# rows writes a million of these) and readers put them back with ``expand_attempt``.
-CACHE_HIT_IMPLIED = ("error_class", "error", "actor", "pid", "node", "device", "device_type", "end", "phases")
-
-
-def compact_cache_hit(rec: dict[str, Any]) -> dict[str, Any]:
-    """Drop the implied fields of a cache-hit attempt when they hold their implied values."""
-    implied = expand_attempt({"outcome": "cache-hit", "start": rec.get("start")})
-    return {k: v for k, v in rec.items() if not (k in CACHE_HIT_IMPLIED and v == implied[k])}
-
-
-def expand_attempt(rec: dict[str, Any]) -> dict[str, Any]:
-    """A read attempt record with every field present (cache hits written compact); in place."""
-    if rec.get("outcome") == "cache-hit":
-        for field_name in CACHE_HIT_IMPLIED:
-            if field_name not in rec:
-                rec[field_name] = (empty_phases() if field_name == "phases"
-                                   else rec.get("start") if field_name == "end" else None)
-    return rec
-

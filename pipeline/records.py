@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.ledger import compact_cache_hit, empty_phases
+from pipeline.ledger_schema import compact_cache_hit, empty_phases
 
 
 @dataclass(slots=True)

@@ -148,7 +148,7 @@ def check_run(run_dir: Path, rows_total: int) -> list[str]:
     done_keys = {r["key"] for r in rows if r["status"] == "done"}
     if done_keys - set(oks):
         problems.append(f"done rows without an ok record: {sorted(done_keys - set(oks))}")
-    from pipeline.reports.ledger import read_ledger as strict_read
+    from pipeline.reports.ledger import load_ledger as strict_read
 
     try:
         strict_read(run_dir)

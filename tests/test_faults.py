@@ -62,7 +62,7 @@ def test_driver_sigkill_then_rerun_finishes_every_row_once(tmp_path: Path) -> No
     records = read_records(run_dir)
     assert sum(r["type"] == "run-start" for r in records) == 2
     # The audited (strict) ledger reader of the reports accepts the resumed ledger.
-    from pipeline.reports.ledger import read_ledger as strict_read
+    from pipeline.reports.ledger import load_ledger as strict_read
 
     assert len(strict_read(run_dir).records) == len(records)
 

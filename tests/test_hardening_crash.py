@@ -113,7 +113,7 @@ def _drive(drivers: ForkedDrivers, cluster: SharedCluster, manifest: Path, out: 
 def _on_disk_problems(out: Path) -> list[str]:
     """What must hold right after a kill, before anything repairs it."""
     problems = check_store(out)
-    from pipeline.reports.ledger import read_ledger as strict_read
+    from pipeline.reports.ledger import load_ledger as strict_read
 
     for run_dir in run_dirs(out):
         if not (run_dir / "ledger.jsonl").exists():

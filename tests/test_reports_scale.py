@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline.reports import build_report, generate_reports
 from pipeline.reports.command import main
 from pipeline.reports.images import safe_name
-from pipeline.reports.ledger import LedgerError, read_ledger
+from pipeline.reports.ledger import LedgerError, load_ledger
 from pipeline.reports.pricing import pricing_from_mapping
 from pipeline.reports.report import analyse_run, report_json_bytes
 from pipeline.reports.sheets import STATUS_COLOURS
@@ -126,7 +126,7 @@ def test_report_json_is_byte_identical_to_the_full_parse(name, tmp_path):
 
 def test_figures_survive_any_read_size(monkeypatch, tmp_path):
     """Lines split across read chunks (down to 7 bytes) give the same report."""
-    import pipeline.reports.ledger as ledger_module
+    import pipeline.ledger as ledger_module  # the one reader reads in CHUNK_BYTES pieces
 
     monkeypatch.setattr(ledger_module, "CHUNK_BYTES", 7)
     for name in ("mixed", "torn-last-line", "hand"):
@@ -141,16 +141,16 @@ def test_generate_reports_writes_the_same_report_json_as_build_report(tmp_path):
 
 
 def test_a_bad_line_is_a_torn_end_only_when_nothing_follows_it(tmp_path, monkeypatch):
-    import pipeline.reports.ledger as ledger_module
+    import pipeline.ledger as ledger_module  # the one reader reads in CHUNK_BYTES pieces
 
     monkeypatch.setattr(ledger_module, "CHUNK_BYTES", 5)
     good = _line(type="run-start", rows_total=1)
     (tmp_path / "ledger.jsonl").write_text(good + "\n" + '{"v":1,"ty' + "\n\n  \n")
-    ledger = read_ledger(tmp_path)
+    ledger = load_ledger(tmp_path)
     assert len(ledger.records) == 1 and "line 2 is incomplete (10 bytes" in ledger.warnings[0]
     (tmp_path / "ledger.jsonl").write_text(good + "\n" + '{"v":1,"ty' + "\n\n" + good + "\n")
     with pytest.raises(LedgerError, match="line 2 is not valid JSON"):
-        read_ledger(tmp_path)
+        load_ledger(tmp_path)
 
 
 def test_cache_hits_are_counted_without_a_summary_each(tmp_path):
