@@ -4,6 +4,8 @@ Public API (stable; see docs/architecture.md):
 
 - ``validate_manifest(path, ...) -> (rows_total, problems)``: stream the file, report every problem.
 - ``iter_rows(path, ...)``: stream validated ``ManifestRow`` batches.
+- ``iter_rows_skipping(path, skip, ...)``: the same, with the rows in ``skip`` (the ones
+  validation refused) as ``SkippedRow`` (index and raw values) instead of stopping there.
 - ``read_manifest_schema(path)``: the Arrow schema, from the footer only.
 - ``build_manifest(catalog, variants, seeds_per_variant, out)``: catalog × variants × seeds;
   returns a ``BuildResult`` (the row count as an int, plus ``.warnings`` for bad products,
@@ -16,7 +18,7 @@ Path resolution for image references lives in ``manifests.paths`` (the pipeline 
 from .build import BuildResult, build_manifest
 from .problems import BuildError, ManifestError, Problem
 from .schema import ManifestRow, read_manifest_schema
-from .validate import derive_row_id, iter_rows, validate_manifest
+from .validate import SkippedRow, derive_row_id, iter_rows, iter_rows_skipping, validate_manifest
 
 __all__ = [
     "BuildError",
@@ -24,9 +26,11 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "Problem",
+    "SkippedRow",
     "build_manifest",
     "derive_row_id",
     "iter_rows",
+    "iter_rows_skipping",
     "read_manifest_schema",
     "validate_manifest",
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -440,6 +441,46 @@ def iter_rows(
     """
     _check_batch_rows(batch_rows)
     name = os.fspath(path)
+    schema_check = _usable_schema(name, data)
+    resolver = ImageResolver(manifest_folder(name), image_roots, roots_setting)
+    return _iter_checked(name, data, schema_check, resolver, batch_rows)
+
+
+# The raw values a SkippedRow carries (those present in the file), as written.
+RAW_COLUMNS = ("row_id", "image", "instruction", "seed", "product_id", "variant")
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row ``iter_rows_skipping`` was told to skip: its index and its raw values (the
+    RAW_COLUMNS the file has), so a caller can report it."""
+
+    row_index: int
+    raw: dict[str, object]
+
+
+def iter_rows_skipping(
+    path: str | os.PathLike,
+    skip: Collection[int],
+    *,
+    data: bytes | None = None,
+    image_roots: Sequence[str] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    roots_setting: str = "image_roots",
+) -> Iterator[list[ManifestRow | SkippedRow]]:
+    """``iter_rows``, except that the rows in ``skip`` (row indexes: the rows validate_manifest
+    found problems in) come as SkippedRow, in manifest order, and the other rows of their
+    batch are still validated and built. A problem in any other row raises ManifestError
+    (its row numbers are manifest rows): the file changed since it was validated."""
+    _check_batch_rows(batch_rows)
+    name = os.fspath(path)
+    schema_check = _usable_schema(name, data)
+    resolver = ImageResolver(manifest_folder(name), image_roots, roots_setting)
+    return _iter_skipping(name, data, schema_check, resolver, batch_rows, skip)
+
+
+def _usable_schema(name: str, data: bytes | None) -> SchemaCheck:
+    """The schema check of a file rows can be read from; ManifestError for whole-file problems."""
     with open_manifest(name, data) as pf:
         schema_check = check_schema(pf.schema_arrow)
         problems = list(schema_check.problems)
@@ -447,8 +488,7 @@ def iter_rows(
             problems.append(_empty_manifest(name))
     if problems:
         raise ManifestError(problems, name)
-    resolver = ImageResolver(manifest_folder(name), image_roots, roots_setting)
-    return _iter_checked(name, data, schema_check, resolver, batch_rows)
+    return schema_check
 
 
 def _iter_checked(
@@ -468,3 +508,53 @@ def _iter_checked(
                 raise ManifestError(problems, name)
             start += batch.num_rows
             yield rows
+
+
+def _iter_skipping(
+    name: str,
+    data: bytes | None,
+    schema_check: SchemaCheck,
+    resolver: ImageResolver,
+    batch_rows: int,
+    skip: Collection[int],
+) -> Iterator[list[ManifestRow | SkippedRow]]:
+    checker = _BatchChecker(schema_check, resolver, False)
+    columns = schema_check.checked_columns + schema_check.meta_columns
+    start = 0
+    with open_manifest(name, data) as pf:
+        raw_columns = [c for c in RAW_COLUMNS if c in pf.schema_arrow.names]
+        read = list(dict.fromkeys(columns + raw_columns))
+        for batch in _read_batches(pf, name, batch_rows, read):
+            yield _skipping_batch(checker, batch.select(columns), batch.select(raw_columns),
+                                  start, skip, name)
+            start += batch.num_rows
+
+
+def _skipping_batch(
+    checker: _BatchChecker,
+    batch: pa.RecordBatch,
+    raw: pa.RecordBatch,
+    start: int,
+    skip: Collection[int],
+    name: str,
+) -> list[ManifestRow | SkippedRow]:
+    """One batch: its rows to skip cut out before the checker builds the rest (the checker
+    would refuse the whole batch for them), then both merged back in row order."""
+    keep = [i for i in range(batch.num_rows) if start + i not in skip]
+    if len(keep) == batch.num_rows:
+        rows, problems, _ = checker.check(batch, start, build_rows=True)
+        if problems:
+            raise ManifestError(problems, name)
+        return list(rows)
+    built: list[ManifestRow | SkippedRow] = []
+    if keep:
+        good, problems, _ = checker.check(batch.take(pa.array(keep, type=pa.int64())), 0,
+                                          build_rows=True)
+        if problems:
+            raise ManifestError([replace(p, row=start + keep[p.row]) if p.row is not None
+                                 else p for p in problems], name)
+        built = [replace(r, row_index=start + keep[j]) for j, r in enumerate(good)]
+    values = raw.to_pydict()
+    skipped = [SkippedRow(start + i, {c: values[c][i] for c in values})
+               for i in range(batch.num_rows) if start + i in skip]
+    return sorted([*built, *skipped], key=lambda r: r.row_index)

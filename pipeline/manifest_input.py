@@ -24,11 +24,17 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from manifests import ManifestError, ManifestRow, iter_rows, validate_manifest
+from manifests import (
+    ManifestError,
+    ManifestRow,
+    SkippedRow,
+    iter_rows_skipping,
+    validate_manifest,
+)
 from manifests.paths import is_remote_uri
 from manifests.schema import read_manifest_bytes
 from manifests.validate import positional_ids
@@ -151,12 +157,19 @@ def iter_manifest(checked: CheckedManifest, batch_rows: int = 8192
 
 def _iter_all(checked: CheckedManifest, batch_rows: int
               ) -> Iterator[list[ManifestRow | BadRow]]:
-    if not checked.row_problems:
-        yield from iter_rows(checked.path, data=checked.data,
-                             image_roots=checked.image_roots or None, batch_rows=batch_rows,
-                             roots_setting=checked.roots_setting)
-        return
-    yield from _iter_skipping_bad(checked, batch_rows)
+    rows = iter_rows_skipping(checked.path, checked.row_problems, data=checked.data,
+                              image_roots=checked.image_roots or None, batch_rows=batch_rows,
+                              roots_setting=checked.roots_setting)
+    try:
+        for batch in rows:
+            yield [_bad_row(r.row_index, checked.row_problems[r.row_index], r.raw,
+                            checked.positional_ids.get(r.row_index, f"row-{r.row_index}"))
+                   if isinstance(r, SkippedRow) else r for r in batch]
+    except ManifestError as err:  # the snapshot validated clean: nothing else should fail
+        row = next((p.row for p in err.problems if p.row is not None), None)
+        where = f" (row {row})" if row is not None else ""
+        raise ConfigError(f"manifest {checked.path!r} changed while the run read it{where}; "
+                          "run again") from None
 
 
 def _bad_row(index: int, problems: list[tuple[str | None, str]], raw: dict,
@@ -179,54 +192,3 @@ def _bad_row(index: int, problems: list[tuple[str | None, str]], raw: dict,
     return BadRow(index, row_id, reason, text(image), text(instruction),
                   seed if isinstance(seed, int) else None, text(raw.get("product_id")),
                   text(raw.get("variant")))
-
-
-def _iter_skipping_bad(checked: CheckedManifest, batch_rows: int
-                       ) -> Iterator[list[ManifestRow | BadRow]]:
-    # manifests' public iter_rows stops at the first batch holding a bad row; the run wants
-    # the good rows of that batch too, so the batch's bad rows are cut out before the same
-    # checker builds the rest. TODO(manifests): replace with a public "skip bad rows" iterator.
-    from manifests.paths import ImageResolver, manifest_folder
-    from manifests.schema import check_schema, open_manifest
-    from manifests.validate import _BatchChecker
-
-    raw_columns = ("row_id", "image", "instruction", "seed", "product_id", "variant")
-    with open_manifest(checked.path, checked.data) as pf:
-        schema_check = check_schema(pf.schema_arrow)
-        checker = _BatchChecker(schema_check,
-                                ImageResolver(manifest_folder(checked.path),
-                                              checked.image_roots or None,
-                                              checked.roots_setting), False)
-        columns = schema_check.checked_columns + schema_check.meta_columns
-        present_raw = [c for c in raw_columns if c in pf.schema_arrow.names]
-        start = 0
-        for batch in pf.iter_batches(batch_size=batch_rows,
-                                     columns=list(dict.fromkeys(columns + present_raw))):
-            n = batch.num_rows
-            bad_local = [i for i in range(n) if start + i in checked.row_problems]
-            if not bad_local:
-                rows, problems, _ = checker.check(batch.select(columns), start, build_rows=True)
-                if problems:
-                    raise ConfigError(f"manifest {checked.path!r} changed while the run read "
-                                      f"it (row {problems[0].row}); run again")
-                yield list(rows)
-                start += n
-                continue
-            keep = [i for i in range(n) if start + i not in checked.row_problems]
-            good_rows: list[ManifestRow] = []
-            if keep:
-                good = batch.select(columns).take(pa.array(keep, type=pa.int64()))
-                built, problems, _ = checker.check(good, 0, build_rows=True)
-                if problems:
-                    raise ConfigError(f"manifest {checked.path!r} changed while the run read "
-                                      "it; run again")
-                good_rows = [replace(r, row_index=start + keep[j]) for j, r in enumerate(built)]
-            raw = {c: batch.column(c).to_pylist() for c in present_raw}
-            bad = [_bad_row(start + i, checked.row_problems[start + i],
-                            {c: raw[c][i] for c in present_raw},
-                            checked.positional_ids.get(start + i, f"row-{start + i}"))
-                   for i in bad_local]
-            merged: list[ManifestRow | BadRow] = sorted([*good_rows, *bad],
-                                                        key=lambda r: r.row_index)
-            yield merged
-            start += n
