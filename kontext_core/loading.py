@@ -105,8 +105,8 @@ def resolve_model(spec: str | Path) -> ModelSource:
         return _folder_source(folder, preset.name)
     path = Path(spec_str).expanduser()
     if path.is_file():
-        if path.suffix != ".safetensors":
-            raise ModelNotFoundError(f"{path} is a file but not a .safetensors transformer checkpoint. "
+        if path.suffix not in (".safetensors", ".gguf"):
+            raise ModelNotFoundError(f"{path} is a file but not a .safetensors or .gguf transformer checkpoint. "
                                      + WHERE_TO_PUT_FILES)
         return _folder_source(path.resolve().parent, path.stem, transformer_file=path.resolve())
     if path.is_dir():
@@ -119,10 +119,29 @@ def resolve_model(spec: str | Path) -> ModelSource:
     )
 
 
+def _find_transformer(root: Path, file: Path | None) -> ComponentWeights:
+    """Safetensors layouts (checkpoint.layout), else a GGUF transformer: the file named, or the
+    folder's only ``*.gguf``."""
+    ggufs = [file] if file is not None and file.suffix == ".gguf" else []
+    if file is None and not (root / "transformer").is_dir():
+        ggufs = sorted(root.glob("*.gguf"))
+        if ggufs and not any(p.name != "ae.safetensors" for p in root.glob("*.safetensors")):
+            if len(ggufs) > 1:
+                raise ModelNotFoundError(f"{root}: several GGUF files ({', '.join(p.name for p in ggufs)}): pass "
+                                         "the one to use as the model path")
+        else:
+            ggufs = []
+    if ggufs:
+        from .quant.gguf_file import gguf_transformer_file
+
+        return gguf_transformer_file(ggufs[0])
+    return find_transformer(root, file)
+
+
 def _folder_source(root: Path, name: str, transformer_file: Path | None = None) -> ModelSource:
     sidecar_path = root / SIDECAR
     sidecar = read_json(sidecar_path) if sidecar_path.is_file() else None
-    transformer = find_transformer(root, transformer_file)
+    transformer = _find_transformer(root, transformer_file)
     autoencoder = find_autoencoder(root)
     check_text_folders(root)
     preset = _preset_for(root, name, transformer, autoencoder, sidecar, sidecar_path)
@@ -224,9 +243,19 @@ def _summary(cfg: TransformerConfig | AutoencoderConfig) -> str:
 
 def load_transformer(weights: ComponentWeights, cfg: TransformerConfig, device: torch.device | str,
                      dtype: torch.dtype) -> KontextTransformer:
-    """Build on the meta device, then stream the weights in (converting diffusers names)."""
+    """Build on the meta device, then stream the weights in (converting diffusers names).
+
+    GGUF files and fp8 safetensors keep their compact storage (kontext_core.quant.layers)."""
     with torch.device("meta"):
         module = KontextTransformer(cfg)
+    if weights.format == "gguf":
+        from .quant.gguf_file import fill_from_gguf
+
+        return fill_from_gguf(module, weights, torch.device(device), dtype, _summary(cfg))
+    from .quant.fp8_scaled import fill_from_fp8, is_fp8_checkpoint
+
+    if weights.format == "bfl" and is_fp8_checkpoint(weights):
+        return fill_from_fp8(module, weights, torch.device(device), dtype, _summary(cfg))
     rules = transformer_rules(cfg) if weights.format == "diffusers" else identity_rules(module)
     return fill_module(module, weights, rules, torch.device(device), dtype, _summary(cfg))
 
@@ -255,6 +284,7 @@ def load_components(source: ModelSource, device: torch.device | str, dtype: torc
     check_dtype(dtype)
     if source.kind == "random":
         transformer, autoencoder, text = build_random(source.preset, source.preset.random_init_seed or 0)
+        transformer, autoencoder = transformer.to(device=device, dtype=dtype), autoencoder.to(device=device, dtype=dtype)
     elif source.transformer is not None and source.autoencoder is not None and source.root is not None:
         transformer = load_transformer(source.transformer, source.preset.transformer, device, dtype)
         autoencoder = load_autoencoder(source.autoencoder, source.preset.autoencoder, device, dtype)
@@ -263,5 +293,6 @@ def load_components(source: ModelSource, device: torch.device | str, dtype: torc
         text = TextEncoders.from_folders(source.root, source.preset.text, dtype)
     else:
         raise ValueError(f"model source of kind {source.kind!r} names no weights")
-    return (transformer.to(device=device, dtype=dtype).eval(), autoencoder.to(device=device, dtype=dtype).eval(),
-            text.to(device=device, dtype=dtype).eval())
+    # Loaded weights are already on ``device`` in ``dtype``; no module-wide .to(dtype) here, it would
+    # widen the float8 storage of fp8 checkpoints.
+    return transformer.eval(), autoencoder.eval(), text.to(device=device, dtype=dtype).eval()
