@@ -138,7 +138,7 @@ def test_a_source_that_stays_unreadable_is_left_for_a_rerun_not_failed(
     analysis = analyse_run(run_dir)
     assert analysis.figures["rows"]["failed"] == 0
     assert analysis.figures["rows"]["unfinished"] == 4  # nothing ran in this planning-only run
-    assert analysis.rows["p1-v0"].status == "pending"
+    assert analysis.rows["p1-v0"].status == "not-run"
     assert analysis.rows["p1-v0"].error_class == TRANSIENT
 
     # Started again once the storage is back, the same run plans the rows as tasks.

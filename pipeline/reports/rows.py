@@ -23,7 +23,7 @@ from pipeline.records import CLIP_TRUNCATED_NOTE
 
 from .usage import Analysis, RowSummary
 
-DISPLAY_STATUS = {"done": "done", "cache-hit": "cache-hit", "failed": "failed", "pending": "not-run"}
+DISPLAY_STATUS = {"done": "done", "cache-hit": "cache-hit", "failed": "failed", "not-run": "not-run"}
 REVIEWED_STATUSES = ("done", "failed")
 DEFAULT_MAX_REVIEW_ROWS = 2000
 MAX_NOTES = 20  # per kind of disagreement; the rest are counted

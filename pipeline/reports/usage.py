@@ -54,24 +54,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.ledger_cost import Holding, HoldingsFold
+from pipeline.ledger_schema import (
+    CPU_PHASES,  # noqa: F401  (phases run on CPU threads, overlapped with the model: never busy)
+    FAILED_OUTCOMES,
+    MODEL_PHASES,  # device-busy phases: model seconds (one definition, pipeline.ledger_schema)
+    NOT_RUN,
+    cpu_seconds,
+    model_seconds,
+)
+from pipeline.ledger_schema import seconds_value as _num
+
 from .ledger import Ledger, LedgerStream
 from .pricing import Pricing, PricingError
 
-# Phases that occupy the device (device-busy) and phases run on CPU threads, overlapped with the
-# model's next batch (CPU work): the two are never added together.
-# failed_model: device seconds of a model call that raised, split over its rows (ledgers written
-# before it existed lack the key: 0).
-MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "failed_model")
-CPU_PHASES = ("read", "decode", "file_encode", "commit")
-FAILED_OUTCOMES = ("retry-scheduled", "failed-permanent")
 COST_MODEL = __doc__.split("Cost model (printed in every report):", 1)[1].strip()
-
-
-def _num(value: Any) -> float:
-    """Numbers from the ledger; null/missing count as 0 (a cache hit has no phases)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    return float(value)
 
 
 def _r(value: float | None) -> float | None:
@@ -81,52 +78,6 @@ def _r(value: float | None) -> float | None:
 
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
-
-
-def model_seconds(attempt: dict[str, Any]) -> float:
-    """Device-busy seconds of one attempt: its model phases only."""
-    phases = attempt.get("phases") or {}
-    return sum(_num(phases.get(p)) for p in MODEL_PHASES)
-
-
-def cpu_seconds(attempt: dict[str, Any]) -> float:
-    """CPU-thread seconds of one attempt (read, decode, file encode, commit)."""
-    phases = attempt.get("phases") or {}
-    return sum(_num(phases.get(p)) for p in CPU_PHASES)
-
-
-@dataclass
-class Holding:
-    """One actor's hold on one device, from model load to stop (or death)."""
-
-    actor: str
-    node: str | None
-    device: str | None
-    device_type: str
-    start: float
-    load_end: float
-    pid: Any = None  # the actor process (None when the ledger does not say)
-    end: float | None = None
-    end_source: str = ""
-    busy: float = 0.0  # device-busy: model phases
-    cpu: float = 0.0  # CPU work, overlapped with the model
-    attempts: int = 0
-    last_attempt_end: float | None = None
-    implicit: bool = False  # no actor-load record seen: charged from its first attempt
-
-    @property
-    def stopped(self) -> bool:
-        """Closed by its actor-stop (its end is known, not inferred from its records)."""
-        return self.end_source == "actor-stop"
-
-    def same_process(self, pid: Any) -> bool:
-        """Whether an attempt stamped with `pid` may be this holding's (unknown pids match)."""
-        return pid is None or self.pid is None or str(pid) == str(self.pid)
-
-    def close_without_stop(self) -> None:
-        candidates = [t for t in (self.last_attempt_end, self.load_end) if t is not None]
-        self.end = max(candidates)
-        self.end_source = "last-attempt" if self.last_attempt_end is not None and self.end == self.last_attempt_end else "load-end"
 
 
 @dataclass(slots=True)
@@ -139,7 +90,7 @@ class RowSummary:
 
     row_id: str
     row_index: int | None = None
-    status: str = "not-run"  # done, cache-hit, failed, pending (retry scheduled, run stopped)
+    status: str = NOT_RUN  # done, cache-hit, failed, not-run (retry scheduled, run stopped)
     busy_seconds: float = 0.0  # device-busy (model phases) over all attempts
     cost: float = 0.0
     output_uri: str | None = None
@@ -174,7 +125,7 @@ class Analysis:
     ledger_records: int = 0
 
     def status_of(self, row_id: str) -> str | None:
-        """done, cache-hit, failed or pending; None when the ledger has no attempt of the row."""
+        """done, cache-hit, failed or not-run; None when the ledger has no attempt of the row."""
         summary = self.rows.get(row_id)
         if summary is not None:
             return summary.status
@@ -188,7 +139,7 @@ def _row_status(row: RowSummary) -> str:
         return "cache-hit"
     if row.last_outcome == "failed-permanent":
         return "failed"
-    return "pending"
+    return NOT_RUN
 
 
 def analyse(ledger: Ledger, pricing: Pricing) -> Analysis:
@@ -221,9 +172,8 @@ class _Aggregate:
         # One per run-start (driver invocation): [start ts, run-end ts or None, last record ts].
         self.invocations: list[list[Any]] = []
         self.budget_stops: list[dict[str, Any]] = []
-        self.open_holdings: dict[str, Holding] = {}
-        self.closed_holdings: dict[str, list[Holding]] = {}
-        self.holdings: list[Holding] = []
+        self.device = HoldingsFold(self.price)  # the cost fold the jobs budget meters with too
+        self.device.warnings = self.warnings  # one list: notes stay in ledger order
         self.rows: dict[str, RowSummary] = {}
         self.hit_rows: set[str] = set()
         self.attempt_counts = {"total": 0, "ok": 0, "cache-hit": 0, "retry-scheduled": 0, "failed-permanent": 0}
@@ -258,64 +208,16 @@ class _Aggregate:
             if kind == "run-end":
                 invocation[1] = _num(rec.get("ts"))
         if kind == "attempt":
-            self._attempt(rec)
-        elif kind == "actor-load":
-            self._actor_load(rec)
-        elif kind == "actor-stop":
-            self._actor_stop(rec)
-        elif kind == "run-start":
+            outcome = self._outcome(rec)  # its note comes before any the cost fold adds
+            self._attempt(rec, outcome, self.device.add(rec))
+        else:
+            self.device.add(rec)
+        if kind == "run-start":
             self.starts.append(rec)
         elif kind == "run-end":
             self.ends.append(rec)
         elif kind == "budget-stop":
             self.budget_stops.append(rec)
-
-    def _actor_load(self, rec: dict[str, Any]) -> None:
-        actor = rec.get("actor")
-        previous = self.open_holdings.pop(str(actor), None)
-        if previous is not None:
-            previous.close_without_stop()
-            self.closed_holdings.setdefault(previous.actor, []).append(previous)
-        holding = Holding(
-            actor=str(actor), node=rec.get("node"), device=rec.get("device"),
-            device_type=str(rec.get("device_type")), start=_num(rec.get("start")),
-            load_end=_num(rec.get("end")), pid=rec.get("pid"),
-        )
-        self.price(holding.device_type)  # unknown device type: fail (after the read), by name
-        self.open_holdings[holding.actor] = holding
-        self.holdings.append(holding)
-
-    def _actor_stop(self, rec: dict[str, Any]) -> None:
-        actor = rec.get("actor")
-        holding = self.open_holdings.pop(str(actor), None)
-        if holding is None:
-            self.warnings.append(f"ledger line {rec['_line']}: actor-stop for actor {actor!r} without an open actor-load; ignored")
-            return
-        holding.end = _num(rec.get("end"))
-        holding.end_source = "actor-stop"
-        self.closed_holdings.setdefault(holding.actor, []).append(holding)
-
-    def _holding_of(self, rec: dict[str, Any]) -> Holding | None:
-        """The holding an attempt ran in: its actor's open one, unless the attempt is of an
-        instance that has already closed (a recovered ok written on resume with the old actor's
-        name and times, or an attempt ending before a closed holding's end). None: no holding
-        open (the caller opens an implicit one)."""
-        actor, pid = rec.get("actor"), rec.get("pid")
-        if actor is None:
-            return None
-        current = self.open_holdings.get(str(actor))
-        recovered = rec.get("recovered") is True
-        end = rec.get("end")
-        end = None if isinstance(end, bool) or not isinstance(end, int | float) else float(end)
-        if current is not None and current.same_process(pid) and not (
-                recovered and end is not None and end < current.start):
-            return current
-        for closed in reversed(self.closed_holdings.get(str(actor), [])):
-            if end is None or not closed.same_process(pid) or end < closed.start:
-                continue
-            if end <= (closed.end or closed.start) or recovered:
-                return closed
-        return current
 
     def _row(self, row_id: str) -> RowSummary:
         row = self.rows.get(row_id)
@@ -326,14 +228,19 @@ class _Aggregate:
                 row.has_cache_hit = True
         return row
 
-    def _attempt(self, rec: dict[str, Any]) -> None:
+    def _outcome(self, rec: dict[str, Any]) -> str:
+        """The attempt's outcome; an unknown one counts as failed-permanent, with a note."""
         outcome = rec.get("outcome")
-        if outcome not in self.attempt_counts:
-            self.warnings.append(
-                f"ledger line {rec['_line']}: unknown attempt outcome {outcome!r} (row "
-                f"{rec.get('row_id')!r}); counted as failed-permanent, in the attempt counts and "
-                "the row's status alike")
-            outcome = "failed-permanent"
+        if outcome in self.attempt_counts:
+            return str(outcome)
+        self.warnings.append(
+            f"ledger line {rec['_line']}: unknown attempt outcome {outcome!r} (row "
+            f"{rec.get('row_id')!r}); counted as failed-permanent, in the attempt counts and "
+            "the row's status alike")
+        return "failed-permanent"
+
+    def _attempt(self, rec: dict[str, Any], outcome: str, holding: Holding | None) -> None:
+        """One attempt's sums; ``holding``: the one the cost fold billed it to (None: no actor)."""
         self.attempt_counts["total"] += 1
         self.attempt_counts[outcome] += 1
         row_id = str(rec.get("row_id"))
@@ -357,7 +264,6 @@ class _Aggregate:
         row.last = {k: rec.get(k) for k in MANIFEST_FIELDS}
         if rec.get("row_index") is not None:
             row.row_index = int(rec["row_index"])
-        actor = rec.get("actor")
         if rec.get("error_class"):
             self.by_error_class[str(rec["error_class"])] = self.by_error_class.get(str(rec["error_class"]), 0) + 1
         phases = rec.get("phases") or {}
@@ -365,21 +271,7 @@ class _Aggregate:
             self.busy_by_phase[phase] += _num(phases.get(phase))
         for phase in CPU_PHASES:
             self.cpu_by_phase[phase] += _num(phases.get(phase))
-        busy = model_seconds(rec)
-        holding = self._holding_of(rec)
-        if holding is None and actor is not None:
-            holding = Holding(
-                actor=str(actor), node=rec.get("node"), device=rec.get("device"),
-                device_type=str(rec.get("device_type")), start=_num(rec.get("start")),
-                load_end=_num(rec.get("start")), pid=rec.get("pid"), implicit=True,
-            )
-            self.warnings.append(
-                f"ledger line {rec['_line']}: attempt by actor {actor!r} with no actor-load before "
-                "it; charged from this attempt's start with no load time"
-            )
-            self.price(holding.device_type)
-            self.open_holdings[holding.actor] = holding
-            self.holdings.append(holding)
+        busy = model_seconds(phases)
         device_type = holding.device_type if holding else str(rec.get("device_type"))
         # A row refused before reaching any actor (bad manifest value, missing image)
         # used no device: nothing to price, whatever device types the pricing knows.
@@ -387,12 +279,8 @@ class _Aggregate:
         price = 0.0 if no_device else self.price(device_type)
         if holding is not None:
             holding.busy += busy
-            holding.cpu += cpu_seconds(rec)
+            holding.cpu += cpu_seconds(phases)
             holding.attempts += 1
-            end = _num(rec.get("end"))
-            holding.last_attempt_end = end if holding.last_attempt_end is None else max(holding.last_attempt_end, end)
-            if holding.end is not None and not holding.stopped:
-                holding.close_without_stop()  # closed by a restart: its last record moved on
         attempt_cost = busy / 3600.0 * price
         row.busy_seconds += busy
         row.cost += attempt_cost
@@ -442,12 +330,11 @@ def cost_by_group(rows: Any, cost_total: float) -> tuple[dict[str, Any], dict[st
 def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) -> Analysis:
     pricing = agg.pricing
     starts, ends, budget_stops = agg.starts, agg.ends, agg.budget_stops
-    holdings, rows = agg.holdings, agg.rows
+    holdings, rows = agg.device.holdings, agg.rows
     attempt_counts, by_error_class = agg.attempt_counts, agg.by_error_class
     busy_by_phase, cpu_by_phase = agg.busy_by_phase, agg.cpu_by_phase
     failed_busy, failed_cost, failed_by_class = agg.failed_busy, agg.failed_cost, agg.failed_by_class
-    for holding in agg.open_holdings.values():
-        holding.close_without_stop()
+    agg.device.close_open()
     unstopped = sum(1 for h in holdings if not h.stopped)
     if unstopped:
         warnings.append(
