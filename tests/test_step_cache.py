@@ -46,7 +46,11 @@ def test_rows_do_not_depend_on_their_batch(editor):
     batch = editor.edit(ims, ins, [5, 6, 7, 8], step_cache=0.3)
     for i in range(4):
         alone = editor.edit([ims[i]], [ins[i]], [5 + i], step_cache=0.3)
-        assert np.array_equal(_arr(batch)[i], _arr(alone)[0]), f"row {i} changed with its batch"
+        # Batched matmuls and convolutions round differently with the batch size (latents
+        # differ by ~5e-7), so a pixel may land one level apart; a batch-wide reuse decision
+        # instead of a per-row one moves whole regions by many levels.
+        diff = np.abs(_arr(batch)[i].astype(int) - _arr(alone)[0].astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, f"row {i} changed with its batch"
 
 
 def test_reuse_mask_is_per_row():
