@@ -1,15 +1,20 @@
 """The budget cap of a job run: what the dispatcher asks before each batch.
 
-Spend follows the cost report's model (pipeline.reports.usage), read from the same ledger
-records: a device is paid for while an actor holds it, from its ``actor-load`` start to its
-``actor-stop`` end, at the pricing file's price per device-hour for its device type. An
-actor still held is charged up to now (on its node's clock: the driver's now less the least gap
-between a record's ``ts`` and the actor time it carries, so a skewed node is not billed its
-skew); one of an earlier, killed invocation of the same run
-up to its last attempt, an ``ok`` recovered on resume included (as the report does); an attempt
-of an actor already stopped adds nothing (its time is inside that holding). So ``spent`` at any moment is what the report
-would say if the run stopped then, and a resumed run counts what its earlier invocations
-spent.
+Spend is the cost report's: the same fold (pipeline.ledger_cost, also under
+pipeline.reports.usage) of the same ledger records. A device is paid for while an actor holds
+it, from its ``actor-load`` start to its ``actor-stop`` end, at the pricing file's price per
+device-hour for its device type. An actor still held is charged up to now (on its node's
+clock: the driver's now less the least gap between a record's ``ts`` and the actor time it
+carries, so a skewed node is not billed its skew); one of an earlier, killed invocation of the
+same run up to its last attempt, an ``ok`` recovered on resume included; an attempt of an actor
+already stopped adds nothing (its time is inside that holding). So ``spent`` at any moment is
+what the report would say if the run stopped then, and a resumed run counts what its earlier
+invocations spent.
+
+The budget reads the ledger file once, when the dispatcher starts (``listen``: a resumed
+date's earlier invocations, this one's run-start and plan), then the run's LedgerWriter hands it
+each record it appends: the file being written is never re-read in the same process. (A budget
+no writer feeds reads what was appended since its last look, in bounded chunks.)
 
 Before a batch of ``n`` rows the cap allows it when
 
@@ -23,48 +28,17 @@ checked. Once refused, always refused: the dispatcher stops for good.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipeline.ledger import parse_line
+from pipeline.ledger_cost import HoldingsFold
 from pipeline.reports.pricing import Pricing
 
-
-@dataclass
-class _Holding:
-    start: float
-    load_end: float
-    price_per_s: float
-    end: float | None = None
-    last_attempt_end: float | None = None
-    # How far the driver's clock (records' ts, and now) is ahead of the actor node's (its
-    # start/end times): the least ts - time over its records. An open holding is charged up
-    # to now on the node's clock, so a skewed node is not billed its skew.
-    clock_ahead: float | None = None
-
-    def close_without_stop(self) -> None:
-        self.end = max(t for t in (self.last_attempt_end, self.load_end) if t is not None)
-
-    def saw(self, ts: Any, actor_time: float) -> None:
-        if isinstance(ts, int | float) and not isinstance(ts, bool):
-            seen = float(ts) - actor_time
-            self.clock_ahead = seen if self.clock_ahead is None else min(self.clock_ahead, seen)
-
-    def cost(self, now: float) -> float:
-        end = self.end if self.end is not None else max(now - (self.clock_ahead or 0.0),
-                                                        self.start)
-        return max(0.0, end - self.start) * self.price_per_s
-
-
-def _first_number(*values: Any) -> float:
-    """The first value that is a number (a time of 0.0 is a time, not a missing field)."""
-    for value in values:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return 0.0
+if TYPE_CHECKING:
+    from pipeline.ledger import LedgerWriter
 
 
 class LedgerBudget:
@@ -84,8 +58,9 @@ class LedgerBudget:
         self.clock = clock
         self._offset = 0
         self._partial = b""
-        self._open: dict[str, _Holding] = {}
-        self._closed_cost = 0.0
+        self._device = HoldingsFold(pricing.price_per_hour)
+        self._listening = False  # fed by the run's LedgerWriter: the file is not read again
+        self._heard_error: Exception | None = None  # raised by the next question, not the writer
         self._first_dispatch: float | None = None
         self._finished = 0  # rows finished (any non-cache-hit attempt) since that dispatch
         self._dispatched = 0
@@ -93,6 +68,12 @@ class LedgerBudget:
         self.last_spent = 0.0
 
     # -- BudgetHook -------------------------------------------------------------------------
+    def listen(self, ledger: LedgerWriter) -> None:
+        """Read what the ledger holds so far, once, then meter each record ``ledger`` appends."""
+        self._read_new()
+        self._listening = True
+        ledger.subscribe(self._heard)
+
     def may_dispatch(self, n_rows: int) -> bool:
         if self.refused:
             return False
@@ -118,11 +99,11 @@ class LedgerBudget:
         """Device cost so far, from every ledger record written up to now."""
         self._read_new()
         now = self.clock() if now is None else now
-        self.last_spent = self._closed_cost + sum(h.cost(now) for h in self._open.values())
+        self.last_spent = self._device.cost(now)
         return self.last_spent
 
     def rate_per_s(self) -> float:
-        return sum(h.price_per_s for h in self._open.values() if h.end is None)
+        return self._device.rate_per_s()
 
     def seconds_per_row(self, now: float) -> float | None:
         if self._first_dispatch is None or self._finished == 0:
@@ -139,9 +120,23 @@ class LedgerBudget:
         return (in_flight + n_rows) * per_row * self.rate_per_s()
 
     # -- ledger ------------------------------------------------------------------------------
+    def _heard(self, rec: Mapping[str, Any]) -> None:
+        """A record the writer made durable. An error (a device type without a price) is kept
+        for the dispatcher's next question: the writer's append has already succeeded."""
+        try:
+            self._apply(rec)
+        except Exception as exc:  # noqa: BLE001  (re-raised by _read_new)
+            self._heard_error = self._heard_error or exc
+
     def _read_new(self) -> None:
         """Consume complete ledger lines written since the last call, ``read_chunk_bytes`` at
-        a time (the first call of a resumed or just-planned run may find a million records)."""
+        a time (the first call of a resumed or just-planned run may find a million records);
+        nothing once the writer feeds the budget."""
+        if self._heard_error is not None:
+            error, self._heard_error = self._heard_error, None
+            raise error
+        if self._listening:
+            return
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
@@ -160,48 +155,12 @@ class LedgerBudget:
                     self._consume(line)
 
     def _consume(self, line: bytes) -> None:
-        if not line.strip():
-            return
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            return
-        if isinstance(rec, dict):
+        rec = parse_line(line)
+        if rec is not None:
             self._apply(rec)
 
-    def _apply(self, rec: dict[str, Any]) -> None:
-        kind = rec.get("type")
-        actor = str(rec.get("actor"))
-        if kind == "run-start":
-            # A new invocation: actors of the earlier one are gone (killed driver).
-            for holding in self._open.values():
-                if holding.end is None:
-                    holding.close_without_stop()
-        elif kind == "actor-load":
-            previous = self._open.pop(actor, None)
-            if previous is not None:
-                if previous.end is None:
-                    previous.close_without_stop()
-                self._closed_cost += previous.cost(0.0)
-            price = self.pricing.price_per_hour(str(rec.get("device_type"))) / 3600.0
-            start = _first_number(rec.get("start"), rec.get("ts"), 0.0)
-            holding = _Holding(start, _first_number(rec.get("end"), start), price)
-            holding.saw(rec.get("ts"), holding.load_end)  # written as the load was answered
-            self._open[actor] = holding
-        elif kind == "actor-stop":
-            holding = self._open.pop(actor, None)
-            if holding is not None:
-                holding.end = _first_number(rec.get("end"), rec.get("ts"), 0.0)
-                self._closed_cost += holding.cost(0.0)
-        elif kind == "attempt" and rec.get("outcome") != "cache-hit":
-            # An attempt of a stopped actor (an ok recovered on resume carries the old actor's
-            # name and times) adds nothing: its time is inside the stopped holding, as in the report.
-            holding = self._open.get(actor)
-            if holding is not None and rec.get("end") is not None:
-                end = float(rec["end"])
-                holding.last_attempt_end = max(end, holding.last_attempt_end or end)
-                holding.saw(rec.get("ts"), end)
-                if holding.end is not None:  # closed at a run-start (killed driver): held until
-                    holding.close_without_stop()  # its last record, recovered ones included
-            if self._first_dispatch is not None:
-                self._finished += 1
+    def _apply(self, rec: Mapping[str, Any]) -> None:
+        self._device.add(rec)
+        if (rec.get("type") == "attempt" and rec.get("outcome") != "cache-hit"
+                and self._first_dispatch is not None):
+            self._finished += 1

@@ -95,6 +95,9 @@ class Dispatcher:
         self.ledger, self.outcomes, self.followers = ledger, outcomes, followers
         self.params_for = params_for
         self.node_alive = node_alive or (lambda node: True)
+        listen = getattr(budget, "listen", None)
+        if listen is not None:  # the budget meters the records as they are written (jobs.budget)
+            listen(ledger)
         self.pool = ActorPool(ray, slots, ledger, settings.restart_timeout_s)
         self.policy = SchedulingPolicy(
             batch_size=settings.batch_size, in_flight_per_actor=settings.in_flight_per_actor,
