@@ -197,18 +197,15 @@ def run_config(spec: JobSpec, run_id: str, manifest: Path, image_roots: list[str
                retry_backoff_s: float = 1.0, pricing_file: str | Path | None = None) -> Any:
     """The pipeline's RunConfig for one date of ``spec`` (``job run`` and its --dry-run)."""
     from pipeline.reports.pricing import DEFAULT_PRICING_FILE
-    from pipeline.runner import RunConfig
+    from pipeline.run_config import RunConfig
 
     pricing_file = pricing_file or spec.pricing or DEFAULT_PRICING_FILE
-    return RunConfig(
-        manifest=str(manifest), out=str(spec.output), store=spec.store, model=spec.model,
-        address=spec.ray.address, device=spec.ray.device, dtype=spec.sampler.dtype,
-        batch_size=spec.sampler.batch_size, actors=spec.ray.actors, steps=spec.sampler.steps,
-        guidance=spec.sampler.guidance, output_format=spec.sampler.output_format,
-        step_cache=spec.sampler.step_cache, fp8=spec.sampler.fp8, compile=spec.sampler.compile,
-        run_id=run_id, max_attempts=spec.ray.max_attempts, retry_backoff_s=retry_backoff_s,
-        num_cpus=num_cpus, reports=reports, progress=progress,
-        image_roots=[*spec.image_roots, *image_roots] or None, pricing=str(pricing_file),
+    # sampler: and ray: keys are named as the RunConfig fields they set
+    return RunConfig.from_sections(
+        spec.sampler, spec.ray, manifest=str(manifest), out=str(spec.output), store=spec.store,
+        model=spec.model, run_id=run_id, retry_backoff_s=retry_backoff_s, num_cpus=num_cpus,
+        reports=reports, progress=progress, pricing=str(pricing_file),
+        image_roots=[*spec.image_roots, *image_roots] or None,
         image_roots_setting="image_roots")  # row reasons name the spec's key, not --image-root
 
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.cli_parser import HintingParser
+from pipeline.cluster import after_ray_init
 
 # Commands of the ``kontext-batch`` entry point (jobs.cli) that it handles before this parser.
 OTHER_COMMANDS = ("job",)
@@ -105,7 +105,10 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     from manifests import limits
     from pipeline.image_io import DEFAULT_MAX_PIXELS
     from pipeline.reports.command import row_limit
-    from pipeline.runner import DEFAULT_MODEL, DEMO_MANIFEST
+    from pipeline.run_config import RunConfig
+    from pipeline.runner import DEMO_MANIFEST
+
+    d = RunConfig(manifest="")  # the flags' defaults are the library's
 
     p = subparsers.add_parser(
         "run", help="run a manifest of edits (or --demo)", description=RUN_DESCRIPTION,
@@ -116,23 +119,23 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                         "`kontext-batch manifest validate MANIFEST --check-images`")
     p.add_argument("--demo", action="store_true",
                    help=f"run the shipped demo manifest ({DEMO_MANIFEST.relative_to(DEMO_MANIFEST.parents[3])})")
-    p.add_argument("--out", default="runs", metavar="DIR",
-                   help="local folder for the store and run folders (default: runs)")
+    p.add_argument("--out", default=d.out, metavar="DIR",
+                   help=f"local folder for the store and run folders (default: {d.out})")
     p.add_argument("--store", metavar="URI",
                    help="put the output store elsewhere: a folder or a pyarrow filesystem URI "
                         "such as s3://bucket/prefix (default: OUT/store)")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"preset name or folder of downloaded weights (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default=d.model,
+                   help=f"preset name or folder of downloaded weights (default: {d.model})")
     p.add_argument("--address", metavar="ADDR",
                    help="join a running Ray cluster: 'auto' (the one started on this machine "
                         "with `ray start`), ray://HOST:10001, or HOST:6379. Default: start a "
                         "local Ray for this run")
-    p.add_argument("--device", choices=limits.DEVICES, default="auto",
+    p.add_argument("--device", choices=limits.DEVICES, default=d.device,
                    help="auto: CUDA when the cluster has GPUs (one actor per GPU), else CPU")
     p.add_argument("--dtype", choices=("auto", *limits.DTYPES),
-                   default="auto", help="precision (auto: bfloat16 on CUDA, float32 on CPU); "
+                   default=d.dtype, help="precision (auto: bfloat16 on CUDA, float32 on CPU); "
                                         "part of the cache key")
-    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="N",
                    help="rows per model call (halved automatically, for that image size only, on "
                         "CUDA out-of-memory)")
     p.add_argument("--actors", type=_positive_int, metavar="N",
@@ -141,15 +144,15 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    help="sampling steps for rows without a steps value (default: preset's)")
     p.add_argument("--guidance", type=float, metavar="G",
                    help="guidance for rows without a guidance value (default: preset's)")
-    p.add_argument("--output-format", choices=limits.OUTPUT_FORMATS, default="png",
+    p.add_argument("--output-format", choices=limits.OUTPUT_FORMATS, default=d.output_format,
                    help="file format for rows without an output_format value")
     p.add_argument("--run-id", metavar="ID", type=_run_id,
                    help="use (or resume) this run id instead of the one derived from the "
                         "manifest and settings: the name of its folder under OUT/runs "
                         "(letters, digits, '.', '_', '-')")
-    p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="N",
+    p.add_argument("--max-attempts", type=_positive_int, default=d.max_attempts, metavar="N",
                    help="tries per row for transient and device errors, over all invocations "
-                        "of a run (default: 3)")
+                        f"of a run (default: {d.max_attempts})")
     p.add_argument("--image-root", action="append", default=[], metavar="DIR",
                    help="a folder local images may live in besides the manifest's own, or a "
                         "URI prefix remote images may be read from (s3://bucket/photos/); "
@@ -169,7 +172,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                         "default ~/.cache/kontext-batch/torch-compile) so other actors and later runs "
                         "load them. Pays on GPUs; same pixels up to rounding, so cached outputs stay "
                         "valid. Default: eager")
-    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_positive_int, default=d.max_pixels,
                    metavar="N", help="refuse source images with more pixels (read from the "
                                      "header, before decoding; default: "
                                      f"{DEFAULT_MAX_PIXELS:_} = 40 MP)")
@@ -205,9 +208,10 @@ def sigterm_as_interrupt() -> Iterator[Terminated]:
 
     ``ray.init`` replaces SIGTERM's handler twice, in Python (its local node's: kill Ray, exit 1)
     and in C++ (its core worker's crash handler: log and abort), either of which skips that
-    cleanup; so this one is put back after ``ray.init`` (the cleanup shuts a local Ray down
-    itself). A SIGTERM during Ray's start-up still gets Ray's handling. The previous handler is
-    restored after the run."""
+    cleanup; so this one is put back after the runner starts or joins Ray
+    (``pipeline.cluster.after_ray_init``; the cleanup shuts a local Ray down itself). A SIGTERM
+    during Ray's start-up still gets Ray's handling. The previous handler is restored after
+    the run."""
     state = Terminated()
     if threading.current_thread() is not threading.main_thread():
         yield state  # only the main thread may set signal handlers
@@ -221,40 +225,18 @@ def sigterm_as_interrupt() -> Iterator[Terminated]:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with _after_ray_init(lambda: signal.signal(signal.SIGTERM, on_sigterm)):
+        with after_ray_init(lambda: signal.signal(signal.SIGTERM, on_sigterm)):
             yield state
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _after_ray_init(then: Callable[[], object]) -> Iterator[None]:
-    """Calls ``then()`` in the main thread after each ``ray.init`` meanwhile (the runner starts
-    or joins Ray only when there is work for it)."""
-    import ray
-
-    original = ray.init
-
-    @functools.wraps(original)
-    def init(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return original(*args, **kwargs)
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                then()
-
-    ray.init = init
-    try:
-        yield
-    finally:
-        ray.init = original
 
 
 def run_command(args: argparse.Namespace) -> int:
     from pipeline.cluster import ray_output
     from pipeline.errors import ConfigError, RunFolderFull
     from pipeline.faults import faults_from_env
-    from pipeline.runner import DEMO_MANIFEST, RunConfig, print_summary, run_batch
+    from pipeline.run_config import RunConfig
+    from pipeline.runner import DEMO_MANIFEST, print_summary, run_batch
 
     report = _Reporter(args.json)
     if args.demo == bool(args.manifest):
@@ -263,15 +245,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.demo and not Path(manifest).is_file():
         return report.error(f"kontext-batch run: the demo manifest {manifest} is missing; "
                             "reinstall the package (make venv) or pass a MANIFEST", 2)
-    config = RunConfig(
-        manifest=manifest, out=args.out, store=args.store, model=args.model,
-        address=args.address, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size, actors=args.actors, steps=args.steps,
-        guidance=args.guidance, output_format=args.output_format, run_id=args.run_id,
-        max_attempts=args.max_attempts, verify_cache=args.verify_cache,
-        image_roots=args.image_root or None, max_pixels=args.max_pixels,
-        step_cache=args.step_cache, fp8=args.fp8, compile=args.compile,
-        reports=not args.no_report, max_review_rows=args.max_review_rows, progress=not args.quiet)
+    config = RunConfig.from_args(args, manifest)
     terminated = Terminated()
     try:
         # --json: the actors' output must not reach stdout, which holds the JSON document.
@@ -344,12 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_run_parser(subparsers)
-    try:
-        from pipeline.reports.command import register
-    except ImportError:
-        pass
-    else:
-        register(subparsers)
+    from pipeline.reports.command import register
+
+    register(subparsers)
     _add_manifest_parser(subparsers)
     from pipeline.review.commands import add_review_commands  # review, publish (issue #17)
 

@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,33 @@ class RayOutput:
 
 _OUTPUT: contextvars.ContextVar[RayOutput | None] = contextvars.ContextVar(
     "kontext_ray_output", default=None)
+_AFTER_INIT: contextvars.ContextVar[tuple[Callable[[], object], ...]] = contextvars.ContextVar(
+    "kontext_after_ray_init", default=())
+
+
+@contextlib.contextmanager
+def after_ray_init(callback: Callable[[], object]) -> Iterator[None]:
+    """Meanwhile, ``callback()`` runs in this thread right after each ``connect`` that starts
+    or joins Ray (whether or not that succeeded): ``ray.init`` replaces process-wide state,
+    such as SIGTERM's handler, that a caller may need to put back (pipeline.cli)."""
+    token = _AFTER_INIT.set((*_AFTER_INIT.get(), callback))
+    try:
+        yield
+    finally:
+        _AFTER_INIT.reset(token)
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    try:
+        if address is None:
+            start_local(num_cpus)
+        else:
+            ray.init(address=address, **_init_options())
+    finally:
+        for callback in _AFTER_INIT.get():
+            callback()
 
 
 @contextlib.contextmanager
@@ -131,10 +158,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     _plain_when_not_a_terminal()
     try:
-        if address is None:
-            start_local(num_cpus)
-        else:
-            ray.init(address=address, **_init_options())
+        _init_ray(address, num_cpus)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address is None:
             raise ConfigError(f"cannot start a local Ray instance: {exc}\n"

@@ -19,17 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, numerics_version
-from pipeline.cluster import default_dtype, resolve_device
+from pipeline.cluster import resolve_device
 from pipeline.digests import SourceDigests, default_index_path
-from pipeline.encode import normalise_format
 from pipeline.errors import ConfigError
 from pipeline.manifest_input import check_manifest
-from pipeline.model_info import ModelInfo, resolve_model_info
+from pipeline.model_info import resolve_model_info
 from pipeline.outcomes import Outcomes
-from pipeline.plan import RowDefaults, plan_run
+from pipeline.plan import plan_run
 from pipeline.resume import base_run_id, choose_run
-from pipeline.runner import RunConfig, check_flags
+from pipeline.run_config import RunConfig, derive_settings
+from pipeline.runner import check_flags
 from pipeline.store import Store
 
 
@@ -126,11 +125,9 @@ def plan_only(config: RunConfig, basis_runs: Iterable[Path] = ()) -> DryRun:
     info = resolve_model_info(config.model)
     checked = check_manifest(config.manifest, image_roots=config.image_roots,
                              roots_setting=config.image_roots_setting)
-    device = _device(config)
-    dtype = default_dtype(device) if config.dtype == "auto" else config.dtype
-    defaults, model, identity = _settings(config, info, dtype)
+    derived = derive_settings(config, info, _device(config))
     out = Path(config.out).resolve()
-    run_id, history = choose_run(out / "runs", base_run_id(checked.digest, identity),
+    run_id, history = choose_run(out / "runs", base_run_id(checked.digest, derived.identity),
                                  config.run_id)
     store_root = config.store or str(out / "store")
     try:
@@ -140,7 +137,7 @@ def plan_only(config: RunConfig, basis_runs: Iterable[Path] = ()) -> DryRun:
     index = default_index_path(store_root)
     digests = SourceDigests(index if index.is_file() else None, rehash=config.rehash_sources)
     try:
-        plan = plan_run(checked, run_id=run_id, model=model, defaults=defaults,
+        plan = plan_run(checked, run_id=run_id, model=derived.model, defaults=derived.defaults,
                         digests=digests, store=store, history=history,
                         ledger=_NoLedger(),  # type: ignore[arg-type]
                         outcomes=Outcomes(checked.rows_total))
@@ -168,29 +165,6 @@ def _device(config: RunConfig) -> str:
     finally:
         if started:
             ray.shutdown()  # disconnects this driver from the cluster it joined
-
-
-def _settings(config: RunConfig, info: ModelInfo, dtype: str
-              ) -> tuple[RowDefaults, ModelSettings, dict[str, Any]]:
-    """Row defaults, the key's model settings and the run identity, as pipeline.runner
-    derives them (test_dry_run_plan checks that a real run then has the predicted hits)."""
-    fmt = normalise_format(config.output_format)
-    defaults = RowDefaults(
-        steps=config.steps if config.steps is not None else info.default_steps,
-        guidance=config.guidance if config.guidance is not None else info.default_guidance,
-        output_format=fmt)
-    step_cache = config.step_cache or None
-    model = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype,
-                          approximations={**DEFAULT_APPROXIMATIONS, "step_cache": step_cache,
-                                          "fp8": bool(config.fp8)})
-    identity: dict[str, Any] = {"model": info.fingerprint, "dtype": dtype,
-                                "steps": defaults.steps, "guidance": defaults.guidance,
-                                "output_format": fmt, "numerics": numerics_version()}
-    if step_cache:
-        identity["step_cache"] = step_cache
-    if config.fp8:
-        identity["fp8"] = True
-    return defaults, model, identity
 
 
 __all__ = ["CostBasis", "DryRun", "cost_basis", "plan_only"]

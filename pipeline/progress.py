@@ -23,6 +23,15 @@ class RunProgress:
         self._bar.set_postfix(hits=self.hits, failed=self.failed, retries=self.retries,
                               refresh=False)
 
+    def start_at(self, *, hits: int = 0, failed: int = 0, done: int = 0) -> None:
+        """Rows already final before this bar's rows run (planning's hits and failures, an
+        earlier invocation's done rows): counted and shown as progress made."""
+        self.hits += hits
+        self.failed += failed
+        self.done += done
+        self._bar.update(hits + failed + done)
+        self._refresh()
+
     def row_done(self, n: int = 1) -> None:
         self.done += n
         self._bar.update(n)

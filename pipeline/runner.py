@@ -16,18 +16,17 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from manifests import limits
 from manifests.paths import SUPPORTED_SCHEMES, uri_scheme
-from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, numerics_version
+from pipeline.cache import numerics_version
 from pipeline.cluster import (
     actor_layout,
     cluster_resources,
     connect,
-    default_dtype,
     resolve_device,
 )
 from pipeline.digests import SourceDigests, default_index_path
@@ -41,68 +40,29 @@ from pipeline.dispatch import (
 )
 from pipeline.encode import normalise_format
 from pipeline.errors import ConfigError, RunFolderFull
-from pipeline.image_io import DEFAULT_MAX_PIXELS
 from pipeline.killpoints import kill_point
 from pipeline.ledger import NO_SPACE, LedgerWriter, run_folder_full_message
-from pipeline.manifest_input import CLI_ROOTS_SETTING, check_manifest
+from pipeline.manifest_input import check_manifest
 from pipeline.model_info import ModelInfo, resolve_model_info
 from pipeline.outcomes import Outcomes
-from pipeline.plan import RowDefaults, plan_run
+from pipeline.plan import plan_run
 from pipeline.progress import RunProgress
 from pipeline.records import Task
 from pipeline.resume import base_run_id
+from pipeline.run_config import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    ConfigDocument,
+    RunConfig,
+    derive_settings,
+    write_config_file,
+)
 from pipeline.run_ids import check_run_id
 from pipeline.runlock import acquire_run
 from pipeline.store import Store
 
-DEFAULT_MODEL = "kontext-tiny"
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "demo" / \
     "manifest.parquet"
-
-
-@dataclass
-class RunConfig:
-    """Everything a run needs; the CLI fills it from flags."""
-
-    manifest: str
-    out: str = "runs"
-    store: str | None = None  # default OUT/store; any pyarrow filesystem URI works
-    model: str = DEFAULT_MODEL
-    address: str | None = None  # None: start a local Ray; "auto", "ray://host:10001", ...
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = 4
-    actors: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    output_format: str = "png"
-    run_id: str | None = None
-    max_attempts: int = 3
-    retry_backoff_s: float = 1.0
-    in_flight_per_actor: int = 2
-    verify_cache: bool = False
-    # hash every source again, ignoring the source-digest index (pipeline.digests: what it trusts)
-    rehash_sources: bool = False
-    num_cpus: int | None = None  # local Ray only
-    reports: bool = True
-    max_review_rows: int | None = None  # review page cap; None: the reports' default, 0: no limit
-    progress: bool = True
-    # Extra folders the manifest's local images may live in (besides the manifest's folder),
-    # e.g. a catalog's image folder for a manifest built elsewhere (jobs).
-    image_roots: list[str] | None = None
-    # How the user gives image_roots, named in row reasons ("allow its folder explicitly with
-    # --image-root"): the CLI's flag; a job spec says image_roots.
-    image_roots_setting: str = CLI_ROOTS_SETTING
-    # Pricing file (default pipeline/pricing.yaml) frozen into config.json, so the report prices
-    # the run as its budget did, whatever later edits of the file.
-    pricing: str | None = None
-    # Sources with more pixels are refused (bad row) from their header, before decoding.
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    step_cache: float | None = None  # fast path: first-block step caching threshold (part of the key)
-    fp8: bool = False  # fast path: fp8 row-wise block linears, set at model load (part of the key)
-    # exact path: fused RoPE + torch.compile per block in each actor (same pixels up to rounding,
-    # so not in the key; compiled kernels are cached on disk and shared by the node's actors)
-    compile: bool = False
 
 
 @dataclass
@@ -239,41 +199,25 @@ def _open_store(store_root: str, given: bool) -> Store:
                           "the URI and the filesystem's credentials") from None
 
 
-def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _params_for(run_id: str, info: ModelInfo, dtype: str):
-    try:
-        from pipeline.reports.provenance import provenance_params
-    except ImportError:
-        provenance_params = None
+    from pipeline.reports.provenance import provenance_params
 
     def params(task: Task) -> dict[str, Any]:
         sampler = {"steps": task.steps, "guidance": task.guidance,
                    "size": list(task.size) if task.size else None, "dtype": dtype}
-        if provenance_params is not None:
-            return provenance_params(run_id=run_id, row_id=task.row_id,
-                                     instruction=task.instruction, seed=task.seed,
-                                     model=info.spec, fingerprint=info.fingerprint,
-                                     sampler=sampler, key=task.key)
-        return {"run_id": run_id, "row_id": task.row_id, "instruction": task.instruction,
-                "seed": task.seed, "model": info.spec, "fingerprint": info.fingerprint,
-                "sampler": sampler, "key": task.key}
+        return provenance_params(run_id=run_id, row_id=task.row_id,
+                                 instruction=task.instruction, seed=task.seed,
+                                 model=info.spec, fingerprint=info.fingerprint,
+                                 sampler=sampler, key=task.key)
     return params
 
 
 def _sidecar_for(task: Task, params: dict[str, Any], data: bytes,
                  origin: dict[str, Any]) -> dict[str, Any]:
     """Store sidecar: the reports' provenance sidecar (schema, params) plus the origin."""
-    try:
-        from pipeline.reports.provenance import sidecar_json
+    from pipeline.reports.provenance import sidecar_json
 
-        doc = json.loads(sidecar_json(params, image_bytes=data))
-    except ImportError:
-        doc = {"params": params}
+    doc = json.loads(sidecar_json(params, image_bytes=data))
     doc["origin"] = origin
     return doc
 
@@ -320,15 +264,14 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str, p
 
 def _build_reports(run_dir: Path, progress: bool, max_review_rows: int | None = None
                    ) -> tuple[dict[str, str], str | None]:
-    """Reports, contact sheets and review page (pipeline.reports), when that module exists."""
-    try:
-        from pipeline.reports import generate_reports
-    except ImportError:
-        return {}, None
+    """Reports, contact sheets and review page (pipeline.reports); (paths, None), or ({}, why
+    not): a report problem must not turn a finished run into a failure."""
+    from pipeline.reports import generate_reports
+
     try:
         cap = {} if max_review_rows is None else {"max_review_rows": max_review_rows}
         outputs = generate_reports(run_dir, progress=progress, **cap)
-    except Exception as exc:  # a report problem must not turn a finished run into a failure
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, the run stands
         return {}, f"{type(exc).__name__}: {exc}"
     paths = {name: str(path) for name, path in outputs.files.items()}
     if outputs.review_page is not None:
@@ -437,30 +380,15 @@ _CANNOT_CREATE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.E
 def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factory: Any,
          faults: Sequence[Mapping[str, Any]], session: _RaySession,
          budget: BudgetHook | None, cleanup: contextlib.ExitStack) -> RunSummary:
-    dtype = default_dtype(device) if config.dtype == "auto" else config.dtype
-    fmt = normalise_format(config.output_format)
-    defaults = RowDefaults(
-        steps=config.steps if config.steps is not None else info.default_steps,
-        guidance=config.guidance if config.guidance is not None else info.default_guidance,
-        output_format=fmt)
-    step_cache = config.step_cache or None  # 0 means exact, the same as off
-    model_settings = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype,
-                                   approximations={**DEFAULT_APPROXIMATIONS, "step_cache": step_cache,
-                                                   "fp8": bool(config.fp8)})
-    identity = {"model": info.fingerprint, "dtype": dtype, "steps": defaults.steps,
-                "guidance": defaults.guidance, "output_format": fmt,
-                "numerics": numerics_version()}
-    if step_cache:  # only when on, so exact runs keep their run ids
-        identity["step_cache"] = step_cache
-    if config.fp8:
-        identity["fp8"] = True
+    derived = derive_settings(config, info, device)
+    dtype = derived.dtype
     out = Path(config.out).resolve()
     runs_dir = out / "runs"
     store_root = config.store or str(out / "store")
     store = _open_store(store_root, config.store is not None)
     try:
-        run_id, history, lock = acquire_run(runs_dir, base_run_id(checked.digest, identity),
-                                            config.run_id)
+        run_id, history, lock = acquire_run(
+            runs_dir, base_run_id(checked.digest, derived.identity), config.run_id)
         cleanup.callback(lock.release)  # held until run_batch returns; a killed run drops it
         run_dir = runs_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -469,17 +397,14 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
             raise
         raise ConfigError(f"--out {config.out!r}: cannot create {exc.filename!r} "
                           f"({exc.strerror}); pick a writable folder") from None
-    settings = {**{k: v for k, v in asdict(config).items() if k not in ("manifest", "out")},
-                "device": device, "dtype": dtype, "steps": defaults.steps,
-                "guidance": defaults.guidance, "output_format": fmt,
-                "numerics": numerics_version(), "store": store_root}
+    settings = derived.record(config, store_root)
     manifest_abs = str(Path(checked.path).resolve())
-    pricing = _run_pricing(run_dir / "config.json", config.pricing)
-    _write_json(run_dir / "config.json", {
-        "run_id": run_id, "manifest": manifest_abs, "manifest_sha256": checked.digest,
-        "rows_total": checked.rows_total, "model": info.spec, "preset": info.preset,
-        "fingerprint": info.fingerprint, "settings": settings, "out": str(out),
-        "store": store_root, **pricing})
+    pricing = _run_pricing(run_dir / CONFIG_FILE, config.pricing)
+    write_config_file(run_dir, ConfigDocument(
+        run_id=run_id, manifest=manifest_abs, manifest_sha256=checked.digest,
+        rows_total=checked.rows_total, model=info.spec, preset=info.preset,
+        fingerprint=info.fingerprint, settings=settings, out=str(out), store=store_root,
+        extra=pricing))
     kill_point("after-config")
 
     ledger = LedgerWriter(run_dir / "ledger.jsonl", run_id)
@@ -494,7 +419,7 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
     try:
         plan_bar = RunProgress(checked.rows_total, desc="planning",
                                disable=not config.progress)
-        plan = plan_run(checked, run_id=run_id, model=model_settings, defaults=defaults,
+        plan = plan_run(checked, run_id=run_id, model=derived.model, defaults=derived.defaults,
                         digests=digests, store=store, history=history, ledger=ledger,
                         outcomes=outcomes, verify_cache=config.verify_cache,
                         progress=plan_bar.row_done)
@@ -504,10 +429,7 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
         hashed = plan.hashed_sources
         progress = RunProgress(checked.rows_total, desc="rows",
                                disable=not config.progress)
-        progress.hits = plan.hits
-        progress.failed = plan.failed
-        progress.done = plan.done_before
-        progress._bar.update(plan.hits + plan.failed + plan.done_before)
+        progress.start_at(hits=plan.hits, failed=plan.failed, done=plan.done_before)
         try:
             if plan.tasks:
                 actors_started, budget_stopped = _dispatch(

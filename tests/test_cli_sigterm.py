@@ -31,7 +31,7 @@ RESUME = "kontext-batch run: terminated (SIGTERM); run the same command again to
 
 
 def _ray_init_replacing_sigterm(*args: Any, **kwargs: Any) -> None:
-    """What ray.init does to SIGTERM when it starts a local Ray (its node's handler: exit 1)."""
+    """What starting a local Ray does to SIGTERM (ray.init's node handler: exit 1)."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
 
 
@@ -41,9 +41,9 @@ def _fake_run(events: list[str], *, ray_starts: bool = False, second_sigterm: bo
 
     def run_batch(config: Any, **kwargs: Any) -> Any:
         if ray_starts:
-            import ray
+            from pipeline.cluster import connect
 
-            ray.init(address="local")
+            connect(None)  # as the runner starts its local Ray
         sigterm_self_mid_call(events, second_sigterm)
 
     return run_batch
@@ -57,7 +57,10 @@ def test_sigterm_mid_run_runs_the_cleanup_and_exits_143(
     import ray
 
     events: list[str] = []
-    monkeypatch.setattr(ray, "init", _ray_init_replacing_sigterm)
+    original_init = ray.init
+    monkeypatch.setattr("pipeline.cluster.start_local", _ray_init_replacing_sigterm)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "0")  # connect() would set it for good
     monkeypatch.setattr("pipeline.runner.run_batch",
                         _fake_run(events, ray_starts=ray_starts, second_sigterm=second_sigterm))
     before = signal.getsignal(signal.SIGTERM)
@@ -67,7 +70,7 @@ def test_sigterm_mid_run_runs_the_cleanup_and_exits_143(
     assert events == ["cleanup finished"]
     assert RESUME in captured.err and "Traceback" not in captured.err
     assert signal.getsignal(signal.SIGTERM) is before  # restored after the run
-    assert ray.init is _ray_init_replacing_sigterm  # and ray.init is Ray's own again
+    assert ray.init is original_init  # Ray itself is never patched
 
 
 def test_ctrl_c_still_exits_130_and_the_handler_is_restored(

@@ -3,7 +3,6 @@ the page was built, through pipeline.review's reader. Deciding needs `kontext-ba
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,9 @@ REVIEWABLE = ("done", "cache-hit")
 
 def out_dir_of(run_dir: Path) -> Path:
     """The run's OUT (config.json's "out", else OUT/runs/<run_id>/../..)."""
-    try:
-        out = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("out")
-    except (OSError, ValueError, AttributeError):
-        out = None
+    from pipeline.run_config import read_config_file
+
+    out = read_config_file(run_dir).get("out")
     return Path(out) if isinstance(out, str) else run_dir.parent.parent
 
 

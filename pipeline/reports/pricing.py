@@ -142,11 +142,9 @@ def frozen_pricing_entry(run_dir: str | Path) -> Mapping[str, Any] | None:
     """The prices a run froze into its config.json (its "pricing" mapping), or None when
     there are none or the file cannot be read: the run's first invocation then freezes them.
     The pipeline (resume) and the jobs budget read them here, so both keep the same prices."""
-    try:
-        entry = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    entry = entry.get("pricing") if isinstance(entry, Mapping) else None
+    from pipeline.run_config import read_config_file
+
+    entry = read_config_file(run_dir).get("pricing")
     return entry if isinstance(entry, Mapping) else None
 
 

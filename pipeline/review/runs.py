@@ -67,11 +67,9 @@ class RunTarget:
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
+    from pipeline.run_config import read_config_file
+
+    return read_config_file(run_dir)
 
 
 def run_target(run_dir: str | os.PathLike) -> RunTarget:
