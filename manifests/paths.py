@@ -167,12 +167,3 @@ class ImageResolver:
         more = len(self.roots) - _ROOTS_SHOWN
         # Every refused row carries this text: name a catalog's thousands of folders by count.
         return f"the allowed roots {shown}" + (f" and {more} more" if more > 0 else "")
-
-
-def resolve_image_ref(
-    ref: str,
-    base_dir: str | os.PathLike,
-    image_roots: Sequence[str | os.PathLike] | None = None,
-) -> str:
-    """One-off form of ImageResolver(base_dir, image_roots).resolve(ref)."""
-    return ImageResolver(base_dir, image_roots).resolve(ref)

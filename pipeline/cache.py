@@ -35,21 +35,15 @@ from typing import Any
 from pipeline.image_io import DECODE_VERSION
 
 KEY_SCHEMA = "kontext-batch-key/1"
-# Used when kontext_core does not publish NUMERICS_VERSION; bump when sampling changes.
-FALLBACK_NUMERICS_VERSION = "kontext-core-numerics/1"
 PRESET_DEFAULT = "preset-default"
 DEFAULT_APPROXIMATIONS: Mapping[str, Any] = {"fp8": False, "step_cache": None}
 
 
 def numerics_version() -> str:
-    """kontext_core's NUMERICS_VERSION when it publishes one, else the fallback constant."""
-    try:
-        import kontext_core
+    """kontext_core's NUMERICS_VERSION: bumped there whenever sampling changes the pixels."""
+    from kontext_core import NUMERICS_VERSION  # lazily: torch loads with it
 
-        version = getattr(kontext_core, "NUMERICS_VERSION", None)
-    except Exception:  # an unimportable model package must not break planning here
-        version = None
-    return str(version) if version is not None else FALLBACK_NUMERICS_VERSION
+    return str(NUMERICS_VERSION)
 
 
 def normalise_instruction(text: str) -> str:

@@ -23,7 +23,7 @@ from manifests import (
     validate_manifest,
 )
 from manifests.__main__ import main as cli_main
-from manifests.paths import ImageRefError, ImageResolver, is_within, resolve_image_ref
+from manifests.paths import ImageRefError, ImageResolver, is_within
 from manifests.seen import SeenHashes
 
 
@@ -645,7 +645,7 @@ def test_check_images_exist(tmp_path):
 def test_paths_module_helpers(tmp_path):
     assert is_within("/a/b/c", "/a/b") and is_within("/a/b", "/a/b") and is_within("/x", "/")
     assert not is_within("/a/bc", "/a/b")
-    assert resolve_image_ref("x/y.png", tmp_path) == str(tmp_path / "x" / "y.png")
+    assert ImageResolver(tmp_path).resolve("x/y.png") == str(tmp_path / "x" / "y.png")
     with pytest.raises(ImageRefError, match="image is empty"):
         ImageResolver(tmp_path).resolve("  ")
     with pytest.raises(ImageRefError, match="file:// URIs must be local"):

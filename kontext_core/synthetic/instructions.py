@@ -86,10 +86,6 @@ def background_instruction(background: str, product: str, choice: int) -> str:
     return phrase(kind, choice, product, colours)
 
 
-def phrasing_count(template_key: str) -> int:
-    return len(TEMPLATES[template_key])
-
-
 def instruction_words(instruction: str) -> list[str]:
     """The words of an instruction, as the vocabulary counts them."""
     return instruction.split()
