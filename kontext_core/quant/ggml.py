@@ -123,7 +123,14 @@ SUPPORTED = tuple(PLAIN) + tuple(DEQUANTIZE)
 
 
 def type_name(qtype: int) -> str:
-    return TYPE_NAMES.get(qtype, f"type {qtype}")
+    if qtype in TYPE_NAMES:
+        return TYPE_NAMES[qtype]
+    try:  # names of the types we do not decode, for error messages
+        import gguf
+
+        return gguf.GGMLQuantizationType(qtype).name
+    except (ImportError, ValueError):
+        return f"GGML type {qtype}"
 
 
 def supported_names() -> str:
