@@ -9,11 +9,12 @@
 A Ray already initialised in this process (tests, notebooks) is used as is and left running.
 ``with ray_output(quiet=True):`` around a run keeps Ray's INFO lines, the actors' output and
 their progress bars off the terminal. When stdout or stderr is not a terminal (a log file),
-the actor lines Ray forwards carry no colour codes.
+the actor lines Ray forwards carry no colour codes. ``with after_ray_init(callback):`` runs
+``callback`` right after each start or join meanwhile (the CLI puts SIGTERM's handler back).
 
 Actors: on GPU clusters one per GPU (``num_gpus=1``); on CPU-only clusters CPU actors whose
 ``num_cpus`` add up to the cluster's CPUs minus one (minus half on a one-CPU cluster), so
-Ray's own tasks (object transfers, Ray Data reads) always find a CPU.
+Ray's own tasks (object transfers, the driver's calls) always find a CPU.
 """
 
 from __future__ import annotations
