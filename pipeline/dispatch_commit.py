@@ -23,12 +23,12 @@ from pipeline.dispatch_protocol import RowResult
 from pipeline.errors import POISONED_DEVICE, TRANSIENT, describe
 from pipeline.killpoints import kill_point
 from pipeline.ledger import LedgerWriter
+from pipeline.ledger_schema import model_seconds
 from pipeline.outcomes import Outcomes
 from pipeline.progress import RunProgress
 from pipeline.records import Task, task_attempt
 from pipeline.store import Store
 
-_MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
 _COMMIT_TRIES = 3
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -155,7 +155,7 @@ class Recorder:
                                 counted=True)[0]
         kill_point("after-store-commit")
         phases["commit"] = time.perf_counter() - t0
-        seconds = sum(float(phases.get(p, 0.0)) for p in _MODEL_PHASES)
+        seconds = model_seconds(phases)
         # a damaged cached object this recomputes (Store.discard) is noted first
         repaired = getattr(self.store, "repairs", {}).get(task.key)
         truncated = res.truncated

@@ -2,7 +2,8 @@
 
 ``results.parquet`` has one row per manifest row (docs/architecture.md): row_id, row_index,
 status (done, cache-hit, failed, not-run), output_uri, cache_hit, attempts, error_class,
-reason, key, seconds (model seconds of the successful attempt), truncated (the instruction was
+reason, key, seconds (model seconds of the successful attempt: its device-busy phases, as
+pipeline.ledger_schema defines them; file encoding is CPU work and not in it), truncated (the instruction was
 cut at the text encoder's token limit; null when not known, e.g. cache hits), notes (what was
 done to make the row usable: EXIF rotation, first frame of an animation, flattened
 transparency, ...), then the manifest's image, instruction, seed, product_id, variant and
@@ -19,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.killpoints import kill_point
+from pipeline.ledger_schema import NOT_RUN
 
-STATUSES = ("done", "cache-hit", "failed", "not-run")
+STATUSES = ("done", "cache-hit", "failed", NOT_RUN)  # the report's row statuses too
 CARRIED = ("image", "instruction", "seed", "product_id", "variant")
 
 RESULT_SCHEMA = pa.schema([
@@ -38,7 +40,7 @@ class Outcomes:
         n = rows_total
         self.rows_total = n
         self.row_id: list[str | None] = [None] * n
-        self.status: list[str] = ["not-run"] * n
+        self.status: list[str] = [NOT_RUN] * n
         self.output_uri: list[str | None] = [None] * n
         self.cache_hit: list[bool] = [False] * n
         self.attempts: list[int] = [0] * n

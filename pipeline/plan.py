@@ -38,6 +38,7 @@ from pipeline.digests import SourceDigests
 from pipeline.encode import extension, normalise_format, shared_output_spec
 from pipeline.errors import BAD_ROW, TRANSIENT, PipelineError, describe
 from pipeline.ledger import LedgerWriter
+from pipeline.ledger_schema import model_seconds
 from pipeline.manifest_input import BadRow, CheckedManifest, iter_manifest
 from pipeline.outcomes import Outcomes
 from pipeline.records import Task, attempt_fields, task_attempt
@@ -225,9 +226,7 @@ def _classify_present(task: Task, stored: StoredObject, run_id: str, history: Ru
                                  actor=origin.get("actor"), start=origin.get("start"),
                                  end=origin.get("end"), phases=origin.get("phases"),
                                  output_uri=uri, nbytes=stored.size, recovered=True))
-        seconds = sum(float(v) for k, v in (origin.get("phases") or {}).items()
-                      if k in ("text_encode", "context_encode", "denoise", "decode_latents",
-                               "file_encode"))
+        seconds = model_seconds(origin.get("phases"))
         outcomes.set(task.row_index, status="done", key=task.key, output_uri=uri,
                      attempts=attempt, seconds=seconds)
         plan.done_before += 1

@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.cache import canonical_json
 from pipeline.ledger import read_ledger, records_backwards
+from pipeline.ledger_schema import model_seconds
 
 RESUMABLE_END_STATUSES = ("interrupted",)
 
@@ -64,11 +65,8 @@ def resumable_end(exists: bool, finished_status: str | None) -> bool:
     return not exists or finished_status in (None, *RESUMABLE_END_STATUSES)
 
 
-_MODEL_PHASES = ("text_encode", "context_encode", "denoise", "decode_latents", "file_encode")
-
-
 def read_history(ledger_path: Path) -> RunHistory:
-    """Summarise a run's ledger (tolerant of a truncated last line)."""
+    """Summarise a run's ledger, read leniently (a torn last line is skipped)."""
     history = RunHistory()
     if not ledger_path.exists():
         return history
@@ -99,8 +97,7 @@ def read_history(ledger_path: Path) -> RunHistory:
                 row.output_uri = rec.get("output_uri")
                 row.error_class = row.error = None
                 if outcome == "ok":
-                    phases = rec.get("phases") or {}
-                    row.seconds = sum(float(phases.get(p) or 0.0) for p in _MODEL_PHASES)
+                    row.seconds = model_seconds(rec.get("phases"))
                     row.truncated, row.notes = rec.get("truncated"), rec.get("notes")
             else:
                 row.error_class, row.error = rec.get("error_class"), rec.get("error")
