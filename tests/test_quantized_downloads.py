@@ -140,7 +140,7 @@ def test_gguf_of_an_unsupported_quant_type_is_refused_naming_it(folder):
         target.unlink()
     message = str(e.value)
     assert "IQ2_XXS" in message and "double_blocks.0.img_mlp.0.weight" in message
-    assert "supported: F32, F16, BF16, Q4_0" in message and "Q6_K" in message
+    assert "supported: F32, F16, BF16, Q8_0, Q4_0" in message and "Q6_K" in message
 
 
 def test_gguf_that_is_not_a_kontext_transformer_is_refused(folder, tmp_path):
