@@ -117,9 +117,10 @@ def convert(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[s
 
 
 def _refuse_unsupported(path: Path, keys: list[str]) -> None:
+    has_lora = any("lora" in k for k in keys)  # a model checkpoint has norm scales too: not a Control LoRA
     for mark, what in _UNSUPPORTED_MARKS.items():
         hits = [k for k in keys if mark in k]
-        if hits:
+        if hits and (has_lora or "Control" not in what):
             raise LoraError(path, f"is {what} (e.g. key {hits[0]!r}), which kontext_core does not apply",
                             "use a plain LoRA (lora_A/lora_B or lora_down/lora_up layers)", UNSUPPORTED)
     text = [k for k in keys if k.startswith(_TEXT_ENCODER)]
