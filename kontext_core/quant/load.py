@@ -1,0 +1,129 @@
+"""``load_with_plan``: a KontextEditor whose weights follow a memory plan (see ``plans``).
+
+    editor = load_with_plan("/models/kontext", device="cuda", dtype=torch.bfloat16, memory="24GB")
+    editor.memory.plan.name        # "fp8-model-offload"
+    editor.memory.plan.key_settings()  # {"storage": "fp8"}: what goes into the cache key
+
+The plan is chosen and checked against the device before any weight is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoint.safetensors_io import TensorSource
+from ..editor import DEFAULT_MODEL, KontextEditor
+from ..fingerprint import source_fingerprint
+from ..loading import ModelSource, load_components, resolve_model
+from ..speed.options import SpeedOptions, apply_speed
+from .layers import cast_to_fp8
+from .offload import BlockStream, ModelOffload
+from .plans import CLIP_L_PARAMS, T5_XXL_PARAMS, Estimate, PlanError, choose_plan, weight_bytes
+
+
+@dataclass
+class MemoryReport:
+    plan: object  # MemoryPlan
+    estimate: Estimate
+    fp8_layers: int = 0
+    model_offload: ModelOffload | None = None
+    streams: list[BlockStream] = field(default_factory=list)
+
+
+def _folder_params(folder: Path) -> int | None:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    import math
+
+    return sum(math.prod(info.shape) for info in TensorSource(files).infos.values())
+
+
+def text_parameter_counts(source: ModelSource) -> tuple[int, int]:
+    """(T5, CLIP) parameter counts: from the text folders' headers, else the preset's config
+    (small models), else the published encoders'."""
+    if source.root is not None:
+        t5, clip = _folder_params(source.root / "text_encoder_2"), _folder_params(source.root / "text_encoder")
+        if t5 is not None and clip is not None:
+            return t5, clip
+    text = source.preset.text
+    if getattr(text, "t5_config", None):
+        from ..text import TextEncoders
+
+        with torch.device("meta"):
+            encoders = TextEncoders.from_config(text, 0)
+        return (sum(p.numel() for p in encoders.t5.parameters()),
+                sum(p.numel() for p in encoders.clip.parameters()))
+    return T5_XXL_PARAMS, CLIP_L_PARAMS
+
+
+def plan_for(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.float32, memory: str = "auto", plan: str | None = None,
+             size: tuple[int, int] = (1024, 1024)) -> Estimate:
+    """The plan (and its predicted bytes) ``load_with_plan`` would use; reads headers only."""
+    source = resolve_model(model)
+    return choose_plan(memory, source.preset, dtype, torch.device(device), text_parameter_counts(source), plan, size)
+
+
+def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32, memory: str = "auto", plan: str | None = None,
+                   speed: SpeedOptions | None = None, size: tuple[int, int] = (1024, 1024)) -> KontextEditor:
+    """Load ``model`` under the plan for ``memory`` (or the named ``plan``); ``editor.memory``
+    reports the plan, its estimate and the offload hooks."""
+    source = resolve_model(model)
+    device = torch.device(device)
+    chosen = choose_plan(memory, source.preset, dtype, device, text_parameter_counts(source), plan, size)
+    speed = speed or SpeedOptions()
+    if speed.fp8 and chosen.plan.storage == "fp8":
+        raise PlanError("--fp8 (fp8 matmuls) and the fp8 storage plan both re-store the block linears: use one "
+                        "(--fp8 needs the transformer resident in the compute dtype)")
+    if speed.compile and chosen.plan.offload != "none":
+        raise PlanError(f"--compile is not supported with the {chosen.plan.name} plan (offload hooks move weights "
+                        "between calls); use a resident plan or drop --compile")
+    home = torch.device("cpu") if chosen.plan.offload != "none" else device
+    transformer, autoencoder, text = load_components(source, home, dtype)
+    report = MemoryReport(chosen.plan, chosen)
+    if chosen.plan.storage == "fp8":
+        report.fp8_layers = cast_to_fp8(transformer)
+    speed_report = apply_speed(transformer, speed)
+    if chosen.plan.offload == "model":
+        report.model_offload = ModelOffload({"t5": text.t5, "clip": text.clip, "encoder": autoencoder.encoder,
+                                             "transformer": transformer, "decoder": autoencoder.decoder}, device)
+    elif chosen.plan.offload == "group":
+        blocks = [*transformer.double_blocks, *transformer.single_blocks]
+        report.streams.append(BlockStream(blocks, device))
+        report.streams.append(BlockStream(list(text.t5.encoder.block), device))
+        # what is outside the blocks stays on the device
+        _move_except(transformer, [transformer.double_blocks, transformer.single_blocks], device)
+        _move_except(text.t5, [text.t5.encoder.block], device)
+        report.model_offload = ModelOffload({"clip": text.clip, "encoder": autoencoder.encoder,
+                                             "decoder": autoencoder.decoder}, device)
+    editor = KontextEditor(source.preset, transformer, autoencoder, text, device, dtype, source_fingerprint(source),
+                           speed, speed_report)
+    editor.memory = report
+    return editor
+
+
+def _move_except(module: torch.nn.Module, streamed: list[torch.nn.Module], device: torch.device) -> None:
+    inside = {id(m) for s in streamed for m in s.modules()}
+    for owner in module.modules():
+        if id(owner) in inside:
+            continue
+        for t in owner._parameters.values():
+            if t is not None:
+                t.data = t.data.to(device)
+        for name, t in list(owner._buffers.items()):
+            if t is not None:
+                owner._buffers[name] = t.to(device)
+
+
+def resident_bytes(editor: KontextEditor) -> int:
+    """Weight bytes on the editor's device right now (between calls, for offload plans: what
+    stays there). On the CPU every byte is 'resident'."""
+    total = 0
+    for module in (editor.transformer, editor.autoencoder, editor.text):
+        total += sum(n for where, n in weight_bytes(module).items() if torch.device(where).type == editor.device.type)
+    return total
