@@ -120,6 +120,15 @@ class Store:
         """A local filesystem: reads are cheap, so planning hashes every hit fully (plan.py)."""
         return self._atomic_rename
 
+    def check_writable(self) -> None:
+        """Write and delete a tiny object under the root, so that a store no commit could
+        reach (no such bucket, no or wrong credentials, no permission) fails before any work
+        instead of failing every row at its commit. Raises OSError from the filesystem."""
+        name = f"{self.base}/.kontext-batch-probe-{uuid.uuid4().hex}"
+        with self.fs.open_output_stream(name) as stream:
+            stream.write(b"probe")
+        self.fs.delete_file(name)
+
     # -- names --------------------------------------------------------------------------
     def _dir(self, key: str) -> str:
         return f"{self.base}/{OBJECTS}/{key[:2]}"

@@ -5,11 +5,15 @@ bucket that does not exist."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hardening_helpers import SharedCluster, attempts, cli_env, results_rows, run_cli, run_dirs
+from PIL import Image
 from pipeline_helpers import make_manifest
 
 moto_server = pytest.importorskip("moto.server")
@@ -22,16 +26,33 @@ STORE = f"s3://{BUCKET}/{PREFIX}"
 
 @pytest.fixture(scope="module")
 def s3():
+    """A moto S3 server that checks signatures: the bucket and an IAM user allowed s3:* are
+    made with auth off, then every request must be signed by that user's keys."""
+    import moto.settings
+
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    endpoint = f"http://{host}:{port}"
+    setup = {"endpoint_url": endpoint, "region_name": "us-east-1",
+             "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+    boto3.client("s3", **setup).create_bucket(Bucket=BUCKET)
+    iam = boto3.client("iam", **setup)
+    iam.create_user(UserName="kontext-batch")
+    iam.put_user_policy(UserName="kontext-batch", PolicyName="store", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="kontext-batch")["AccessKey"]
+    saved = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is checked
+    env = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
            "AWS_EC2_METADATA_DISABLED": "true"}
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.create_bucket(Bucket=BUCKET)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=key["AccessKeyId"],
+                          aws_secret_access_key=key["SecretAccessKey"])
     yield env, client
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
     server.stop()
 
 
@@ -79,23 +100,40 @@ def test_run_resume_and_rerun_on_s3(tmp_path: Path, s3, cluster) -> None:
     assert [r["status"] for r in results_rows(second)] == ["cache-hit"] * 6
 
 
-@pytest.mark.xfail(strict=True, reason="store integrity fix (#22.1) not landed yet")
-def test_a_damaged_s3_object_is_recomputed_not_served(tmp_path: Path, s3, cluster) -> None:
+@pytest.mark.parametrize("damage, flags", [
+    ("truncated", ()),                    # the cheap check on every hit: size vs the sidecar's
+    ("same size", ("--verify-cache",)),   # remote hits are hashed in full when asked
+])
+def test_a_damaged_s3_object_is_recomputed_not_served(tmp_path: Path, s3, cluster, damage,
+                                                      flags) -> None:
     env, client = s3
     manifest = make_manifest(tmp_path / "m", products=2, variants=1)
     out = tmp_path / "out"
-    first = run_cli(manifest, out, cluster.address, "--store", STORE, env=cli_env(**env))
+    store = f"{STORE}-{damage.replace(' ', '-')}"
+    first = run_cli(manifest, out, cluster.address, "--store", store, env=cli_env(**env))
     assert first.returncode == 0, first.stdout + first.stderr
     rows = results_rows(run_dirs(out)[0])
     name = rows[0]["output_uri"].removeprefix(f"s3://{BUCKET}/")
     good = client.get_object(Bucket=BUCKET, Key=name)["Body"].read()
-    client.put_object(Bucket=BUCKET, Key=name, Body=bytes(len(good)))  # same size, other bytes
+    bad = good[: len(good) // 2] if damage == "truncated" else bytes(len(good))
+    client.put_object(Bucket=BUCKET, Key=name, Body=bad)
 
-    again = run_cli(manifest, out, cluster.address, "--store", STORE, env=cli_env(**env))
+    again = run_cli(manifest, out, cluster.address, "--store", store, *flags, env=cli_env(**env))
     assert again.returncode == 0, again.stdout + again.stderr
-    statuses = {r["row_id"]: r["status"] for r in results_rows(run_dirs(out)[-1])}
-    assert statuses == {rows[0]["row_id"]: "done", rows[1]["row_id"]: "cache-hit"}
-    assert client.get_object(Bucket=BUCKET, Key=name)["Body"].read() == good  # repaired
+    second = results_rows(run_dirs(out)[-1])
+    assert {r["row_id"]: r["status"] for r in second} == {rows[0]["row_id"]: "done",
+                                                          rows[1]["row_id"]: "cache-hit"}
+    assert "damaged" in second[0]["notes"]  # the repair is recorded on the row
+    repaired = client.get_object(Bucket=BUCKET, Key=name)["Body"].read()
+    sidecar = json.loads(client.get_object(Bucket=BUCKET, Key=name.rsplit(".", 1)[0] + ".json")
+                         ["Body"].read())
+    assert sidecar["sha256"] == hashlib.sha256(repaired).hexdigest() and sidecar.get("repaired")
+    # The same edit again (alone now, so rounding may move a pixel by one level)
+    assert np.abs(_pixels(repaired) - _pixels(good)).max() <= 1
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=int)
 
 
 def _refused_before_work(result, out: Path, *words: str) -> None:
@@ -107,19 +145,26 @@ def _refused_before_work(result, out: Path, *words: str) -> None:
     assert run_dirs(out) == []  # nothing was started
 
 
-@pytest.mark.xfail(strict=True, reason="store probe before work not landed yet")
-def test_missing_credentials_are_refused_before_work(tmp_path: Path, s3, cluster) -> None:
+@pytest.mark.parametrize("credentials", ["missing", "wrong secret"])
+def test_unusable_credentials_are_refused_before_work(tmp_path: Path, s3, cluster,
+                                                      credentials) -> None:
     env, _ = s3
     manifest = make_manifest(tmp_path / "m", products=1, variants=1)
     out = tmp_path / "out"
-    no_keys = {k: v for k, v in env.items() if not k.startswith("AWS_ACCESS") and "SECRET" not in k}
-    result = run_cli(manifest, out, cluster.address, "--store", "s3://no-such-bucket-creds/x",
-                     env=cli_env(**no_keys, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-                                 AWS_CONFIG_FILE=str(tmp_path / "none")))
-    _refused_before_work(result, out, "--store", "s3://no-such-bucket-creds/x")
+    if credentials == "missing":
+        keys = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID",
+                                                           "AWS_SECRET_ACCESS_KEY")}
+    else:
+        keys = {**env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    nowhere = str(tmp_path / "no-aws-files")
+    run_env = cli_env(**keys, AWS_SHARED_CREDENTIALS_FILE=nowhere, AWS_CONFIG_FILE=nowhere)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        if name not in keys:
+            run_env.pop(name, None)
+    result = run_cli(manifest, out, cluster.address, "--store", STORE, env=run_env)
+    _refused_before_work(result, out, "--store", STORE, "credentials")
 
 
-@pytest.mark.xfail(strict=True, reason="store probe before work not landed yet")
 def test_a_bucket_that_does_not_exist_is_refused_before_work(tmp_path: Path, s3, cluster) -> None:
     env, _ = s3
     manifest = make_manifest(tmp_path / "m", products=1, variants=1)
