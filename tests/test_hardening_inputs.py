@@ -246,6 +246,7 @@ def row_run(tmp_path_factory, ray_cluster) -> RowRun:
     entries = [(k.name, k.values, k) for k in kinds]
     entries[1:1] = [(name, values, None) for name, values in _companions()]
     entries += [("companion: holds a bad row's positional id", {}, None)]
+    taken_by_companion = None  # the positional id of the bad row marked id_taken_later
     for i, (name, values, kind) in enumerate(entries):
         row = {"image": "images/ok.png", "instruction": GOOD_INSTRUCTION, "seed": 100 + i,
                "row_id": f"row-{i}", "meta_kind": name}
