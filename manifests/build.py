@@ -45,7 +45,7 @@ from . import rules
 from .paths import SUPPORTED_SCHEMES, is_within, uri_scheme
 from .problems import BuildError, Problem
 from .schema import META_PREFIX
-from .template import Template, TemplateError, parse_template
+from .template import Template, TemplateError, check_template
 from .validate import validate_manifest
 
 log = logging.getLogger(__name__)
@@ -384,14 +384,23 @@ def _check_unique_row_id_parts(source: str, products: list[Product]) -> None:
 
 def load_variants(path: str | os.PathLike) -> list[Variant]:
     """Read and check a variants YAML file. Raises BuildError listing every problem."""
+    variants, problems = _read_variants(path)
+    if problems:
+        raise BuildError(problems)
+    return variants
+
+
+def _read_variants(path: str | os.PathLike) -> tuple[list[Variant], list[Problem]]:
+    """The variants that are fine, and every problem of the file (an unreadable or empty
+    file is one problem; otherwise each entry is checked in full, whatever came before)."""
     source = os.path.abspath(os.fspath(path))
     try:
         with open(source, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise BuildError([_problem(f"variants file not found: {source!r}")]) from None
+        return [], [_problem(f"variants file not found: {source!r}")]
     except (OSError, UnicodeDecodeError) as err:
-        raise BuildError([_problem(f"cannot read variants file {source!r}: {err}")]) from None
+        return [], [_problem(f"cannot read variants file {source!r}: {err}")]
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -399,17 +408,14 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = getattr(err, "problem", None) or str(err)
-        raise BuildError(
-            [
-                _problem(
-                    f"variants file {source!r} is not valid YAML{where}: {what}; fix the syntax there"
-                )
-            ]
-        ) from None
+        return [], [
+            _problem(f"variants file {source!r} is not valid YAML{where}: {what}; fix the syntax there")
+        ]
 
     entries, entry_nodes = data, node
-    if isinstance(data, dict):
-        unknown = [
+    problems: list[Problem] = []
+    if isinstance(data, dict):  # unknown keys are named, and the variants still checked
+        problems += [
             _problem(
                 f"variants file {source!r} line {k.start_mark.line + 1}: unknown top-level key "
                 f"{k.value!r}{_did_you_mean(str(k.value), ['variants'])}; the file holds only a "
@@ -418,47 +424,51 @@ def load_variants(path: str | os.PathLike) -> list[Variant]:
             for k, _ in node.value
             if k.value != "variants"
         ]
-        if unknown:
-            raise BuildError(unknown)
     if isinstance(data, dict) and "variants" in data:
         entries = data["variants"]
         entry_nodes = next(v for k, v in node.value if k.value == "variants")
     if not isinstance(entries, list) or not entries:
-        raise BuildError(
-            [
-                _problem(
-                    f"variants file {source!r} has no variants; it must be a non-empty list of "
-                    "{name, instruction} entries (or a mapping with such a 'variants' list)"
-                )
-            ]
+        problems.append(
+            _problem(
+                f"variants file {source!r} has no variants; it must be a non-empty list of "
+                "{name, instruction} entries (or a mapping with such a 'variants' list)"
+            )
         )
+        return [], problems
     lines = [n.start_mark.line + 1 for n in entry_nodes.value]
 
-    problems: list[Problem] = []
     variants: list[Variant] = []
+    names: list[str] = []  # every named entry, valid or not, for the duplicate check
     for i, entry in enumerate(entries):
-        variant, entry_problems = _parse_variant(entry, f"variants file {source!r} line {lines[i]}")
+        name, variant, entry_problems = _parse_variant(
+            entry, f"variants file {source!r} line {lines[i]}"
+        )
         problems += entry_problems
+        names += [name] if name is not None else []
         if variant is not None:
             variants.append(variant)
+    problems += _duplicate_name_problems(source, names)
+    return variants, problems
+
+
+def _duplicate_name_problems(source: str, names: list[str]) -> list[Problem]:
     by_part: dict[str, str] = {}
-    for v in variants:
-        part = _sanitise(v.name)
+    problems = []
+    for name in names:
+        part = _sanitise(name)
         if part in by_part:
             same = (
                 "is defined twice"
-                if by_part[part] == v.name
+                if by_part[part] == name
                 else f"and {by_part[part]!r} give the same row-id part {part!r}"
             )
             problems.append(
                 _problem(
-                    f"variants file {source!r}: variant {v.name!r} {same}; variant names must be unique"
+                    f"variants file {source!r}: variant {name!r} {same}; variant names must be unique"
                 )
             )
-        by_part.setdefault(part, v.name)
-    if problems:
-        raise BuildError(problems)
-    return variants
+        by_part.setdefault(part, name)
+    return problems
 
 
 def _did_you_mean(word: str, known: list[str]) -> str:
@@ -466,23 +476,29 @@ def _did_you_mean(word: str, known: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _parse_variant(entry: object, where: str) -> tuple[Variant | None, list[Problem]]:
+def _parse_variant(
+    entry: object, where: str
+) -> tuple[str | None, Variant | None, list[Problem]]:
+    """(name or None, the variant or None, every problem of the entry)."""
     if not isinstance(entry, dict):
-        return None, [
+        return None, None, [
             _problem(
                 f"{where}: each variant must be a mapping with name and instruction (got {entry!r})"
             )
         ]
+    problems: list[Problem] = []
     name = entry.get("name")
     if rules.is_int(name):
         name = str(name)
     if not isinstance(name, str) or not name.strip():
-        return None, [
+        # Named, the rest of a nameless entry is still checked so one edit fixes it all.
+        problems.append(
             _problem(f"{where}: variant has no name; add name: <short id>, e.g. name: red")
-        ]
-    name = name.strip()
-    where = f"{where}, variant {name!r}"
-    problems: list[Problem] = []
+        )
+        name = None
+    else:
+        name = name.strip()
+        where = f"{where}, variant {name!r}"
     template = None
     instruction = entry.get("instruction")
     if not isinstance(instruction, str) or not instruction.strip():
@@ -492,10 +508,8 @@ def _parse_variant(entry: object, where: str) -> tuple[Variant | None, list[Prob
             )
         )
     else:
-        try:
-            template = parse_template(instruction.strip())
-        except TemplateError as err:
-            problems.append(_problem(f"{where}: instruction template: {err}"))
+        template, reasons = check_template(instruction.strip())
+        problems += [_problem(f"{where}: instruction template: {r}") for r in reasons]
     settings: dict[str, object] = {}
     fields: dict[str, object] = {}
     for key, value in entry.items():
@@ -536,14 +550,14 @@ def _parse_variant(entry: object, where: str) -> tuple[Variant | None, list[Prob
         else:
             fields[key] = value
     if problems:
-        return None, problems
-    return Variant(name, template, settings, fields), []
+        return name, None, problems
+    return name, Variant(name, template, settings, fields), []
 
 
 # ----------------------------------------------------------------------------- build
 
 
-def _check_template_fields(catalog: Catalog, variants: list[Variant]) -> None:
+def _template_field_problems(catalog: Catalog, variants: list[Variant]) -> list[Problem]:
     catalog_fields = set().union(*(p.fields for p in catalog.products))
     problems = []
     for v in variants:
@@ -557,11 +571,10 @@ def _check_template_fields(catalog: Catalog, variants: list[Variant]) -> None:
                         f"{', '.join(sorted(available))}"
                     )
                 )
-    if problems:
-        raise BuildError(problems)
+    return problems
 
 
-def _check_row_id_collisions(catalog: Catalog, variants: list[Variant]) -> None:
+def _row_id_collision_problems(catalog: Catalog, variants: list[Variant]) -> list[Problem]:
     """Refuse (product, variant) pairs that would share a row id.
 
     Parts never hold '--', so 'P--V--k' is ambiguous only where one product part is another's
@@ -583,8 +596,7 @@ def _check_row_id_collisions(catalog: Catalog, variants: list[Variant]) -> None:
         for p_dash, p in product_pairs
         for v, dash_v in variant_pairs
     ]
-    if problems:
-        raise BuildError(problems)
+    return problems
 
 
 def _meta_names(catalog: Catalog) -> dict[str, str]:
@@ -711,27 +723,21 @@ def check_build_inputs(
 ) -> tuple[Catalog, list[Variant]]:
     """Load the catalog and variants and check them together (template fields, row-id
     collisions), writing nothing: what ``build_manifest`` refuses as files, as one BuildError
-    (``job validate`` uses it so a spec that validates also builds)."""
-    cat, variant_list = _load_inputs(catalog, variants)
-    _check_template_fields(cat, variant_list)
-    _check_row_id_collisions(cat, variant_list)
-    return cat, variant_list
+    (``job validate`` uses it so a spec that validates also builds).
 
-
-def _load_inputs(
-    catalog: str | os.PathLike, variants: str | os.PathLike
-) -> tuple[Catalog, list[Variant]]:
-    """Load both inputs, reporting the problems of both at once."""
+    Every problem comes at once: the catalog's, each variant's, then the unknown template
+    fields and row-id collisions of the variants that are otherwise fine."""
     problems: list[Problem] = []
-    cat = variant_list = None
+    cat = None
     try:
         cat = load_catalog(catalog)
     except BuildError as err:
         problems += err.problems
-    try:
-        variant_list = load_variants(variants)
-    except BuildError as err:
-        problems += err.problems
+    variant_list, variant_problems = _read_variants(variants)
+    problems += variant_problems
+    if cat is not None:
+        problems += _template_field_problems(cat, variant_list)
+        problems += _row_id_collision_problems(cat, variant_list)
     if problems:
         raise BuildError(problems)
     return cat, variant_list

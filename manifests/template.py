@@ -56,37 +56,56 @@ class Template:
 
 
 def parse_template(text: str) -> Template:
-    """Parse and check a template. Raises TemplateError saying what is wrong and how to fix it."""
+    """Parse and check a template. Raises TemplateError saying what is wrong and how to fix it
+    (the first problem; ``template_problems`` lists them all)."""
+    template, problems = check_template(text)
+    if problems:
+        raise TemplateError(problems[0])
+    return template
+
+
+def template_problems(text: str) -> list[str]:
+    """Every reason the template cannot be used (empty when it is fine), in field order."""
+    return check_template(text)[1]
+
+
+def check_template(text: object) -> tuple[Template | None, list[str]]:
+    """(template, []) when usable, else (None, every problem): a user fixing a variants file
+    sees all of a template's bad fields at once, not one per try."""
     if not isinstance(text, str):
-        raise TemplateError(f"the template must be text (got {text!r})")
+        return None, [f"the template must be text (got {text!r})"]
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as err:
-        raise TemplateError(
-            f"malformed template ({err}); write literal braces as {{{{ and }}}}"
-        ) from None
+        return None, [f"malformed template ({err}); write literal braces as {{{{ and }}}}"]
     parts: list[_Part] = []
+    problems: list[str] = []
     for literal, field, spec, conversion in parsed:
         if field is None:
             parts.append(_Part(literal, None, "", None))
             continue
-        if field == "" or field.isdigit():
-            raise TemplateError(
-                f"positional field {{{field}}} is not allowed; name the field, e.g. {{product}}"
-            )
-        if "." in field or "[" in field:
-            raise TemplateError(
-                f"field {{{field}}} uses attribute or index access, which templates do not "
-                "allow; use a plain field name such as {product}"
-            )
-        if not field.isidentifier():
-            raise TemplateError(
-                f"field {{{field}}} is not a plain name; use letters, digits and underscores"
-            )
-        spec = spec or ""
-        if "{" in spec or "}" in spec:
-            raise TemplateError(f"field {{{field}}} has a nested field in its format spec")
-        if conversion not in _CONVERSIONS:
-            raise TemplateError(f"field {{{field}}} has an unknown conversion !{conversion}")
-        parts.append(_Part(literal, field, spec, conversion))
-    return Template(text, tuple(parts))
+        reason = _field_problem(field, spec or "", conversion)
+        if reason:
+            problems.append(reason)
+        else:
+            parts.append(_Part(literal, field, spec or "", conversion))
+    if problems:
+        return None, problems
+    return Template(text, tuple(parts)), []
+
+
+def _field_problem(field: str, spec: str, conversion: str | None) -> str | None:
+    if field == "" or field.isdigit():
+        return f"positional field {{{field}}} is not allowed; name the field, e.g. {{product}}"
+    if "." in field or "[" in field:
+        return (
+            f"field {{{field}}} uses attribute or index access, which templates do not "
+            "allow; use a plain field name such as {product}"
+        )
+    if not field.isidentifier():
+        return f"field {{{field}}} is not a plain name; use letters, digits and underscores"
+    if "{" in spec or "}" in spec:
+        return f"field {{{field}}} has a nested field in its format spec"
+    if conversion not in _CONVERSIONS:
+        return f"field {{{field}}} has an unknown conversion !{conversion}"
+    return None
