@@ -17,6 +17,7 @@ from .autoencoder import AutoEncoder
 from .config import Preset
 from .fingerprint import source_fingerprint
 from .loading import ModelSource, load_components, resolve_model
+from .lora.apply import LoraSet, set_loras
 from .resolution import check_context_scale, check_output_size, context_size, reduced_context_size
 from .sampling import denoise, image_ids, noise_for_seed, pack, schedule, unpack
 from .speed.options import SpeedOptions, SpeedReport, apply_speed
@@ -141,6 +142,8 @@ class KontextEditor:
         progress: Callable[[int, int], None] | None = None,
         step_cache: float | None = None,
         context_scale: float | None = None,
+        loras: LoraSet | None = None,
+        lora_mode: str = "unfused",
     ) -> EditOutput:
         """Edit each image by its instruction. Output size defaults to the context's size.
 
@@ -148,6 +151,8 @@ class KontextEditor:
         ``context_scale``: opt-in reduced context (an approximation; None/1 = exact): the source is
         encoded at this fraction of its context size, fewer tokens to attend to, and laid on the
         full-size positions. The output size does not change.
+        ``loras``: [(LoraAdapter, scale), ...] to switch to before this batch ([] = the base model;
+        None = keep the set applied, see kontext_core.lora.set_loras); ``lora_mode``: unfused|fused.
 
         Rows sharing an image or an instruction share context latents / text embeddings. Each
         row's noise comes from its own seed, so its pixels do not depend on the batch.
@@ -165,6 +170,8 @@ class KontextEditor:
         if size is not None:
             size = check_output_size(tuple(size), ppt)
         scale = check_context_scale(context_scale)
+        if loras is not None:
+            set_loras(self.transformer, loras, lora_mode)
         timings: dict[str, float] = {}
         timer = _Timer(timings, self.device)
 
