@@ -186,9 +186,16 @@ def _compute_dtype(transformer: nn.Module) -> torch.dtype:
 
 
 def _hook(layer: _Layer):
+    # Copies per (device, dtype) of the input: offloading plans move blocks between devices.
+    copies = {(layer.down.device, layer.down.dtype): (layer.down, layer.up, layer.bias)}
+
     def add_low_rank(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
-        return output + F.linear(F.linear(x, layer.down), layer.up, layer.bias)
+        where = (x.device, x.dtype)
+        if where not in copies:
+            copies[where] = tuple(None if t is None else t.to(*where) for t in (layer.down, layer.up, layer.bias))
+        down, up, bias = copies[where]
+        return output + F.linear(F.linear(x, down), up, bias)
 
     return add_low_rank
 
