@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_publish.py [--rows 10000]
 
-Builds a synthetic run (synthetic.make_large_run with every row generated: 64 px PNGs with
+Builds a synthetic run (synthetic_runs.make_large_run with every row generated: 64 px PNGs with
 provenance and a sidecar each; not timed), approves every image in OUT/decisions.jsonl (one
 append, as a bulk approve does; not timed), then times pipeline.publish.publish into an empty
 local folder (every output read and checked against its sidecar's sha256, written atomically,
@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic_runs: a test fixture
+
+from synthetic_runs import make_large_run  # noqa: E402
 
 from pipeline.publish import publish  # noqa: E402
-from pipeline.reports.synthetic import make_large_run  # noqa: E402
 from pipeline.review.decisions import DecisionLog, decision_record, decisions_path  # noqa: E402
 from pipeline.review.runs import load_rows, run_target  # noqa: E402
 

@@ -11,7 +11,7 @@ Reports at scale (a nightly re-run that mostly hits the cache):
 
     .venv/bin/python benchmarks/bench_reports.py --scale 20000 100000 [--before 1254e56]
 
-builds a run of each size with 95 % cache hits (synthetic.make_large_run, 64 px images) and
+builds a run of each size with 95 % cache hits (synthetic_runs.make_large_run, 64 px images) and
 prints, per size, the seconds and peak memory of the report alone and of the whole build with the
 review page: each in a fresh process, peak RSS (VmHWM, reset after the imports) and its growth
 over the RSS right after the imports. With --before REF, the reports package of that git commit is timed
@@ -33,9 +33,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic_runs: a test fixture
+
+from synthetic_runs import make_synthetic_run  # noqa: E402
 
 from pipeline.reports import generate_reports  # noqa: E402
-from pipeline.reports.synthetic import make_synthetic_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +100,9 @@ def extract_package(ref: str, into: Path) -> Path:
 
 
 def scale(args: argparse.Namespace) -> int:
+    from synthetic_runs import make_large_run
+
     from pipeline.reports.pricing import load_pricing
-    from pipeline.reports.synthetic import make_large_run
 
     prices = load_pricing().to_dict()  # frozen into config.json, as the runner does
 

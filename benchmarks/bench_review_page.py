@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_review_page.py [--rows 20000] [--loads 3]
 
-Builds a synthetic run folder cheaply (synthetic.make_large_run: 64 px images, most rows cache
+Builds a synthetic run folder cheaply (synthetic_runs.make_large_run: 64 px images, most rows cache
 hits hard-linked to a template output; not timed), opens `kontext-batch review`'s server on it
 (ReviewSession + ReviewServer, as the command does) and drives headless Chromium (selenium +
 Debian's chromium-driver, tests/setup_browser.sh installs them) to the printed URL. Prints:
@@ -26,8 +26,10 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic_runs: a test fixture
 
-from pipeline.reports.synthetic import make_large_run  # noqa: E402
+from synthetic_runs import make_large_run  # noqa: E402
+
 from pipeline.review.runs import run_target  # noqa: E402
 from pipeline.review.server import ReviewServer  # noqa: E402
 from pipeline.review.service import ReviewSession  # noqa: E402

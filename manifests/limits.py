@@ -1,7 +1,7 @@
 """The one table of sampler and output limits.
 
 Manifest rows (manifests.rules), CLI flags (pipeline.runner.check_flags), job specs
-(jobs.spec), the output encoders (pipeline.encode, pipeline.reports.provenance) and the model
+(jobs.spec), the output encoders (pipeline.encode, pipeline.provenance) and the model
 loader (pipeline.model_info) all read these values here, so a limit changes in one place.
 It lives in ``manifests`` because that is the lowest layer every one of them may import.
 """

@@ -142,7 +142,7 @@ def plan_redo(target: RunTarget, seeds: int | None = None,
 
 def _resolver(target: RunTarget) -> Callable[[str | None], str]:
     """Source path as the reviewed run resolved it (absolute), by the run's own rule."""
-    from pipeline.reports.build import source_policy
+    from pipeline.reports.review_build import source_policy
 
     manifest = manifest_of(target)
     policy = source_policy(target.run_dir, manifest)

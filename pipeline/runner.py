@@ -200,7 +200,7 @@ def _open_store(store_root: str, given: bool) -> Store:
 
 
 def _params_for(run_id: str, info: ModelInfo, dtype: str):
-    from pipeline.reports.provenance import provenance_params
+    from pipeline.provenance import provenance_params
 
     def params(task: Task) -> dict[str, Any]:
         sampler = {"steps": task.steps, "guidance": task.guidance,
@@ -215,7 +215,7 @@ def _params_for(run_id: str, info: ModelInfo, dtype: str):
 def _sidecar_for(task: Task, params: dict[str, Any], data: bytes,
                  origin: dict[str, Any]) -> dict[str, Any]:
     """Store sidecar: the reports' provenance sidecar (schema, params) plus the origin."""
-    from pipeline.reports.provenance import sidecar_json
+    from pipeline.provenance import sidecar_json
 
     doc = json.loads(sidecar_json(params, image_bytes=data))
     doc["origin"] = origin

@@ -10,8 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from synthetic_runs import make_synthetic_run
 
-from pipeline.reports.synthetic import make_synthetic_run
 from pipeline.review.runs import run_target
 from pipeline.review.service import ReviewSession
 

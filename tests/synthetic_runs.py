@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from .provenance import encode_image_with_provenance, provenance_params, sidecar_json
-from .usage import MODEL_PHASES
+from pipeline.provenance import encode_image_with_provenance, provenance_params, sidecar_json
+from pipeline.reports.usage import MODEL_PHASES
 
 PHASES = {"read": 0.05, "decode": 0.02, "text_encode": 0.1, "context_encode": 0.3, "denoise": 6.0,
           "decode_latents": 0.4, "failed_model": 0.0, "file_encode": 0.1, "commit": 0.05}

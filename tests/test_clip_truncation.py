@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from kontext_ckpt_helpers import SIZE, tiny_editor
 from PIL import Image
+from synthetic_runs import make_synthetic_run
 
 from pipeline.actors import EditorActor
 from pipeline.records import CLIP_TRUNCATED_NOTE
 from pipeline.reports import generate_reports
-from pipeline.reports.synthetic import make_synthetic_run
 
 # The test model's limits: CLIP 16 tokens of characters, T5 16 tokens of whole words.
 SHORT = "make red"  # 7 characters + start/end: fits both

@@ -16,7 +16,7 @@ import pytest
 from pipeline_helpers import TEST_MODEL, make_manifest, read_records, rewrite_manifest, start_ray
 
 from pipeline import cli
-from pipeline.reports.report import analyse_run
+from pipeline.reports.report_doc import analyse_run
 from pipeline.runner import RunConfig, run_batch
 
 OWNER, FOLLOWER, GOOD = 0, 1, 2

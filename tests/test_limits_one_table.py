@@ -11,9 +11,8 @@ import pytest
 
 from jobs import spec as job_spec
 from manifests import limits, rules
-from pipeline import cli, encode
+from pipeline import cli, encode, provenance
 from pipeline.errors import ConfigError
-from pipeline.reports import provenance
 from pipeline.runner import RunConfig, check_flags
 
 

@@ -22,7 +22,7 @@ from pipeline.digests import SourceDigests, source_error
 from pipeline.errors import BAD_ROW, TRANSIENT, BadRowError, TransientError
 from pipeline.outcomes import Outcomes
 from pipeline.plan import Plan
-from pipeline.reports.report import analyse_run
+from pipeline.reports.report_doc import analyse_run
 
 FLAKY = "product_1.png"  # the source the injected failures hit (rows 2 and 3)
 

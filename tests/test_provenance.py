@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from synthetic_runs import make_synthetic_run
 
-from pipeline.reports.provenance import (
+from pipeline.provenance import (
     ProvenanceError,
     encode_image_with_provenance,
     provenance_params,
@@ -18,7 +19,6 @@ from pipeline.reports.provenance import (
     read_sidecar,
     sidecar_json,
 )
-from pipeline.reports.synthetic import make_synthetic_run
 
 
 def _image():

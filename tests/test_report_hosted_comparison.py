@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from synthetic_runs import make_synthetic_run
 
 from pipeline.reports import generate_reports, load_pricing, rollup
 from pipeline.reports.command import main as report_main
-from pipeline.reports.synthetic import make_synthetic_run
 
 HITS = tuple(range(1, 12))  # 11 of 14 rows hit the cache
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from pipeline_helpers import make_manifest, run_once
 
+from pipeline.provenance import encode_image_with_provenance, read_provenance
 from pipeline.reports import generate_reports
-from pipeline.reports.provenance import encode_image_with_provenance, read_provenance
 
 PADDED = "  make the   background white "
 

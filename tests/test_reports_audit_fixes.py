@@ -9,14 +9,14 @@ import json
 from pathlib import Path
 
 import pytest
+from synthetic_runs import make_synthetic_run
 
 from jobs.budget import LedgerBudget
 from pipeline.reports import build_report, generate_reports, rollup
 from pipeline.reports.command import main as report_main
 from pipeline.reports.pricing import pricing_from_mapping
-from pipeline.reports.render import report_markdown
-from pipeline.reports.report import analyse_run
-from pipeline.reports.synthetic import make_synthetic_run
+from pipeline.reports.report_doc import analyse_run
+from pipeline.reports.report_render import report_markdown
 
 PER_SECOND = 0.01  # H100 at 36 USD per hour: every device-second costs one cent
 PRICES = {

@@ -4,10 +4,10 @@ import argparse
 import json
 
 import pytest
+from synthetic_runs import make_synthetic_run
 
 from pipeline.reports import build_report, generate_reports, rollup
 from pipeline.reports.command import main, register
-from pipeline.reports.synthetic import make_synthetic_run
 
 H100 = 2.99  # pipeline/pricing.yaml
 # device-busy; failed_model: a model call that raised (the retried rows' first tries)
@@ -280,7 +280,7 @@ def test_inconsistent_ledger_shows_negative_idle_and_a_warning(tmp_path):
 def test_row_cost_is_the_rows_device_busy_seconds_times_price(tmp_path):
     attempts = [(20.0, 33.5, _phases(10.0, file_encode=3.0, commit=0.5))]
     run_dir = _hand_ledger(tmp_path / "runs" / "hand", attempts, held_until=40.0)
-    from pipeline.reports.report import analyse_run
+    from pipeline.reports.report_doc import analyse_run
 
     row = analyse_run(run_dir).rows["r0"]
     assert row.busy_seconds == pytest.approx(10.0)

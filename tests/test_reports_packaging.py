@@ -21,7 +21,8 @@ import json, sys
 from pathlib import Path
 import pipeline
 from pipeline.reports import generate_reports
-from pipeline.reports.synthetic import make_synthetic_run
+sys.path.append(sys.argv[2])  # the test fixture only: after the installed packages
+from synthetic_runs import make_synthetic_run
 
 run = make_synthetic_run(Path(sys.argv[1]), products=1, variants=2)
 outputs = generate_reports(run.run_dir, progress=False)
@@ -51,7 +52,11 @@ def test_wheel_install_writes_report_and_review_page_with_its_own_pricing_file(t
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "pipeline/pricing.yaml" in names
-    assert "pipeline/reports/review_assets.py" in names  # review.js / review.css live in this module
+    # the review pages' script and style sheets are package data, read at build/serve time
+    assert {"pipeline/reports/static/review.js", "pipeline/reports/static/review.css",
+            "pipeline/review/static/app.js", "pipeline/review/static/app.css"} <= names
+    assert "pipeline/provenance.py" in names  # write-path code, outside the reporting layer
+    assert not any(name.startswith("pipeline/reports/synthetic") for name in names)  # a test fixture
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
@@ -59,7 +64,8 @@ def test_wheel_install_writes_report_and_review_page_with_its_own_pricing_file(t
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "out")], cwd=elsewhere, env=env,
+    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "out"), str(ROOT / "tests")],
+                            cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
@@ -67,3 +73,6 @@ def test_wheel_install_writes_report_and_review_page_with_its_own_pricing_file(t
     assert got["pricing_origin"] == str(target / "pipeline" / "pricing.yaml")
     assert {"report.json", "report.md", "review.html", "review.js", "review.css", "sheets"} <= set(got["files"])
     assert got["sheets"] == 1
+    for name in ("review.js", "review.css"):  # written byte for byte from the installed static files
+        written = (tmp_path / "out" / "runs").glob(f"*/{name}")
+        assert [p.read_bytes() for p in written] == [(ROOT / "pipeline/reports/static" / name).read_bytes()]

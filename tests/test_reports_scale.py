@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_runs import make_large_run, make_synthetic_run
 
 from pipeline.reports import build_report, generate_reports
 from pipeline.reports.command import main
 from pipeline.reports.images import safe_name
 from pipeline.reports.ledger import LedgerError, load_ledger
 from pipeline.reports.pricing import pricing_from_mapping
-from pipeline.reports.report import analyse_run, report_json_bytes
+from pipeline.reports.report_doc import analyse_run, report_json_bytes
 from pipeline.reports.sheets import STATUS_COLOURS
-from pipeline.reports.synthetic import make_large_run, make_synthetic_run
 
 PRICES = {
     "currency": "USD", "source": "fixture", "as_of": "2026-11-27",

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_runs import make_synthetic_run
 
 from pipeline.reports import generate_reports
 from pipeline.reports.images import fill
 from pipeline.reports.sheets import STATUS_COLOURS, Cell, SheetLayout, render_page, write_sheets
-from pipeline.reports.synthetic import make_synthetic_run
 
 PAD, CELL = 8, 256
 CELL_W = CELL + PAD

@@ -9,10 +9,10 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_runs import make_synthetic_run, variant_image
 
+from pipeline.provenance import encode_image_with_provenance, read_provenance
 from pipeline.reports import generate_reports
-from pipeline.reports.provenance import encode_image_with_provenance, read_provenance
-from pipeline.reports.synthetic import make_synthetic_run, variant_image
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=\"document.title='pwned'\">"

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_runs import make_synthetic_run
 
 from pipeline.reports import generate_reports
-from pipeline.reports.synthetic import make_synthetic_run
 
 CHROMIUM = "/usr/bin/chromium"
 SETUP = Path(__file__).with_name("setup_browser.sh")

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from review_helpers import session, synthetic
 
+from pipeline.provenance import encode_image_with_provenance, sidecar_json
 from pipeline.reports import generate_reports
-from pipeline.reports.provenance import encode_image_with_provenance, sidecar_json
 
 
 def transparent_source(run, index: int = 0) -> Image.Image:

@@ -13,14 +13,14 @@ from typing import Any
 
 from .bindings import LEVELS, OutputCheck, StoreUnreachable
 from .changes import ReviewThresholds
-from .generate import generate_reports, run_thresholds
 from .ledger import LedgerError
 from .pricing import PricingError, load_pricing
-from .render import report_markdown
-from .report import report_json_bytes
+from .report_doc import report_json_bytes
+from .report_render import report_markdown
 from .rows import DEFAULT_MAX_REVIEW_ROWS
 from .sheets import SheetLayout
 from .verify import VerifyResult, verify_run
+from .write_all import generate_reports, run_thresholds
 
 MAX_SHOWN_PROBLEMS = 50  # output problems printed; the rest are counted
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .ledger import LedgerStream
 from .pricing import Pricing, resolve_run_pricing
-from .render import report_html_page, report_markdown
+from .report_render import report_html_page, report_markdown
 from .usage import COST_MODEL, Analysis, analyse_stream
 
 # @2: busy = device-busy (model phases only); CPU phases (read, decode, file encode, commit) are

@@ -1,4 +1,4 @@
-"""Markdown and HTML renderings of a report object (see report.py).
+"""Markdown and HTML renderings of a report object (see report_doc.py).
 
 Both are built from the same list of sections so they cannot disagree. All text that came from a
 ledger or manifest is escaped for the target format.

@@ -31,11 +31,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.cache import normalise_instruction
+from pipeline.provenance import ProvenanceError, provenance_from_image
 
 from .changes import ReviewThresholds, compare_to_source
 from .images import fill, fit, locate, open_image, safe_name
-from .provenance import ProvenanceError, provenance_from_image
-from .render import money
+from .report_render import money
 from .rows import ReviewScope, RowView
 from .sheets import Cell, SheetLayout, write_sheets
 

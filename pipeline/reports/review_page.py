@@ -16,12 +16,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .build import ReviewBuild, RowReview
 from .changes import ReviewThresholds
 from .decisions_view import decision_summary
-from .render import money, report_html_fragment
-from .report import atomic_write
+from .report_doc import atomic_write
+from .report_render import money, report_html_fragment
 from .review_assets import REVIEW_CSS, REVIEW_JS
+from .review_build import ReviewBuild, RowReview
 from .rows import ReviewScope
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .pricing import Pricing
-from .report import analyse_run
+from .report_doc import analyse_run
 from .usage import CPU_PHASES, MODEL_PHASES
 
 ROW_KEYS = ("total", "done", "cache_hits", "failed", "retried", "unfinished", "delivered")

@@ -20,8 +20,8 @@ from typing import Any
 
 from .bindings import OutputCheck, check_outputs
 from .pricing import Pricing
-from .render import report_html_page, report_markdown
-from .report import build_report, read_stored_report
+from .report_doc import build_report, read_stored_report
+from .report_render import report_html_page, report_markdown
 
 FROZEN_ORIGIN = "config.json (pricing)"  # resolve_run_pricing's origin of a run's frozen prices
 

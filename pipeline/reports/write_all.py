@@ -11,12 +11,12 @@ from typing import Any
 
 from pipeline.killpoints import kill_point
 
-from .build import build_review_assets
 from .changes import ReviewThresholds, thresholds_from_mapping
 from .decisions_view import page_decisions
 from .pricing import Pricing, load_pricing, resolve_run_pricing
-from .report import analyse_run, build_report, write_report
+from .report_doc import analyse_run, build_report, write_report
 from .results_columns import annotate_results
+from .review_build import build_review_assets
 from .review_page import write_review_page
 from .rows import DEFAULT_MAX_REVIEW_ROWS, select_review_rows
 from .sheets import SheetLayout

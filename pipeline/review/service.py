@@ -205,14 +205,14 @@ class ReviewSession:
 
     def _source_policy(self) -> Any:
         if not self._policy_ready:
-            from pipeline.reports.build import source_policy
+            from pipeline.reports.review_build import source_policy
 
             self._policy = source_policy(self.target.run_dir, manifest_of(self.target))
             self._policy_ready = True
         return self._policy
 
     def _max_pixels(self) -> int:
-        from pipeline.reports.build import source_max_pixels
+        from pipeline.reports.review_build import source_max_pixels
 
         return source_max_pixels(self.target.run_dir)
 
@@ -220,7 +220,7 @@ class ReviewSession:
 def _thumbnail(resolved: str, max_pixels: int) -> bytes:
     from PIL import Image, ImageOps
 
-    from pipeline.reports.build import as_model_sees
+    from pipeline.reports.review_build import as_model_sees
     from pipeline.store import filesystem_for
 
     if "://" in resolved:
