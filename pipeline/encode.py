@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image
 
 from manifests.limits import OUTPUT_FORMATS, format_name
+from pipeline.provenance import encode_image_with_provenance
 
 # Bump when the embedded provenance changes the bytes (pipeline.provenance).
 PROVENANCE_VERSION = 1
@@ -60,8 +61,5 @@ def extension(fmt: str) -> str:
 def encode_image(img: Image.Image, fmt: str, params: Mapping[str, Any]) -> bytes:
     """Encode an RGB image with the fixed settings of ``fmt``, embedding ``params``
     (provenance: key inputs, never run-specific values)."""
-    # imported here: the pipeline.reports package pulls pandas, which planning never needs
-    from pipeline.provenance import encode_image_with_provenance
-
     name = normalise_format(fmt)
     return encode_image_with_provenance(img, name, dict(params), **ENCODERS[name])
