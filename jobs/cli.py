@@ -137,6 +137,7 @@ def _job_run(args: argparse.Namespace) -> int:
         # Configuration, checked before any work: each problem is a typed error (exit 2).
         date = parse_date(args.date) if args.date else None
         spec = _load(args, check_files=True, check_model=True)
+        _warn_budget_below_load(spec, "job run")
         date = date or today_for(spec)  # fixed now, so a resume hint names the date that ran
         if args.dry_run:
             return _job_dry_run(spec, date)
@@ -173,9 +174,9 @@ def _job_run(args: argparse.Namespace) -> int:
     print_summary(result.summary, resume=f"kontext-batch job run {args.job} --date {result.date}")
     stop = result.budget_stop
     if result.status == "budget-stopped" and stop:
-        print(f"  budget:   stopped at the cap: spent {stop.get('spent')} of "
-              f"{stop.get('cap')} {stop.get('currency')}; {stop.get('rows_not_dispatched')} "
-              "row(s) not run (reason 'budget cap reached'); exit code 3")
+        from jobs.budget_notice import budget_stop_line
+
+        print(budget_stop_line(stop))
     for path in result.deleted:
         print(f"  retention: deleted {path}")
     return result.exit_code
@@ -268,6 +269,15 @@ def _job_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_budget_below_load(spec, command: str) -> None:
+    """Say so before any work when the cap cannot cover one model load (it will be overshot)."""
+    from jobs.budget_notice import budget_load_warning
+
+    warning = budget_load_warning(spec)
+    if warning:
+        print(f"kontext-batch {command}: {warning}", file=sys.stderr)
+
+
 def _warn_dst_gap(spec) -> None:
     """Say so when the schedule's time does not exist on some night of the coming year."""
     from jobs.cron import dst_gap_warning
@@ -293,6 +303,7 @@ def _job_validate(args: argparse.Namespace) -> int:
         print(f"kontext-batch job validate: {exc}", file=sys.stderr)
         return 2
     _warn_dst_gap(spec)
+    _warn_budget_below_load(spec, "job validate")
     source = f"manifest {spec.manifest}" if spec.manifest else \
         f"build {spec.build.catalog} × {spec.build.variants}"  # type: ignore[union-attr]
     print(f"job spec {spec.path}: ok (job {spec.name}; {source}; model {spec.model}; "

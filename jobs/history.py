@@ -73,10 +73,10 @@ def job_history(spec: JobSpec) -> tuple[list[HistoryRow], dict[str, Any] | None]
 
 
 def _money(value: float | None, currency: str | None) -> str:
-    if value is None:
-        return "-"
-    text = f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.6f}"
-    return f"{text} {currency or ''}".strip()
+    """As the report prints money ($0.0000758, not 7.58e-05); '-' when the run has no cost."""
+    from pipeline.reports.report_render import money
+
+    return "-" if value is None else money(value, currency or "USD")
 
 
 def render_history(spec: JobSpec, rows: list[HistoryRow], totals: dict[str, Any] | None) -> str:
