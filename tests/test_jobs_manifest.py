@@ -154,9 +154,8 @@ def test_installed_entry_point_dispatches_manifest_job_and_pipeline_commands(tmp
     top = subprocess.run([str(ENTRY_POINT), "--help"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert top.returncode == 0
-    assert all(f"\n    {c} " in top.stdout for c in ("run", "report"))
-    assert all(f"\n  {c} " in top.stdout for c in ("manifest build", "job run", "job history",
-                                                    "job schedule"))
+    assert all(f"\n    {c} " in top.stdout for c in ("run", "report", "manifest"))
+    assert all(f"\n  {c} " in top.stdout for c in ("job run", "job history", "job schedule"))
     run = subprocess.run([str(ENTRY_POINT), "run", "--help"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert run.returncode == 0 and "--batch-size" in run.stdout  # pipeline's own parser
