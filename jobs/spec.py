@@ -10,7 +10,8 @@
     model: kontext-tiny                # a preset name or a folder of downloaded weights
     sampler: {steps: 8, guidance: 2.5, output_format: png, dtype: auto, batch_size: 4,
               step_cache: 0.2, fp8: false,  # opt-in fast path (approximate; in the cache key)
-              compile: false}               # opt-in exact path: torch.compile in each actor
+              compile: false,               # opt-in exact path: torch.compile in each actor
+              memory: auto, memory_plan: null}  # memory plan (--memory / --memory-plan)
     output: runs/jobs                  # OUT: OUT/store (shared outputs), OUT/runs/<name>-<date>
     store: s3://bucket/prefix          # optional: outputs elsewhere (default OUT/store)
     image_roots: [s3://bucket/photos/] # optional: where images outside the manifest's folder may
@@ -54,7 +55,8 @@ _TOP_KEYS = ("name", "description", "manifest", "build", "model", "sampler", "ou
              "image_roots", "pricing", "budget", "retention", "schedule", "ray")
 _SECTIONS = {
     "build": ("catalog", "variants", "seeds"),
-    "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size", "step_cache", "fp8", "compile"),
+    "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size", "step_cache", "fp8", "compile",
+                "memory", "memory_plan"),
     "budget": ("amount", "currency"),
     "retention": ("keep_runs", "keep_days"),
     "schedule": ("cron", "timezone"),
@@ -106,6 +108,8 @@ class Sampler:
     step_cache: float | None = None  # first-block step caching threshold (None: exact)
     fp8: bool = False  # fp8 row-wise block linears
     compile: bool = False  # exact path: fused RoPE + torch.compile per block in each actor
+    memory: str = "auto"  # device memory to plan for: auto | 80GB | 24GB | 16GB | 12GB
+    memory_plan: str | None = None  # a named memory plan (kontext_core.quant.plans.PLANS)
 
 
 @dataclass(frozen=True)
@@ -578,6 +582,9 @@ def _check_sampler(c: _Checker, entry) -> Sampler:
         step_cache = None
     fp8 = c.typed(s.get("fp8"), "sampler.fp8", bool, "true or false")
     compile_ = c.typed(s.get("compile"), "sampler.compile", bool, "true or false")
+    memory = c.typed(s.get("memory"), "sampler.memory", str, "auto or a size such as 24GB")
+    memory_plan = c.typed(s.get("memory_plan"), "sampler.memory_plan", str, "a memory plan name")
+    memory, memory_plan = _check_memory(c, s, memory, memory_plan)
     return Sampler(
         steps=c.int_in(s.get("steps"), "sampler.steps", limits.MIN_STEPS, limits.MAX_STEPS),
         guidance=guidance,
@@ -585,7 +592,26 @@ def _check_sampler(c: _Checker, entry) -> Sampler:
                                OUTPUT_FORMATS, "png", aliases=dict(FORMAT_ALIASES)),
         dtype=c.choice(s.get("dtype"), "sampler.dtype", DTYPES, "auto"),
         batch_size=c.int_in(s.get("batch_size"), "sampler.batch_size", 1, 4096) or 4,
-        step_cache=step_cache or None, fp8=bool(fp8), compile=bool(compile_))
+        step_cache=step_cache or None, fp8=bool(fp8), compile=bool(compile_),
+        memory=memory or "auto", memory_plan=memory_plan)
+
+
+def _check_memory(c: _Checker, s, memory: str | None, plan: str | None) -> tuple[str | None, str | None]:
+    """sampler.memory parses as a size and sampler.memory_plan names a plan (whether it fits is
+    the run's check, against its device)."""
+    from kontext_core.quant.plans import PLANS, PlanError, parse_memory
+
+    if memory is not None:
+        try:
+            parse_memory(memory)
+        except PlanError as exc:
+            c.problem(s["memory"][1], "sampler.memory", str(exc))
+            memory = None
+    if plan is not None and plan not in PLANS:
+        c.problem(s["memory_plan"][1], "sampler.memory_plan",
+                  f"{plan!r} is not a memory plan; plans: {', '.join(PLANS)}")
+        plan = None
+    return memory, plan
 
 
 def _pricing_currency(c: _Checker, pricing_path: Path | None, pricing_entry) -> str | None:

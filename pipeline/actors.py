@@ -54,18 +54,53 @@ _MODEL_PHASES = {"text_encode": "text_encode", "context_encode": "context_encode
                  "denoise": "denoise", "decode": "decode_latents"}
 
 
-def load_kontext_editor(model: str, device: str, dtype: Any, fp8: bool = False, compile: bool = False) -> Any:
-    """The production editor factory: kontext_core's KontextEditor.load.
+def load_kontext_editor(model: str, device: str, dtype: Any, fp8: bool = False, compile: bool = False,
+                        memory_plan: str = "resident", memory: str = "auto") -> Any:
+    """The production editor factory: kontext_core's load_with_plan (KontextEditor.load's
+    loading, under the run's memory plan, checked to fit this actor's device before any weight
+    is read).
 
     fp8: the fast path's fp8 linears (emulated, with a note on stderr, where the device has no fp8
     matmul). compile: the exact path's fused RoPE + per-block torch.compile; each new shape
     compiles on its first batch, into the on-disk cache ($KONTEXT_COMPILE_CACHE or the user cache
-    dir) that the node's other actors and later runs load instead of compiling again."""
-    from kontext_core import KontextEditor
+    dir) that the node's other actors and later runs load instead of compiling again.
+    memory_plan: the plan the driver keyed the cache with (its storage changes pixels, so the
+    actor loads that one, never one of its own choosing); memory: the size it must fit."""
+    from kontext_core.quant.load import load_with_plan
     from kontext_core.speed import SpeedOptions
 
-    return KontextEditor.load(model, device=device, dtype=dtype,
-                              speed=SpeedOptions(fp8=fp8, fused_rope=compile, compile=compile))
+    return load_with_plan(model, device=device, dtype=dtype, memory=memory, plan=memory_plan,
+                          speed=SpeedOptions(fp8=fp8, fused_rope=compile, compile=compile))
+
+
+def memory_figures(editor: Any, device: str, peak: int | None) -> dict[str, Any]:
+    """The ledger's memory figures of one batch: the plan, the weight bytes resident on the
+    device after the call (what stays there between calls) and the device's peak allocation
+    during it (None on the CPU, where torch keeps no such count)."""
+    plan = getattr(getattr(editor, "memory", None), "plan", None)
+    resident = None
+    if all(hasattr(editor, name) for name in ("transformer", "autoencoder", "text", "device")):
+        from kontext_core.quant.load import resident_bytes
+
+        resident = int(resident_bytes(editor))
+    return {"plan": getattr(plan, "name", "resident"), "resident_bytes": resident,
+            "peak_device_bytes": peak}
+
+
+def _reset_peak(device: str) -> bool:
+    """Start a batch's peak count (CUDA only); whether there is one."""
+    if not device.startswith("cuda"):
+        return False
+    import torch
+
+    torch.cuda.reset_peak_memory_stats(torch.device(device))
+    return True
+
+
+def _peak(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated(torch.device(device)))
 
 
 def device_type_of(device: str) -> str:
@@ -152,7 +187,8 @@ class EditorActor:
                  editor_factory: EditorFactory | None = None,
                  faults: Sequence[Mapping[str, Any]] = (),
                  torch_threads: int | None = None, fp8: bool = False, compile: bool = False,
-                 expected: Mapping[str, Any] | None = None) -> None:
+                 expected: Mapping[str, Any] | None = None, memory_plan: str | None = None,
+                 memory: str = "auto") -> None:
         """expected: {"fingerprint", "numerics"} the driver built cache keys with; an actor whose
         loaded model differs (another copy of the weights on its node, another kontext_core)
         refuses to start rather than store its outputs under keys that name other weights."""
@@ -169,7 +205,11 @@ class EditorActor:
         check_priced(device_type, (expected or {}).get("priced_devices"))  # before the load's GPU time
         factory = editor_factory or load_kontext_editor
         # options are passed only when on, so factories without them keep working for plain runs
-        options = {name: True for name, on in (("fp8", fp8), ("compile", compile)) if on}
+        options: dict[str, Any] = {name: True for name, on in (("fp8", fp8), ("compile", compile)) if on}
+        if memory_plan not in (None, "resident"):
+            options["memory_plan"] = memory_plan
+        if memory != "auto":
+            options["memory"] = memory
         self.editor = factory(model, device, torch_dtype(dtype), **options)
         self.load_end = time.time()
         check_same_model(self.editor, expected or {}, model)
@@ -185,6 +225,7 @@ class EditorActor:
                      "device": device if device != "cuda" else "cuda:0",
                      "device_type": device_type, "load_start": self.load_start,
                      "load_end": self.load_end}
+        self.info["memory"] = memory_figures(self.editor, self.info["device"], None)
 
     def describe(self) -> dict[str, Any]:
         """Who this actor is and when it loaded the model (for the actor-load record)."""
@@ -246,6 +287,7 @@ class EditorActor:
             with self._lock:
                 t0 = time.perf_counter()  # the device is this call's from here
                 _mark_started(batch, self.name)
+                counting = _reset_peak(self.info["device"])
                 try:
                     maybe_inject(self.faults, [r["row_id"] for r in rows])
                     out = self.editor.edit(
@@ -260,6 +302,8 @@ class EditorActor:
                     # as started) on a device this process is about to give up
                     self._exit_if_poisoned(exc)
                     raise
+                memory = memory_figures(self.editor, self.info["device"],
+                                        _peak(self.info["device"]) if counting else None)
         except Exception as exc:
             # The failed call held the device this long: its rows' attempts carry it (phase
             # failed_model), so the report costs failed attempts, not only successful ones.
@@ -307,7 +351,7 @@ class EditorActor:
                 "error_class": None, "error": None, "oom": False, "data": data,
                 "phases": phases, "truncated": bool(truncated[i]) if i < len(truncated) else False,
                 "clip_truncated": bool(clip_cut[i]) if i < len(clip_cut) else False,
-                "size": list(out.images[i].size)}))
+                "size": list(out.images[i].size), "memory": memory}))
         return outcomes
 
 

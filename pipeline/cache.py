@@ -16,11 +16,14 @@ UTF-8) holding exactly the inputs that change the output file:
                                                --fp8 and --step-cache),
      "output": {"format": "png", "encoder": {...}}           (file encoding + settings),
      "numerics": <numerics version of kontext_core>,
-     "decode": <version of the source decoding rules, pipeline.image_io.DECODE_VERSION>}
+     "decode": <version of the source decoding rules, pipeline.image_io.DECODE_VERSION>,
+     "storage": "fp8"                          (only when the memory plan stores weights in
+                                               another precision: --memory / --memory-plan)}
 
 Anything that changes the pixels or the encoded bytes is in the document, so it changes
 the key; nothing else is (row_id, product_id, variant, meta_* columns, run id, batch
-size, actor count, device placement), so those never cause a recompute. The model sees
+size, actor count, device placement, a memory plan's offloading: it moves weights, not their
+values), so those never cause a recompute. The model sees
 the normalised instruction too, so rows that share a key also share their pixels.
 """
 
@@ -37,6 +40,7 @@ from pipeline.image_io import DECODE_VERSION
 KEY_SCHEMA = "kontext-batch-key/1"
 PRESET_DEFAULT = "preset-default"
 DEFAULT_APPROXIMATIONS: Mapping[str, Any] = {"fp8": False, "step_cache": None}
+NATIVE_STORAGE = "native"  # weights in the compute dtype: left out of the key (old keys hold)
 
 
 def numerics_version() -> str:
@@ -67,6 +71,8 @@ class ModelSettings:
     decode: str = DECODE_VERSION
     approximations: Mapping[str, Any] = field(
         default_factory=lambda: dict(DEFAULT_APPROXIMATIONS))
+    # the memory plan's weight storage (kontext_core.quant.plans.MemoryPlan.key_settings)
+    storage: str = NATIVE_STORAGE
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ class RowSettings:
 def key_document(image_sha256: str, instruction: str, seed: int, model: ModelSettings,
                  row: RowSettings) -> dict[str, Any]:
     """The document whose canonical JSON is hashed into the key."""
-    return {
+    doc = {
         "schema": KEY_SCHEMA,
         "image": image_sha256,
         "instruction": normalise_instruction(instruction),
@@ -97,6 +103,9 @@ def key_document(image_sha256: str, instruction: str, seed: int, model: ModelSet
         "numerics": model.numerics,
         "decode": model.decode,
     }
+    if model.storage != NATIVE_STORAGE:  # only then, so runs of the default plan keep their keys
+        doc["storage"] = model.storage
+    return doc
 
 
 def cache_key(image_sha256: str, instruction: str, seed: int, model: ModelSettings,

@@ -172,6 +172,15 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                         "default ~/.cache/kontext-batch/torch-compile) so other actors and later runs "
                         "load them. Pays on GPUs; same pixels up to rounding, so cached outputs stay "
                         "valid. Default: eager")
+    p.add_argument("--memory", default=d.memory, metavar="auto|80GB|24GB|16GB|12GB",
+                   help="device memory to plan the model's weights for (auto: the GPU's own): "
+                        "picks the first memory plan that fits (resident, model-offload, fp8, "
+                        "fp8-model-offload, fp8-group-offload) and refuses, before any work, a model "
+                        "no plan fits. fp8 storage changes pixels (part of the cache key); offloading "
+                        "does not")
+    p.add_argument("--memory-plan", default=None, metavar="PLAN",
+                   help="use this memory plan (resident, model-offload, fp8, fp8-model-offload, "
+                        "group-offload, fp8-group-offload), checked to fit --memory")
     p.add_argument("--max-pixels", type=_positive_int, default=d.max_pixels,
                    metavar="N", help="refuse source images with more pixels (read from the "
                                      "header, before decoding; default: "

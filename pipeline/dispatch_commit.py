@@ -55,6 +55,13 @@ class Try:
     phases: Mapping[str, float]
 
 
+def _memory_of(res: RowResult) -> dict[str, Any]:
+    """The batch's memory figures (plan, resident_bytes, peak_device_bytes) an actor reported
+    with the row, as the attempt's ``memory`` field; none from actors that do not report."""
+    memory = res.extra.get("memory")
+    return {"memory": dict(memory)} if isinstance(memory, Mapping) else {}
+
+
 class Recorder:
     """Attempt numbering, retry decisions, commits and follower fan-out of a run's rows."""
 
@@ -163,7 +170,7 @@ class Recorder:
         records = [self.ledger.record("attempt", **task_attempt(
             task, attempt=attempt, outcome="ok", actor=t.actor, start=t.start, end=t.end,
             phases=phases, output_uri=uri, nbytes=len(data), truncated=truncated, notes=notes,
-            already_stored=not wrote))]
+            already_stored=not wrote, **_memory_of(res)))]
         self.outcomes.set(task.row_index, status="done", key=task.key, output_uri=uri,
                           attempts=attempt, seconds=seconds, truncated=truncated, notes=notes)
         self.progress.row_done()

@@ -141,7 +141,8 @@ class ActorPool:
             "actor-load", actor=info["actor"], pid=info.get("pid"), node=info.get("node"),
             node_ip=info.get("node_ip"), device=info.get("device"),
             device_type=info.get("device_type"), start=info.get("load_start"),
-            end=info.get("load_end"))]
+            end=info.get("load_end"),
+            **({"memory": dict(info["memory"])} if isinstance(info.get("memory"), Mapping) else {}))]
 
     def learn_clock(self, node: str | None, actor_time: float | None) -> None:
         """How far the driver's clock is ahead of ``node``'s: an answer stamped ``actor_time``

@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, numerics_version
+from pipeline.cache import DEFAULT_APPROXIMATIONS, NATIVE_STORAGE, ModelSettings, numerics_version
 from pipeline.cluster import default_dtype
 from pipeline.encode import normalise_format
 from pipeline.image_io import DEFAULT_MAX_PIXELS
 from pipeline.manifest_input import CLI_ROOTS_SETTING
-from pipeline.model_info import ModelInfo
+from pipeline.model_info import MemoryPlanInfo, ModelInfo, check_plan_options, resolve_memory_plan
 from pipeline.plan import RowDefaults
 
 DEFAULT_MODEL = "kontext-tiny"
@@ -75,6 +75,10 @@ class RunConfig:
     # exact path: fused RoPE + torch.compile per block in each actor (same pixels up to rounding,
     # so not in the key; compiled kernels are cached on disk and shared by the node's actors)
     compile: bool = False
+    # memory plan (kontext_core.quant.plans): auto (the device's memory) or a size such as 24GB
+    # picks one; memory_plan names one. Its weight storage (fp8) is in the key, offload is not.
+    memory: str = "auto"
+    memory_plan: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, manifest: str) -> RunConfig:
@@ -106,6 +110,7 @@ class RunSettings:
     defaults: RowDefaults  # steps, guidance and format of rows that leave them empty
     model: ModelSettings  # the model's part of every cache key
     identity: Mapping[str, Any]  # what the run id is hashed from (with the manifest digest)
+    memory: MemoryPlanInfo | None = None  # the memory plan the actors load the model with
 
     def record(self, config: RunConfig, store_root: str) -> dict[str, Any]:
         """The resolved settings, as config.json and the ledger's run-start record hold them."""
@@ -113,7 +118,8 @@ class RunSettings:
         return {**flags, "device": self.device, "dtype": self.dtype,
                 "steps": self.defaults.steps, "guidance": self.defaults.guidance,
                 "output_format": self.defaults.output_format, "numerics": numerics_version(),
-                "store": store_root}
+                "store": store_root,
+                **({"memory_plan": self.memory.record()} if self.memory else {})}
 
 
 def derive_settings(config: RunConfig, info: ModelInfo, device: str) -> RunSettings:
@@ -125,9 +131,12 @@ def derive_settings(config: RunConfig, info: ModelInfo, device: str) -> RunSetti
         guidance=config.guidance if config.guidance is not None else info.default_guidance,
         output_format=fmt)
     step_cache = config.step_cache or None  # 0 means exact, the same as off
+    memory = resolve_memory_plan(info.spec, device, dtype, config.memory, config.memory_plan)
+    check_plan_options(memory, config.fp8, config.compile)
     model = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype,
                           approximations={**DEFAULT_APPROXIMATIONS, "step_cache": step_cache,
-                                          "fp8": bool(config.fp8)})
+                                          "fp8": bool(config.fp8)},
+                          storage=memory.storage)
     identity: dict[str, Any] = {"model": info.fingerprint, "dtype": dtype,
                                 "steps": defaults.steps, "guidance": defaults.guidance,
                                 "output_format": fmt, "numerics": numerics_version()}
@@ -135,8 +144,10 @@ def derive_settings(config: RunConfig, info: ModelInfo, device: str) -> RunSetti
         identity["step_cache"] = step_cache
     if config.fp8:
         identity["fp8"] = True
+    if memory.storage != NATIVE_STORAGE:  # the default plan's runs keep their run ids
+        identity["storage"] = memory.storage
     return RunSettings(device=device, dtype=dtype, defaults=defaults, model=model,
-                       identity=identity)
+                       identity=identity, memory=memory)
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,8 @@ def _node_alive(node_id: str | None) -> bool:
 
 
 def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str, priced: list[str],
-                  editor_factory: Any, faults: Sequence[Mapping[str, Any]]) -> list[ActorSlot]:
+                  editor_factory: Any, faults: Sequence[Mapping[str, Any]],
+                  memory_plan: str | None = None) -> list[ActorSlot]:
     import ray
 
     from pipeline.actors import EditorActor
@@ -256,6 +257,7 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str, p
             scheduling_strategy="SPREAD",
         ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
                  layout.torch_threads, fp8=config.fp8, compile=config.compile,
+                 memory_plan=memory_plan, memory=config.memory,
                  expected={"fingerprint": info.fingerprint, "numerics": numerics_version(),
                            "priced_devices": priced})
         slots.append(ActorSlot(name=name, handle=handle))
@@ -435,7 +437,8 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                 actors_started, budget_stopped = _dispatch(
                     config, info, device, dtype, plan, store, ledger, outcomes, progress,
                     history, run_id, editor_factory, faults, session, budget,
-                    sorted(pricing["pricing"]["device_hour"]))
+                    sorted(pricing["pricing"]["device_hour"]),
+                    derived.memory.name if derived.memory else None)
         except StoreFull as exc:
             stop_reason = str(exc)
             for i, state in enumerate(outcomes.status):
@@ -490,10 +493,11 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
               ledger: LedgerWriter, outcomes: Outcomes, progress: RunProgress, history,
               run_id: str, editor_factory: Any, faults: Sequence[Mapping[str, Any]],
               session: _RaySession, budget: BudgetHook | None,
-              priced: Sequence[str]) -> tuple[int, bool]:
+              priced: Sequence[str], memory_plan: str | None = None) -> tuple[int, bool]:
     session.ensure()
     kill_point("before-dispatch")
-    slots = _start_actors(config, info, device, dtype, list(priced), editor_factory, faults)
+    slots = _start_actors(config, info, device, dtype, list(priced), editor_factory, faults,
+                          memory_plan)
     kill_point("after-actor-start")
     dispatcher = Dispatcher(
         slots=slots, store=store, ledger=ledger, outcomes=outcomes, progress=progress,
