@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.cache import DEFAULT_APPROXIMATIONS, ModelSettings, RowSettings, cache_key
+from pipeline.cache import (
+    DEFAULT_APPROXIMATIONS,
+    NATIVE_STORAGE,
+    ModelSettings,
+    RowSettings,
+    cache_key,
+)
 from pipeline.digests import read_source_bytes
 from pipeline.encode import EXTENSIONS, shared_output_spec
 from pipeline.errors import PipelineError
@@ -83,7 +89,8 @@ class Rekeyer:
             model_fingerprint=fingerprint, dtype=str(sampler["dtype"]), numerics=str(settings["numerics"]),
             decode=str(settings.get("decode", DECODE_VERSION)),
             approximations={**DEFAULT_APPROXIMATIONS, "step_cache": settings.get("step_cache") or None,
-                            "fp8": bool(settings.get("fp8"))})
+                            "fp8": bool(settings.get("fp8"))},
+            storage=str((settings.get("memory_plan") or {}).get("storage", NATIVE_STORAGE)))
         size = sampler.get("size")
         row = RowSettings(steps=sampler.get("steps"), guidance=sampler.get("guidance"),
                           size=tuple(size) if isinstance(size, list | tuple) else None,
