@@ -189,6 +189,9 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
 
 
 def _md_cell(text: str) -> str:
+    """A table cell or list value: product ids and variants are user text, and Markdown viewers
+    render inline HTML, so <, > and & become entities (which they show as the characters)."""
+    text = html.escape(text, quote=False)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
