@@ -278,6 +278,24 @@ def _warn_budget_below_load(spec, command: str) -> None:
         print(f"kontext-batch {command}: {warning}", file=sys.stderr)
 
 
+def _warn_source_sizes(spec) -> None:
+    """Name the manifest's sources the model will squash (flagged 'reframed' after the run)."""
+    from pipeline.errors import ConfigError
+    from pipeline.manifest_input import check_manifest
+    from pipeline.source_sizes import manifest_size_warnings
+
+    if spec.manifest is None:  # built at run time: its rows do not exist yet
+        return
+    try:
+        checked = check_manifest(str(spec.manifest), image_roots=spec.image_roots,
+                                 roots_setting="image_roots")
+        warnings = manifest_size_warnings(checked, spec.model)
+    except (ConfigError, KeyError, OSError, ValueError):  # validation named those already
+        return
+    for warning in warnings:
+        print(f"kontext-batch job validate: warning: {warning}", file=sys.stderr)
+
+
 def _warn_dst_gap(spec) -> None:
     """Say so when the schedule's time does not exist on some night of the coming year."""
     from jobs.cron import dst_gap_warning
@@ -304,6 +322,7 @@ def _job_validate(args: argparse.Namespace) -> int:
         return 2
     _warn_dst_gap(spec)
     _warn_budget_below_load(spec, "job validate")
+    _warn_source_sizes(spec)
     source = f"manifest {spec.manifest}" if spec.manifest else \
         f"build {spec.build.catalog} × {spec.build.variants}"  # type: ignore[union-attr]
     print(f"job spec {spec.path}: ok (job {spec.name}; {source}; model {spec.model}; "

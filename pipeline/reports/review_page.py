@@ -24,6 +24,38 @@ from .review_assets import REVIEW_CSS, REVIEW_JS
 from .review_build import ReviewBuild, RowReview
 from .rows import ReviewScope
 
+# One sentence per flag: what it means, then what to do (the tiles' tooltips and the legend).
+FLAG_HELP: dict[str, str] = {
+    "failed": "The row failed; its reason is on the tile. Fix what the reason names (the source "
+              "file, the instruction, the seed) and run the same command again.",
+    "unchanged": "The output is almost the same as the source (mean difference below "
+                 "unchanged_mean_diff): the edit did not happen. Reject it and redo the row with "
+                 "another seed or a more explicit instruction.",
+    "spread": "The change covers nearly the whole frame (above spread_fraction), so the product "
+              "itself was probably re-rendered or drifted. Compare the product with the source "
+              "and reject the output if it is no longer the same item.",
+    "blank": "The output is a flat image (pixel spread below blank_std), e.g. black from a "
+             "numerical fault. Reject it and redo the row; if many rows are blank, check the "
+             "model and the device.",
+    "reframed": "The output's shape differs from the source's (aspect ratio off by more than "
+                "aspect_tolerance): the model works at its own size, so the product is cropped, "
+                "squashed or stretched. Check its proportions; crop or pad such sources to the "
+                "model's shape before the run (validation warns about them).",
+    "missing-output": "The row is recorded as done but its output file could not be read "
+                      "(moved, deleted or damaged in the store). Run the same command again to "
+                      "regenerate it.",
+    "no-source": "The source image could not be read when this page was built, so there is no "
+                 "heat map and no change check. Check that the source path is still there and "
+                 "readable, then rebuild the page (kontext-batch report RUN_DIR).",
+    "no-provenance": "The output file carries no embedded parameters, so it cannot be traced "
+                     "back to its row. Regenerate it if the file's origin matters.",
+    "provenance-mismatch": "The instruction or seed embedded in the output differs from the "
+                           "row's, so the file may belong to another row. Reject it and redo "
+                           "the row.",
+}
+TEXT_CUT_HELP = ("{name} saw only the start of the instruction (its token limit). Not counted as "
+                 "flagged; if the cut-off words matter, shorten the instruction.")
+
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'")
 
@@ -82,7 +114,8 @@ def _tile(index: int, r: RowReview, currency: str, decision: dict[str, Any] | No
     flags = ""
     if r.flags:
         flags = '<ul class="flags">' + "".join(
-            f'<li class="flag flag-{_attr(f)}">{escape(f)}</li>' for f in r.flags) + "</ul>"
+            f'<li class="flag flag-{_attr(f)}"{_help_title(f)}>{escape(f)}</li>'
+            for f in r.flags) + "</ul>"
     flags += _text_cuts(v.text_cuts)
     if v.notes:
         flags += f'<p class="input-notes"><strong>input:</strong> {escape(v.notes)}</p>'
@@ -115,9 +148,29 @@ def _text_cuts(cuts: list[str]) -> str:
     kontext-tiny's 24-character CLIP most catalog instructions are cut there."""
     if not cuts:
         return ""
-    items = "".join(f'<li class="flag text-cut" title="{_attr(name + " saw only the start of the instruction")}">'
+    items = "".join(f'<li class="flag text-cut" title="{_attr(TEXT_CUT_HELP.format(name=name))}">'
                     f"{escape(name)} cut</li>" for name in cuts)
     return f'<ul class="flags text-cuts" aria-label="instruction cut at the text encoders\' token limits">{items}</ul>'
+
+
+def _help_title(flag: str) -> str:
+    help_text = FLAG_HELP.get(flag)
+    return f' title="{_attr(help_text)}"' if help_text else ""
+
+
+def flag_legend_html(rows: list[RowReview]) -> str:
+    """What each flag shown on the page means and what to do about it ('' when none is)."""
+    shown = {f for r in rows for f in r.flags}
+    cuts = [name for name in ("T5", "CLIP") if any(name in r.view.text_cuts for r in rows)]
+    items = [(flag, text) for flag, text in FLAG_HELP.items() if flag in shown]
+    items += [(f"{name} cut", TEXT_CUT_HELP.format(name=name)) for name in cuts]
+    items += [(flag, "No explanation recorded for this flag.") for flag in sorted(shown - set(FLAG_HELP))]
+    if not items:
+        return ""
+    entries = "".join(f'<dt><span class="flag flag-{_attr(flag)}">{escape(flag)}</span></dt>'
+                      f"<dd>{escape(text)}</dd>" for flag, text in items)
+    return (f'<section id="flag-legend"><h2>What the flags mean</h2>'
+            f'<dl class="flag-legend">{entries}</dl></section>\n')
 
 
 def _plural(n: int, one: str, many: str | None = None) -> str:
@@ -228,6 +281,7 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
         f'<span id="showing" aria-live="polite">showing {len(rows)} of {len(rows)} rows</span></nav></header>\n'
         "<main>\n"
         f"{scope}"
+        f"{flag_legend_html(rows)}"
         f'<section id="rows"><h2>Rows</h2><div class="tiles">\n'
         + "\n".join(_tile(i, r, currency, build.decisions.get(r.view.row_id)) for i, r in enumerate(rows))
         + "\n</div></section>\n"
