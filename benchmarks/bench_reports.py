@@ -64,9 +64,12 @@ def _reset_peak() -> bool:
 def measure_in_this_process(package: str, run_dir: str, review: bool) -> dict[str, float]:
     """One report build by `package` (pipeline.reports, or an older copy): seconds and memory."""
     import importlib
+    import importlib.util
 
     reports = importlib.import_module(package)
-    importlib.import_module(package + ".build")  # the review's imports (PIL, numpy) in the baseline
+    # the review's imports (PIL, numpy) in the baseline; commits before issue #20 call it build
+    build = "review_build" if importlib.util.find_spec(package + ".review_build") else "build"
+    importlib.import_module(f"{package}.{build}")
     reset = _reset_peak()
     baseline = _status_mib("VmRSS")
     t0 = time.perf_counter()
