@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,7 @@ from .step_cache import FirstBlockCache
 from .transformer import KontextTransformer
 
 if TYPE_CHECKING:
-    from .text import TextEncoders
+    from .text import TextEmbeddings, TextEncoders
 
 DEFAULT_MODEL = "kontext-tiny"
 # Bumped whenever a change in kontext_core changes output pixels; part of the pipeline cache key.
@@ -64,6 +64,13 @@ def _image_key(image: Image.Image) -> str:
     return hashlib.sha1(image.tobytes()).hexdigest() + f":{image.size}:{image.mode}"
 
 
+def _row(emb: TextEmbeddings, i: int) -> TextEmbeddings:
+    from .text import TextEmbeddings
+
+    return TextEmbeddings(emb.t5[i:i + 1], emb.pooled[i:i + 1], [emb.truncated[i]],
+                          [emb.clip_truncated[i] if emb.clip_truncated else False])
+
+
 class _Timer:
     def __init__(self, timings: dict[str, float], device: torch.device):
         self.timings, self.device = timings, device
@@ -87,7 +94,7 @@ class KontextEditor:
     """A resident FLUX.1 Kontext model. ``load`` once, then call ``edit`` on batches."""
 
     def __init__(self, preset: Preset, transformer: KontextTransformer, autoencoder: AutoEncoder,
-                 text: TextEncoders, device: torch.device, dtype: torch.dtype, fingerprint: str,
+                 text: TextEncoders | None, device: torch.device, dtype: torch.dtype, fingerprint: str,
                  speed: SpeedOptions | None = None, speed_report: SpeedReport | None = None):
         self.preset = preset
         self.transformer = transformer
@@ -101,12 +108,14 @@ class KontextEditor:
 
     @classmethod
     def load(cls, model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
-             dtype: torch.dtype = torch.float32, speed: SpeedOptions | None = None) -> KontextEditor:
+             dtype: torch.dtype = torch.float32, speed: SpeedOptions | None = None,
+             text: bool = True) -> KontextEditor:
         """``speed``: exact-path speed-ups (fused RoPE, compile) and fast-path approximations (fp8);
-        see kontext_core.speed. Default: the plain exact path."""
+        see kontext_core.speed. Default: the plain exact path. ``text=False``: no text encoders
+        (``edit`` then needs ``embeddings``, e.g. from kontext_core.text_phase)."""
         source: ModelSource = resolve_model(model)
         device = torch.device(device)
-        transformer, autoencoder, text = load_components(source, device, dtype)
+        transformer, autoencoder, text = load_components(source, device, dtype, text=text)
         speed = speed or SpeedOptions()
         report = apply_speed(transformer, speed)
         return cls(source.preset, transformer, autoencoder, text, device, dtype, source_fingerprint(source),
@@ -130,6 +139,20 @@ class KontextEditor:
         x = image_to_tensor(image).to(self.device, self.dtype)
         return pack(self.autoencoder.encode(x)), (w, h)
 
+    def _embeddings(self, texts: list[str], given: Mapping[str, TextEmbeddings]) -> TextEmbeddings:
+        """The batch's unique texts' embeddings: the given ones, the rest encoded here."""
+        from .text import TextEmbeddings
+
+        missing = [t for t in texts if t not in given]
+        if missing and self.text is None:
+            raise EditError(f"this editor was loaded without text encoders and no embedding was given for "
+                            f"{missing[0]!r}: pass embeddings= or load with text=True")
+        encoded = self.text.encode(missing) if missing else None
+        rows = [given[t] if t in given else _row(encoded, missing.index(t)) for t in texts]
+        return TextEmbeddings(torch.cat([r.t5.to(self.device) for r in rows]),
+                              torch.cat([r.pooled.to(self.device) for r in rows]),
+                              [r.truncated[0] for r in rows], [r.clip_truncated[0] for r in rows])
+
     @torch.inference_mode()
     def edit(
         self,
@@ -144,6 +167,7 @@ class KontextEditor:
         context_scale: float | None = None,
         loras: LoraSet | None = None,
         lora_mode: str = "unfused",
+        embeddings: Mapping[str, TextEmbeddings] | None = None,
     ) -> EditOutput:
         """Edit each image by its instruction. Output size defaults to the context's size.
 
@@ -153,6 +177,8 @@ class KontextEditor:
         full-size positions. The output size does not change.
         ``loras``: [(LoraAdapter, scale), ...] to switch to before this batch ([] = the base model;
         None = keep the set applied, see kontext_core.lora.set_loras); ``lora_mode``: unfused|fused.
+        ``embeddings``: instruction -> its precomputed one-row TextEmbeddings (encoded alone, e.g.
+        by kontext_core.text_phase); instructions found there are not encoded again.
 
         Rows sharing an image or an instruction share context latents / text embeddings. Each
         row's noise comes from its own seed, so its pixels do not depend on the batch.
@@ -177,7 +203,7 @@ class KontextEditor:
 
         with timer("text_encode"):
             unique_text = list(dict.fromkeys(instructions))
-            emb = self.text.encode(unique_text)
+            emb = self._embeddings(unique_text, embeddings or {})
             text_index = [unique_text.index(i) for i in instructions]
 
         with timer("context_encode"):

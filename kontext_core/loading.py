@@ -279,20 +279,34 @@ def check_dtype(dtype: torch.dtype) -> None:
         raise ValueError(f"dtype {dtype} is not supported; use torch.bfloat16 or torch.float32")
 
 
-def load_components(source: ModelSource, device: torch.device | str, dtype: torch.dtype
-                    ) -> tuple[KontextTransformer, AutoEncoder, TextEncoders]:
+def load_text_encoders(source: ModelSource, device: torch.device | str, dtype: torch.dtype) -> TextEncoders:
+    """The T5 and CLIP encoders of ``source`` alone (the weights load_components would give)."""
+    check_dtype(dtype)
+    from .text import TextEncoders
+
+    if source.kind == "random":
+        # build_random's encoders: their own seeded RNG, independent of the other modules
+        text = TextEncoders.from_config(source.preset.text, (source.preset.random_init_seed or 0) + 1)
+    elif source.root is not None:
+        text = TextEncoders.from_folders(source.root, source.preset.text, dtype)
+    else:
+        raise ValueError(f"model source of kind {source.kind!r} names no weights")
+    return text.to(device=device, dtype=dtype).eval()
+
+
+def load_components(source: ModelSource, device: torch.device | str, dtype: torch.dtype, text: bool = True
+                    ) -> tuple[KontextTransformer, AutoEncoder, TextEncoders | None]:
+    """``text=False``: no text encoders (the caller brings precomputed embeddings to ``edit``)."""
     check_dtype(dtype)
     if source.kind == "random":
-        transformer, autoencoder, text = build_random(source.preset, source.preset.random_init_seed or 0)
+        transformer, autoencoder, _ = build_random(source.preset, source.preset.random_init_seed or 0)
         transformer, autoencoder = transformer.to(device=device, dtype=dtype), autoencoder.to(device=device, dtype=dtype)
     elif source.transformer is not None and source.autoencoder is not None and source.root is not None:
         transformer = load_transformer(source.transformer, source.preset.transformer, device, dtype)
         autoencoder = load_autoencoder(source.autoencoder, source.preset.autoencoder, device, dtype)
-        from .text import TextEncoders
-
-        text = TextEncoders.from_folders(source.root, source.preset.text, dtype)
     else:
         raise ValueError(f"model source of kind {source.kind!r} names no weights")
     # Loaded weights are already on ``device`` in ``dtype``; no module-wide .to(dtype) here, it would
     # widen the float8 storage of fp8 checkpoints.
-    return transformer.eval(), autoencoder.eval(), text.to(device=device, dtype=dtype).eval()
+    encoders = load_text_encoders(source, device, dtype) if text else None
+    return transformer.eval(), autoencoder.eval(), encoders

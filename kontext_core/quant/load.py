@@ -70,9 +70,11 @@ def plan_for(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cp
 
 def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, memory: str = "auto", plan: str | None = None,
-                   speed: SpeedOptions | None = None, size: tuple[int, int] = (1024, 1024)) -> KontextEditor:
+                   speed: SpeedOptions | None = None, size: tuple[int, int] = (1024, 1024),
+                   text: bool = True) -> KontextEditor:
     """Load ``model`` under the plan for ``memory`` (or the named ``plan``); ``editor.memory``
-    reports the plan, its estimate and the offload hooks."""
+    reports the plan, its estimate and the offload hooks. ``text=False``: no text encoders (edit
+    takes precomputed embeddings; a batch pipeline encodes every instruction first)."""
     source = resolve_model(model)
     device = torch.device(device)
     chosen = choose_plan(memory, source.preset, dtype, device, text_parameter_counts(source), plan, size)
@@ -84,22 +86,26 @@ def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device
         raise PlanError(f"--compile is not supported with the {chosen.plan.name} plan (offload hooks move weights "
                         "between calls); use a resident plan or drop --compile")
     home = torch.device("cpu") if chosen.plan.offload != "none" else device
-    transformer, autoencoder, text = load_components(source, home, dtype)
+    transformer, autoencoder, text = load_components(source, home, dtype, text=text)
+    encoders = {"t5": text.t5, "clip": text.clip} if text is not None else {}
     report = MemoryReport(chosen.plan, chosen)
     if chosen.plan.storage == "fp8":
         report.fp8_layers = cast_to_fp8(transformer)
     speed_report = apply_speed(transformer, speed)
     if chosen.plan.offload == "model":
-        report.model_offload = ModelOffload({"t5": text.t5, "clip": text.clip, "encoder": autoencoder.encoder,
+        report.model_offload = ModelOffload({**encoders, "encoder": autoencoder.encoder,
                                              "transformer": transformer, "decoder": autoencoder.decoder}, device)
     elif chosen.plan.offload == "group":
         blocks = [*transformer.double_blocks, *transformer.single_blocks]
         report.streams.append(BlockStream(blocks, device))
-        report.streams.append(BlockStream(list(text.t5.encoder.block), device))
         # what is outside the blocks stays on the device
         _move_except(transformer, [transformer.double_blocks, transformer.single_blocks], device)
-        _move_except(text.t5, [text.t5.encoder.block], device)
-        report.model_offload = ModelOffload({"clip": text.clip, "encoder": autoencoder.encoder,
+        clip = {}
+        if text is not None:
+            report.streams.append(BlockStream(list(text.t5.encoder.block), device))
+            _move_except(text.t5, [text.t5.encoder.block], device)
+            clip = {"clip": text.clip}
+        report.model_offload = ModelOffload({**clip, "encoder": autoencoder.encoder,
                                              "decoder": autoencoder.decoder}, device)
     editor = KontextEditor(source.preset, transformer, autoencoder, text, device, dtype, source_fingerprint(source),
                            speed, speed_report)
@@ -125,5 +131,7 @@ def resident_bytes(editor: KontextEditor) -> int:
     stays there). On the CPU every byte is 'resident'."""
     total = 0
     for module in (editor.transformer, editor.autoencoder, editor.text):
+        if module is None:  # loaded without text encoders
+            continue
         total += sum(n for where, n in weight_bytes(module).items() if torch.device(where).type == editor.device.type)
     return total
