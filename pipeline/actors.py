@@ -55,7 +55,7 @@ _MODEL_PHASES = {"text_encode": "text_encode", "context_encode": "context_encode
 
 
 def load_kontext_editor(model: str, device: str, dtype: Any, fp8: bool = False, compile: bool = False,
-                        memory_plan: str = "resident", memory: str = "auto") -> Any:
+                        memory_plan: str = "resident", memory: str = "auto", text: bool = True) -> Any:
     """The production editor factory: kontext_core's load_with_plan (KontextEditor.load's
     loading, under the run's memory plan, checked to fit this actor's device before any weight
     is read).
@@ -65,12 +65,13 @@ def load_kontext_editor(model: str, device: str, dtype: Any, fp8: bool = False, 
     compiles on its first batch, into the on-disk cache ($KONTEXT_COMPILE_CACHE or the user cache
     dir) that the node's other actors and later runs load instead of compiling again.
     memory_plan: the plan the driver keyed the cache with (its storage changes pixels, so the
-    actor loads that one, never one of its own choosing); memory: the size it must fit."""
+    actor loads that one, never one of its own choosing); memory: the size it must fit.
+    text=False: no text encoders (the run's text phase encoded its instructions first)."""
     from kontext_core.quant.load import load_with_plan
     from kontext_core.speed import SpeedOptions
 
     return load_with_plan(model, device=device, dtype=dtype, memory=memory, plan=memory_plan,
-                          speed=SpeedOptions(fp8=fp8, fused_rope=compile, compile=compile))
+                          speed=SpeedOptions(fp8=fp8, fused_rope=compile, compile=compile), text=text)
 
 
 def memory_figures(editor: Any, device: str, peak: int | None) -> dict[str, Any]:
@@ -188,7 +189,7 @@ class EditorActor:
                  faults: Sequence[Mapping[str, Any]] = (),
                  torch_threads: int | None = None, fp8: bool = False, compile: bool = False,
                  expected: Mapping[str, Any] | None = None, memory_plan: str | None = None,
-                 memory: str = "auto") -> None:
+                 memory: str = "auto", text_phase: bool = False) -> None:
         """expected: {"fingerprint", "numerics"} the driver built cache keys with; an actor whose
         loaded model differs (another copy of the weights on its node, another kontext_core)
         refuses to start rather than store its outputs under keys that name other weights."""
@@ -210,6 +211,8 @@ class EditorActor:
             options["memory_plan"] = memory_plan
         if memory != "auto":
             options["memory"] = memory
+        if text_phase and editor_factory is None:  # batches bring embeddings: no T5 here
+            options["text"] = False
         self.editor = factory(model, device, torch_dtype(dtype), **options)
         self.load_end = time.time()
         check_same_model(self.editor, expected or {}, model)
@@ -226,6 +229,7 @@ class EditorActor:
                      "device_type": device_type, "load_start": self.load_start,
                      "load_end": self.load_end}
         self.info["memory"] = memory_figures(self.editor, self.info["device"], None)
+        self._takes_embeddings = _accepts(getattr(self.editor, "edit", None), "embeddings")
 
     def describe(self) -> dict[str, Any]:
         """Who this actor is and when it loaded the model (for the actor-load record)."""
@@ -282,6 +286,7 @@ class EditorActor:
         """Run the model on ``ready`` rows; on a request error with several rows, try each
         row alone so one bad row cannot fail its neighbours."""
         rows = [r for r, _, _ in ready]
+        given = self._embeddings(batch)
         t0 = None
         try:
             with self._lock:
@@ -296,7 +301,8 @@ class EditorActor:
                         seeds=[int(r["seed"]) for r in rows],
                         steps=batch.get("steps"), guidance=batch.get("guidance"),
                         size=tuple(batch["size"]) if batch.get("size") else None,
-                        **({"step_cache": batch["step_cache"]} if batch.get("step_cache") else {}))
+                        **({"step_cache": batch["step_cache"]} if batch.get("step_cache") else {}),
+                        **({"embeddings": given} if given else {}))
                 except Exception as exc:
                     # still holding the model: no batch queued behind starts (and is marked
                     # as started) on a device this process is about to give up
@@ -355,12 +361,32 @@ class EditorActor:
         return outcomes
 
 
+    def _embeddings(self, batch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The batch's stored instruction embeddings, decoded (off the model lock), for an
+        editor whose edit takes them."""
+        wired = batch.get("embeddings")
+        if not wired or not self._takes_embeddings:
+            return None
+        from kontext_core.text_phase import embedding_from_bytes
+
+        device = getattr(self.editor, "device", "cpu")
+        return {text: embedding_from_bytes(data, device) for text, data in wired.items()}
+
     def _exit_if_poisoned(self, exc: BaseException) -> None:
         if classify_exception(exc) == POISONED_DEVICE:
             print(f"[{self.name}] poisoned device, exiting so Ray restarts this actor: "
                   f"{describe(exc)}", file=sys.stderr, flush=True)
             sys.stderr.flush()
             os._exit(1)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return fn is not None and name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _mark_started(batch: Mapping[str, Any], actor: str) -> None:

@@ -43,7 +43,7 @@ from pipeline.ledger import LedgerWriter
 from pipeline.outcomes import Outcomes
 from pipeline.progress import RunProgress
 from pipeline.records import Task
-from pipeline.store import Store
+from pipeline.store import CorruptObjectError, Store
 
 __all__ = ["ActorSlot", "Batch", "BudgetHook", "Dispatcher", "DispatchSettings", "RunAborted",
            "StoreFull", "TRUNCATED_NOTE", "BUDGET_REASON", "make_batches", "row_notes"]
@@ -84,10 +84,13 @@ class Dispatcher:
                                        dict[str, Any]],
                  node_alive: Callable[[str | None], bool] | None = None,
                  budget: BudgetHook | None = None,
-                 spent_attempts: Mapping[int, int] | None = None, ray: Any = None) -> None:
+                 spent_attempts: Mapping[int, int] | None = None, ray: Any = None,
+                 embeddings: Callable[[str], bytes | None] | None = None) -> None:
         """prior_attempts: attempts per row so far (numbering continues the ledger's);
         spent_attempts: tries earlier invocations spent per row, counted against
-        max_attempts (default: every prior attempt); ray: the Ray API (tests pass a fake)."""
+        max_attempts (default: every prior attempt); ray: the Ray API (tests pass a fake);
+        embeddings: an instruction's stored embedding bytes (pipeline.text_phase), sent with
+        its batches."""
         if ray is None:
             import ray  # the driver side only: planning and tests of it do not need Ray
         self._ray = ray
@@ -113,6 +116,7 @@ class Dispatcher:
         self.in_flight: dict[Any, _Flight] = {}
         self.sources = SourceReader()
         self._batch_ids = itertools.count(1)
+        self.embeddings = embeddings
 
     @property
     def slots(self) -> list[ActorSlot]:
@@ -215,12 +219,27 @@ class Dispatcher:
         request = BatchRequest(rows=rows, steps=first.steps, guidance=first.guidance,
                                size=first.size, max_pixels=self.settings.max_pixels,
                                step_cache=self.settings.step_cache, batch_id=batch_id,
-                               marks=self.pool.marks)
+                               marks=self.pool.marks, embeddings=self._embeddings_of(rows))
         ref = slot.handle.edit_batch.remote(request.to_wire())
         kill_point("after-submit")
         slot.in_flight += 1
         slot.exclusive = batch.isolate
         self.in_flight[ref] = _Flight(slot, tasks, read, time.time(), batch.isolate, batch_id)
+
+    def _embeddings_of(self, rows: Sequence[RowRequest]) -> dict[str, bytes] | None:
+        """The batch's instructions' stored embeddings (one unreadable is left out: the actor's
+        editor then says which instruction it lacks)."""
+        if self.embeddings is None:
+            return None
+        out = {}
+        for text in dict.fromkeys(r.instruction for r in rows):
+            try:
+                data = self.embeddings(text)
+            except (OSError, ValueError, CorruptObjectError):
+                data = None
+            if data is not None:
+                out[text] = data
+        return out
 
     # -- results --------------------------------------------------------------------------
     def _complete(self, ref: Any) -> None:

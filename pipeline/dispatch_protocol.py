@@ -42,9 +42,12 @@ class BatchRequest:
     step_cache: float | None  # first-block step caching threshold (None: exact)
     batch_id: int = 0  # marked started in ``marks`` before the model call
     marks: Any = None  # the start-marks tracker's handle (pipeline.dispatch_marks)
+    # instruction -> its stored embedding's bytes (pipeline.text_phase); None: the actor encodes
+    embeddings: dict[str, bytes] | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"max_pixels": self.max_pixels, "step_cache": self.step_cache,
+        extra = {"embeddings": self.embeddings} if self.embeddings else {}
+        return {**extra, "max_pixels": self.max_pixels, "step_cache": self.step_cache,
                 "steps": self.steps, "guidance": self.guidance,
                 "size": list(self.size) if self.size else None,
                 "rows": [{f.name: getattr(row, f.name) for f in fields(RowRequest)}

@@ -7,6 +7,7 @@ on, the report closes every holding when the ledger ends (its cost model is prin
 * an ``actor-load`` opens a holding (from its ``start``; its load ends at its ``end``); a
   second one for the same actor (a restart) closes the previous holding without a stop;
 * an ``actor-stop`` closes the actor's open holding at its ``end``;
+* a ``text-phase`` record is a whole holding of the text encoder actor (load_start to stop);
 * a ``run-start`` (a new driver invocation) closes the holdings of the one before without a
   stop: their actors are gone with their driver;
 * a holding closed without a stop ends at its last attempt (or its load end): an attempt
@@ -109,6 +110,8 @@ class HoldingsFold:
             self._load(rec)
         elif kind == "actor-stop":
             self._stop(rec)
+        elif kind == "text-phase" and rec.get("actor") is not None:
+            self._text_phase(rec)
         return None
 
     # -- figures -----------------------------------------------------------------------------
@@ -143,6 +146,13 @@ class HoldingsFold:
             self.closed.setdefault(previous.actor, []).append(previous)
         holding = self._new(rec, seconds_value(rec.get("start")), seconds_value(rec.get("end")))
         holding.saw(rec.get("ts"), holding.load_end)  # written as the load was answered
+
+    def _text_phase(self, rec: Mapping[str, Any]) -> None:
+        """The text encoder actor's whole hold, in one record (pipeline.text_phase)."""
+        holding = self._new(rec, seconds_value(rec.get("load_start")), seconds_value(rec.get("load_end")))
+        del self.open[holding.actor]
+        holding.end, holding.end_source = seconds_value(rec.get("stop")), "actor-stop"
+        self.closed.setdefault(holding.actor, []).append(holding)
 
     def _stop(self, rec: Mapping[str, Any]) -> None:
         actor = rec.get("actor")

@@ -20,7 +20,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 RECORD_TYPES = ("run-start", "actor-load", "actor-stop", "attempt", "budget-stop", "run-end",
-                "publish")  # publish: kontext-batch publish (pipeline.publish)
+                "publish",  # publish: kontext-batch publish (pipeline.publish)
+                "text-phase")  # the run's instructions encoded before the editors (pipeline.text_phase)
 OUTCOMES = ("ok", "cache-hit", "retry-scheduled", "failed-permanent")
 FAILED_OUTCOMES = ("retry-scheduled", "failed-permanent")
 

@@ -257,7 +257,7 @@ def _start_actors(config: RunConfig, info: ModelInfo, device: str, dtype: str, p
             scheduling_strategy="SPREAD",
         ).remote(name, info.spec, device, dtype, editor_factory, list(faults),
                  layout.torch_threads, fp8=config.fp8, compile=config.compile,
-                 memory_plan=memory_plan, memory=config.memory,
+                 memory_plan=memory_plan, memory=config.memory, text_phase=True,
                  expected={"fingerprint": info.fingerprint, "numerics": numerics_version(),
                            "priced_devices": priced})
         slots.append(ActorSlot(name=name, handle=handle))
@@ -496,6 +496,7 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
               priced: Sequence[str], memory_plan: str | None = None) -> tuple[int, bool]:
     session.ensure()
     kill_point("before-dispatch")
+    embeddings = _text_phase(config, info, device, dtype, plan, store, ledger)
     slots = _start_actors(config, info, device, dtype, list(priced), editor_factory, faults,
                           memory_plan)
     kill_point("after-actor-start")
@@ -510,13 +511,27 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
         prior_attempts={i: r.attempts for i, r in history.rows.items()},
         spent_attempts={i: r.dispatched for i, r in history.rows.items()},
         followers=plan.followers, params_for=_params_for(run_id, info, dtype),
-        sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget)
+        sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget, embeddings=embeddings)
     try:
         dispatcher.run(plan.tasks)
         kill_point("before-stop-actors")
     finally:
         dispatcher.stop_actors(timeout_s=10.0)
     return len(slots), dispatcher.budget_stopped
+
+
+def _text_phase(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan, store: Store,
+                ledger: LedgerWriter):
+    """Encode the run's unique instructions before any editor loads (pipeline.text_phase);
+    the reader the dispatcher sends their stored embeddings with."""
+    from pipeline.text_phase import EmbeddingReader, run_text_phase
+
+    cpus, gpus = cluster_resources()
+    layout = actor_layout(device, 1, cpus, gpus)
+    phase = run_text_phase(model=info.spec, device=device, dtype=dtype, tasks=plan.tasks, store=store,
+                           ledger=ledger, resources={"num_cpus": layout.num_cpus, "num_gpus": layout.num_gpus},
+                           torch_threads=layout.torch_threads)
+    return EmbeddingReader(store, phase.keys)
 
 
 def print_summary(summary: RunSummary, file=None, resume: str | None = None) -> None:

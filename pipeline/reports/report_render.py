@@ -103,6 +103,32 @@ def group_cost_section(title: str, key: str, groups: dict[str, Any], currency: s
                      "cost split in proportion (load and idle included). Cache hits cost nothing.")
 
 
+def _bytes(value: Any) -> str:
+    return "n/a (CPU)" if value is None else f"{value / 1024 ** 3:.2f} GiB" if value >= 1024 ** 3 // 10 \
+        else f"{value / 1024 ** 2:.1f} MiB"
+
+
+def memory_sections(memory: dict[str, Any] | None, text: dict[str, Any] | None, currency: str) -> list[Section]:
+    """The memory plan with each actor's resident weights and peak, and the text phase."""
+    out = []
+    if memory:
+        out.append(Section(
+            "Memory", header=["actor", "plan", "resident weights", "peak device memory (largest batch)"],
+            rows=[[name, str(a["plan"]), _bytes(a["resident_bytes"]), _bytes(a["peak_device_bytes"])]
+                  for name, a in memory["actors"].items()],
+            text=f"plan: {memory.get('describe') or memory.get('plan')}; estimated peak "
+                 f"{_bytes(memory.get('estimated_peak_device_bytes'))}. Peak: torch.cuda.max_memory_allocated "
+                 "per batch (none on CPU)."))
+    if text:
+        out.append(Section("Text phase", pairs=[
+            ("instructions", f"{text['texts']} unique: {text['encoded']} encoded, {text['reused']} reused from the store"),
+            ("encoder seconds", seconds(text["encode_seconds"])),
+            ("text encoder actor held", seconds(text["held_seconds"])),
+            ("cost", f"{money(text['cost'], currency)} (part of the total cost)"),
+        ]))
+    return out
+
+
 def report_sections(report: dict[str, Any]) -> list[Section]:
     f = report["figures"]
     run, rows, time, cost, att = f["run"], f["rows"], f["time"], f["cost"], f["attempts"]
@@ -171,6 +197,7 @@ def report_sections(report: dict[str, Any]) -> list[Section]:
                idle_text(a["idle_seconds"]), seconds(a["cpu_seconds"]), str(a["attempts"]), a["end_source"],
                money(a["cost"], cur)]
               for a in f["actors"]]))
+    sections += memory_sections(f.get("memory"), f.get("text_phase"), cur)
     sections.append(Section("Attempts", pairs=[
         ("total", str(att["total"])), ("ok", str(att["ok"])), ("cache hits", str(att["cache_hit"])),
         ("retry scheduled", str(att["retry_scheduled"])), ("failed permanently", str(att["failed_permanent"])),

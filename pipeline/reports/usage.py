@@ -184,6 +184,8 @@ class _Aggregate:
         self.failed_cost = 0.0
         self.failed_by_class: dict[str, float] = {}
         self.ok_cost = 0.0  # device-busy cost of the ok attempts (the marginal cost of generating)
+        self.text_phases: list[dict[str, Any]] = []  # pipeline.text_phase records
+        self.memory: dict[str, dict[str, Any]] = {}  # actor -> plan, resident and peak bytes
 
     def price(self, device_type: str) -> float:
         """The price, or 0 with the first PricingError kept: it is raised once the whole ledger
@@ -218,6 +220,19 @@ class _Aggregate:
             self.ends.append(rec)
         elif kind == "budget-stop":
             self.budget_stops.append(rec)
+        elif kind == "text-phase":
+            self.text_phases.append(rec)
+        if kind in ("attempt", "actor-load") and isinstance(rec.get("memory"), dict):
+            self._memory(str(rec.get("actor")), rec["memory"])
+
+    def _memory(self, actor: str, memory: dict[str, Any]) -> None:
+        """Per actor: its plan, the most weight bytes resident and the highest batch peak."""
+        seen = self.memory.setdefault(actor, {"plan": None, "resident_bytes": None, "peak_device_bytes": None})
+        seen["plan"] = memory.get("plan") or seen["plan"]
+        for key in ("resident_bytes", "peak_device_bytes"):
+            value = memory.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                seen[key] = value if seen[key] is None else max(seen[key], value)
 
     def _row(self, row_id: str) -> RowSummary:
         row = self.rows.get(row_id)
@@ -325,6 +340,40 @@ def cost_by_group(rows: Any, cost_total: float) -> tuple[dict[str, Any], dict[st
             share = cost_total * entry["direct"] / direct_total if direct_total > 0 else None
             entry["direct"], entry["share_of_total"] = _r(entry["direct"]), _r(share)
     return tuple(dict(sorted(t.items())) for t in groups)  # type: ignore[return-value]
+
+
+def _text_phase_figures(records: list[dict[str, Any]], pricing: Pricing) -> dict[str, Any] | None:
+    """The text phase over the run's invocations: instructions encoded and reused, encoder
+    seconds, and its actor's held time and cost (already in the run's total: the cost fold
+    holds it like an editor's)."""
+    if not records:
+        return None
+    held = cost = 0.0
+    for rec in records:
+        if rec.get("actor") is None:
+            continue
+        h = max(0.0, _num(rec.get("stop")) - _num(rec.get("load_start")))
+        held += h
+        cost += h / 3600.0 * pricing.price_per_hour(str(rec.get("device_type")))
+    return {"texts": max(int(_num(r.get("texts"))) for r in records),
+            "encoded": sum(int(_num(r.get("encoded"))) for r in records),
+            "reused": sum(int(_num(r.get("reused"))) for r in records),
+            "encode_seconds": _r(sum(_num(r.get("seconds")) for r in records)),
+            "held_seconds": _r(held), "cost": _r(cost)}
+
+
+def _memory_figures(actors: dict[str, dict[str, Any]], starts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The memory plan (config of the last invocation) and each actor's reported bytes."""
+    settings = starts[-1].get("settings") if starts else None
+    plan = settings.get("memory_plan") if isinstance(settings, dict) else None
+    if not actors and not isinstance(plan, dict):
+        return None
+    plan = plan if isinstance(plan, dict) else {}
+    peaks = [a["peak_device_bytes"] for a in actors.values() if a["peak_device_bytes"] is not None]
+    return {"plan": plan.get("name"), "describe": plan.get("describe"),
+            "estimated_peak_device_bytes": plan.get("estimated_peak_device_bytes"),
+            "peak_device_bytes": max(peaks) if peaks else None,
+            "actors": {name: dict(a) for name, a in sorted(actors.items())}}
 
 
 def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) -> Analysis:
@@ -475,6 +524,8 @@ def _figures(agg: _Aggregate, warnings: list[str], sha256: str, records: int) ->
         },
         "budget": budget,
         "pricing": {**pricing.to_dict(), "origin": pricing.origin},
+        "text_phase": _text_phase_figures(agg.text_phases, pricing),
+        "memory": _memory_figures(agg.memory, starts),
     }
     return Analysis(figures=figures, rows=rows, warnings=warnings, hit_rows=agg.hit_rows,
                     ledger_sha256=sha256, ledger_records=records)
