@@ -1,9 +1,8 @@
 """``kontext-batch``: run a manifest of image edits on Ray, or report on a finished run.
 
-Exit codes: 0 every row done or a cache hit; 1 the run finished but some rows failed (their
-reasons are in the results table); 2 usage or config error (nothing was run); 130 Ctrl-C,
-143 SIGTERM (``kill``, ``systemctl stop``): the run is resumable, run the same command again.
-``run --json`` prints one JSON object on stdout when the run ends (summary_document).
+Exit codes (0 ok, 1 failed rows, 2 usage/config error, 130/143 interrupted) are described in
+full in docs/architecture.md, section 7. ``run --json`` prints one JSON object on stdout when
+the run ends (summary_document).
 """
 
 from __future__ import annotations
@@ -28,33 +27,28 @@ OTHER_COMMANDS = ("job",)
 RUN_DESCRIPTION = """\
 Edit every row of a Parquet manifest (image, instruction, seed, ...) with a FLUX.1 Kontext
 model on Ray actors, and write the outputs, a results table and a cost/usage report.
+How a run works, step by step, with the cache key, resume and exit codes in full:
+docs/architecture.md.
 
-Outputs are cached by content: a row whose inputs (source image bytes, instruction, seed,
-model weights, steps, guidance, size, precision, output encoding) were computed before is a
-cache hit and never reaches a model, so a re-run only pays for what changed.
+Cache: an output is stored under a key hashed from every input that changes its pixels
+(source bytes, instruction, seed, weights, steps, guidance, size, precision, fast-path
+options, output encoding); a row computed before is a cache hit and never reaches a model.
 
-Resume: the run id comes from the manifest's content and the settings, so after a crash or
-Ctrl-C the same command continues the same run and ends it as an uninterrupted run would:
-finished rows are not recomputed, rows that failed for good stay failed, and tries already
-spent count against --max-attempts. Running a finished run's command again starts a new run
-(id -2, -3, ...): its done rows are cache hits and its failed rows are tried afresh.
+Resume: after a crash, Ctrl-C or SIGTERM the same command continues the same run; tries
+already spent count against --max-attempts. A finished run's command starts a new run
+(id -2, -3, ...) whose done rows are cache hits and whose failed rows are tried afresh.
 
 Failures: a row with a bad input (unreadable or missing image, empty instruction, negative
-seed, an image above --max-pixels, ...) fails alone with its reason and the rest run (exit
-code 1). Transient errors are retried with backoff; an actor whose GPU is in a sticky error
-state exits and Ray restarts it. Problems with the whole manifest file (not Parquet, missing or mistyped columns), an
-unknown model, or a bad flag stop before any work (exit code 2).
+seed, an image above --max-pixels, ...) fails alone with its reason and the rest run;
+transient errors are retried. A problem with the whole manifest file, the model or a flag
+stops before any work. A full store or run folder stops the run; it resumes once there is
+space.
 
 Images: relative paths resolve against the manifest's folder, and a local image must lie
-inside it (after `..` and symlinks are resolved) or inside a folder given with --image-root.
-Remote images (s3://, gs://, hdfs://, ...) are read through pyarrow filesystems, and only
-under a URI prefix given with --image-root (e.g. --image-root s3://bucket/photos/); never
-over http. Animated images use their first frame, EXIF orientation is applied, transparency
-is flattened onto white: the results table's `notes` column says so per row, and its
-`truncated` column marks instructions cut at the text encoder's token limit.
-
-If the output store or the run folder runs out of space the run stops (exit code 1, nothing
-half-written is kept) and the same command resumes it once there is space again.
+inside it (after `..` and symlinks) or inside a folder given with --image-root; remote images
+(s3://, gs://, ...) only under a URI prefix given with --image-root, never over http. EXIF
+orientation, first frames and flattened transparency are noted in the results' `notes`,
+instructions cut at the text encoder's limit in `truncated`.
 
 Manifest values win over flags: --steps, --guidance and --output-format fill in rows that
 leave those columns empty; otherwise the model preset's defaults apply.
@@ -66,13 +60,10 @@ Written under OUT (default ./runs):
   OUT/runs/<run_id>/report.md|html|json     cost/usage report
   OUT/runs/<run_id>/review.html, sheets/    review page and contact sheets
 
-Ctrl-C or SIGTERM (kill, systemctl stop) stops the run cleanly: results.parquet and the
-ledger say what was done, and the same command resumes it.
-
-Exit codes: 0 ok, 1 finished with failed rows, 2 usage/config error, 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM). With --json, stdout holds one JSON object when the run ends: run_id,
-status, exit_code, counts, and the paths of the run folder, results, ledger, store and reports
-(the summary for people goes to stderr).
+Exit codes: 0 ok, 1 finished with failed rows (or stopped resumably), 2 usage/config error,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM). With --json, stdout holds one JSON object
+when the run ends (run_id, status, exit_code, counts, paths); the summary for people goes to
+stderr.
 
 Examples:
   kontext-batch run --demo
