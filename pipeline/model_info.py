@@ -82,7 +82,8 @@ def resolve_memory_plan(spec: str, device: str, dtype: str, memory: str = "auto"
     from kontext_core.quant.plans import PlanError
 
     try:
-        chosen = plan_for(spec, device, torch_dtype(dtype), memory, plan)
+        # the editors hold no text encoders: the run's text phase encodes its instructions apart
+        chosen = plan_for(spec, device, torch_dtype(dtype), memory, plan, text=False)
     except PlanError as exc:
         raise ConfigError(f"--memory {memory}" + (f" --memory-plan {plan}" if plan else "")
                           + f": {exc}") from None

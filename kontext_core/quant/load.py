@@ -62,10 +62,12 @@ def text_parameter_counts(source: ModelSource) -> tuple[int, int]:
 
 def plan_for(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, memory: str = "auto", plan: str | None = None,
-             size: tuple[int, int] = (1024, 1024)) -> Estimate:
-    """The plan (and its predicted bytes) ``load_with_plan`` would use; reads headers only."""
+             size: tuple[int, int] = (1024, 1024), text: bool = True) -> Estimate:
+    """The plan (and its predicted bytes) ``load_with_plan`` would use; reads headers only.
+    ``text=False``: for an editor without text encoders (their embeddings computed apart)."""
     source = resolve_model(model)
-    return choose_plan(memory, source.preset, dtype, torch.device(device), text_parameter_counts(source), plan, size)
+    counts = text_parameter_counts(source) if text else (0, 0)
+    return choose_plan(memory, source.preset, dtype, torch.device(device), counts, plan, size)
 
 
 def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
@@ -77,7 +79,8 @@ def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device
     takes precomputed embeddings; a batch pipeline encodes every instruction first)."""
     source = resolve_model(model)
     device = torch.device(device)
-    chosen = choose_plan(memory, source.preset, dtype, device, text_parameter_counts(source), plan, size)
+    counts = text_parameter_counts(source) if text else (0, 0)  # no encoders: none to plan for
+    chosen = choose_plan(memory, source.preset, dtype, device, counts, plan, size)
     speed = speed or SpeedOptions()
     if speed.fp8 and chosen.plan.storage == "fp8":
         raise PlanError("--fp8 (fp8 matmuls) and the fp8 storage plan both re-store the block linears: use one "
