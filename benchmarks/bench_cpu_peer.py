@@ -1,4 +1,4 @@
-"""kontext_core against diffusers on the CPU, same kontext-tiny weights (issue 25).
+"""kontext_core against diffusers on the CPU, same kontext-tiny weights.
 
     .venv/bin/python benchmarks/bench_cpu_peer.py                 # 2 threads, 7 repeats
     .venv/bin/python benchmarks/bench_cpu_peer.py --repeats 15 --out runs/benchmarks/cpu_peer.json

@@ -1,4 +1,4 @@
-"""GPU benchmark (issue 8): kontext_core vs diffusers at full size, exact and fast paths.
+"""GPU benchmark: kontext_core vs diffusers at full size, exact and fast paths.
 
 Run on a GPU machine:  python benchmarks/bench_gpu.py --out results.json     (all three parts)
                        python benchmarks/bench_gpu.py --part transformer --out t.json   (one part)

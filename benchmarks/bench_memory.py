@@ -1,4 +1,4 @@
-"""Peak GPU memory and s/image per memory plan (issue 18), random weights of the published shapes.
+"""Peak GPU memory and s/image per memory plan, random weights of the published shapes.
 
 `python benchmarks/bench_memory.py [--size 1024] [--steps 28] [--plans resident,fp8,...]` on a
 CUDA GPU: for each plan builds FLUX.1 Kontext [dev]'s transformer and autoencoder with random

@@ -67,7 +67,7 @@ def measure_in_this_process(package: str, run_dir: str, review: bool) -> dict[st
     import importlib.util
 
     reports = importlib.import_module(package)
-    # the review's imports (PIL, numpy) in the baseline; commits before issue #20 call it build
+    # the review's imports (PIL, numpy) in the baseline; commits before the reports tidy (52aeba3) call it build
     build = "review_build" if importlib.util.find_spec(package + ".review_build") else "build"
     importlib.import_module(f"{package}.{build}")
     reset = _reset_peak()

@@ -1,4 +1,4 @@
-"""The FLUX autoencoder (spec §3), with BFL's module names. Encode returns the posterior mean.
+"""The FLUX autoencoder, with BFL's module names. Encode returns the posterior mean.
 
 Memory format: on the CPU, encode and decode run channels_last (oneDNN's convolutions and a ×2
 nearest upsample are several times faster in NHWC; diffusers' decoder ends up there after its

@@ -1,4 +1,4 @@
-"""Kontext's preferred resolutions and the size rules built on them (spec §2.1, §2.5)."""
+"""Kontext's preferred resolutions and the size rules built on them (as BFL's and diffusers' Kontext pipelines apply them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The FLUX.1 transformer as used by Kontext (spec §1), with BFL's module and parameter names.
+"""The FLUX.1 transformer as used by Kontext, with BFL's module and parameter names.
 
 Native parameter names follow BFL's ``flux`` checkpoints, so their single files load without
 renaming; diffusers checkpoints go through the tables in ``kontext_core.checkpoint``.

@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register(subparsers)
     _add_manifest_parser(subparsers)
-    from pipeline.review.commands import add_review_commands  # review, publish (issue #17)
+    from pipeline.review.commands import add_review_commands  # review, publish, redo
 
     add_review_commands(subparsers)
     return parser

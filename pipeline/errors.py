@@ -1,6 +1,6 @@
 """Error classes of a batch run and how an exception maps onto them.
 
-Each class gets one behaviour (docs/design.md, "Error classes"):
+Each class gets one behaviour (the data flow that applies them: docs/architecture.md):
 
 - ``bad-row``          the row's own input is wrong: it fails alone, is never retried.
 - ``transient``        may succeed on another try: retried with backoff up to a bound;

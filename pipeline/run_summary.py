@@ -1,4 +1,4 @@
-"""The end-of-run summary's lines that come from the run folder (issue #23).
+"""The end-of-run summary's lines that come from the run folder.
 
 ``print_summary`` (pipeline.runner) says where everything went; these add what a person needs
 to act on without opening the results table:

@@ -1,4 +1,4 @@
-"""Warn at validation about sources whose shape the model will squash (issue #23).
+"""Warn at validation about sources whose shape the model will squash.
 
 A model resizes each source to the context size its preset's resolution policy gives (a small
 model's native size, e.g. 64x64 for kontext-tiny; the full model snaps to Kontext's preferred

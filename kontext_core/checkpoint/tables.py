@@ -1,4 +1,4 @@
-"""Key conversion between our native (BFL-named) weights and diffusers' (spec §5), as tables.
+"""Key conversion between our native (BFL-named) weights and diffusers', as tables.
 
 Each table row maps one native parameter to one or more diffusers parameters with one operation:
 
@@ -100,7 +100,7 @@ class _T:
 
 _QKV = ("hidden", "hidden", "hidden")
 
-# --- Transformer (spec §5.1) --------------------------------------------------------------------
+# --- Transformer -----------------------------------------------------------------------------
 
 TRANSFORMER_TOP = (
     _T("img_in.{p}", "x_embedder.{p}"),
@@ -143,7 +143,7 @@ TRANSFORMER_SINGLE = (
     _T("linear2.{p}", "proj_out.{p}"),
 )
 
-# --- Autoencoder (spec §5.2) --------------------------------------------------------------------
+# --- Autoencoder -----------------------------------------------------------------------------
 
 AE_TOP = (
     _T("encoder.conv_in.{p}", "encoder.conv_in.{p}"),

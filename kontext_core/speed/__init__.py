@@ -1,4 +1,4 @@
-"""Speed paths for the transformer (issue 8): fused RoPE and torch.compile (exact path), fp8
+"""Speed paths for the transformer: fused RoPE and torch.compile (exact path), fp8
 row-wise linears (fast path, an approximation). See docs/performance.md for what is measured."""
 
 from .compile import (
