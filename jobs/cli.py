@@ -6,9 +6,8 @@
     kontext-batch job schedule NAME|FILE [--crontab | --print] [--dir DIR]
     kontext-batch job validate NAME|FILE
 
-Exit codes of ``job run``: 0 ok or nothing to do (date already finished), 1 finished with
-failed rows, 2 config error, 3 stopped at the budget cap, 4 the date is running elsewhere,
-130 interrupted, 143 terminated by SIGTERM (trigger again to resume).
+Exit codes of ``job run`` (0, 1, 2, 3 budget cap, 4 date running elsewhere, 130/143) are in
+``JOB_RUN_DESCRIPTION`` for --help, and in full in docs/architecture.md, section 7.
 """
 
 from __future__ import annotations

@@ -13,9 +13,7 @@ A built manifest is written once per date into the run folder (``manifest.parque
 reused when the date resumes, so a catalog edited in between cannot shift the rows of a
 half-done run.
 
-Exit codes: 0 ok or nothing to do, 1 finished with failed rows, 2 config error (bad spec,
-catalog, manifest, model, cluster), 3 stopped at the budget cap, 4 the date is already
-running elsewhere, 130 interrupted (trigger again to resume).
+Exit codes: the ``EXIT_*`` constants below; what each means: docs/architecture.md, section 7.
 """
 
 from __future__ import annotations

@@ -1,30 +1,12 @@
 """Cache keys: which inputs decide an output's pixels and bytes.
 
-A row's key is the SHA-256 (hex) of a canonical JSON document (sorted keys, no spaces,
-UTF-8) holding exactly the inputs that change the output file:
-
-    {"schema": "kontext-batch-key/1",
-     "image": <sha256 of the source image bytes>,
-     "instruction": <instruction, stripped, whitespace runs collapsed to one space; case kept>,
-     "seed": <int>,
-     "model": <model fingerprint: identity of the weights>,
-     "steps": <int> | "preset-default",
-     "guidance": <float> | "preset-default",
-     "size": [width, height] | "preset-default",
-     "dtype": "float32" | "bfloat16" | ...      (precision mode),
-     "approximations": {"fp8": <bool>, "step_cache": null | <threshold>}  (fast-path options:
-                                               --fp8 and --step-cache),
-     "output": {"format": "png", "encoder": {...}}           (file encoding + settings),
-     "numerics": <numerics version of kontext_core>,
-     "decode": <version of the source decoding rules, pipeline.image_io.DECODE_VERSION>,
-     "storage": "fp8"                          (only when the memory plan stores weights in
-                                               another precision: --memory / --memory-plan)}
-
-Anything that changes the pixels or the encoded bytes is in the document, so it changes
-the key; nothing else is (row_id, product_id, variant, meta_* columns, run id, batch
-size, actor count, device placement, a memory plan's offloading: it moves weights, not their
-values), so those never cause a recompute. The model sees
-the normalised instruction too, so rows that share a key also share their pixels.
+A row's key is the SHA-256 (hex) of a canonical JSON document (sorted keys, no spaces, UTF-8)
+holding exactly the inputs that change the output file (``key_document``): source digest,
+normalised instruction, seed, weights, sampler settings, precision, approximations, output
+encoding, numerics and decode versions, and the memory plan's weight storage when it is not
+native. Nothing else is in it (row ids, run id, batch size, placement, offloading), so those
+never cause a recompute. Each field, and what is left out and why: docs/architecture.md,
+section 5 "Cache key".
 """
 
 from __future__ import annotations

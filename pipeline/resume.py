@@ -1,11 +1,9 @@
 """Run ids, and what an earlier (killed or interrupted) invocation of a run left behind.
 
 The run id is derived from the manifest's content digest and the settings that change
-outputs, so the same command finds the same run directory. A run that was killed (no
-``run-end``) or interrupted (``run-end`` with status ``interrupted``) is resumed: its ledger
-is appended to, and rows it finished stay done. A run that finished is not reopened: the
-same command then starts ``<id>-2`` (then ``-3`` ...), whose committed rows are cache hits
-(a nightly re-run gets its own report). ``--run-id`` picks a directory explicitly.
+outputs, so the same command finds the same run directory: an unfinished run is resumed
+(its ledger appended to), a finished one is followed by ``<id>-2``, ``-3``, ... The rules in
+full (what counts against --max-attempts, locked runs, jobs): docs/architecture.md, section 6.
 """
 
 from __future__ import annotations
