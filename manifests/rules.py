@@ -106,3 +106,23 @@ def check_label(name: str, value: object) -> Checked:
     if not value.strip():
         return None, f"{name} is empty; give a non-empty value or leave it null"
     return value, None
+
+
+# A chained row edits another row's output: its image is ``row:<row_id>`` of that row.
+CHAIN_PREFIX = "row:"
+
+
+def chain_parent(value: object) -> str | None:
+    """The parent row id named by an image value ``row:<row_id>``; None for other values."""
+    if isinstance(value, str) and value.startswith(CHAIN_PREFIX):
+        return value[len(CHAIN_PREFIX):]
+    return None
+
+
+def check_chain_ref(value: str) -> Checked:
+    """``row:<row_id>``: the row id must be non-empty (it is matched exactly, as written)."""
+    parent = chain_parent(value)
+    if parent is None or not parent.strip():
+        return None, (f"image {value!r} names no row; write row:<row_id> with the row_id of "
+                      "the row whose output this row edits")
+    return value, None

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from . import rules
+from .chains import ChainGraph, ChainLink, build_graph
 from .paths import ImageRefError, ImageResolver, manifest_folder
 from .problems import ManifestError, Problem
 from .schema import COLUMN_SPECS, ManifestRow, SchemaCheck, check_schema, open_manifest
@@ -147,6 +148,7 @@ class _BatchChecker:
         self._resolver = resolver
         self._check_exists = check_images_exist
         self._seen_ids = SeenHashes()
+        self.links: list[ChainLink] = []  # chained rows (image row:<row_id>) seen so far
 
     def check(
         self, batch: pa.RecordBatch, start: int, build_rows: bool
@@ -185,6 +187,7 @@ class _BatchChecker:
                 for r, c in zip(raw["image"], clean["image"], strict=True)
             ]
         ids = _effective_ids(id_inputs, n)
+        self._note_links(clean.get("image"), ids, start)
         duplicates: list[tuple[Problem, str, bool]] = []
         with_id = [i for i, entry in enumerate(ids) if entry is not None]
         repeated = self._seen_ids.add([hash64(ids[i][0]) for i in with_id])
@@ -216,6 +219,14 @@ class _BatchChecker:
                 )
         return rows, problems, duplicates
 
+    def _note_links(
+        self, images: list | None, ids: list[tuple[str, bool] | None], start: int
+    ) -> None:
+        for i, image in enumerate(images or ()):
+            parent = rules.chain_parent(image)
+            if parent is not None and ids[i] is not None:
+                self.links.append(ChainLink(start + i, ids[i][0], parent))
+
     def _check_images(
         self, refs: list, start: int, found: list[tuple[int, int, Problem]]
     ) -> list[str | None]:
@@ -225,6 +236,11 @@ class _BatchChecker:
             row = start + i
             if ref is None:
                 found.append((row, rank, Problem(row, "image", _MISSING["image"])))
+                continue
+            if rules.chain_parent(ref) is not None:  # another row's output: no file to resolve
+                resolved[i], reason = rules.check_chain_ref(ref)
+                if reason:
+                    found.append((row, rank, Problem(row, "image", reason)))
                 continue
             try:
                 path = self._resolver.resolve(ref)
@@ -367,6 +383,9 @@ def _validate_open(
             bar.update(batch.num_rows)
     if duplicate_slots:
         _name_earlier_rows(pf, name, schema_check, batch_rows, duplicate_slots, problems)
+    if checker.links:  # only chained manifests pay for the id pass
+        index_of = _first_indexes(pf, name, schema_check, batch_rows)
+        problems += build_graph(checker.links, index_of).problems
     if not_listed:
         problems.append(
             Problem(
@@ -389,27 +408,12 @@ def _name_earlier_rows(
 ) -> None:
     """Second, light pass (only when duplicates were flagged): name each id's first row, and
     drop flags that were 64-bit hash collisions rather than repeated ids."""
-    wanted = [
-        c for c in ("row_id", "image", "instruction", "seed") if c in schema_check.checked_columns
-    ]
     first: dict[str, int] = {}
     count: dict[str, int] = dict.fromkeys(slots, 0)
-    start = 0
-    for batch in _read_batches(pf, name, batch_rows, wanted):
-        columns: dict[str, list] = {}
-        for column in wanted:
-            values = batch.column(column).to_pylist()
-            if column == "row_id":
-                columns["row_id_raw"] = values
-            if column != "image":
-                check = _VALUE_CHECKS[column]
-                values = [None if v is None else check(v)[0] for v in values]
-            columns[column] = values
-        for i, entry in enumerate(_effective_ids(columns, batch.num_rows)):
-            if entry is not None and entry[0] in count:
-                count[entry[0]] += 1
-                first.setdefault(entry[0], start + i)
-        start += batch.num_rows
+    for index, row_id, _ in _scan_ids(pf, name, schema_check, batch_rows):
+        if row_id in count:
+            count[row_id] += 1
+            first.setdefault(row_id, index)
     drop: set[int] = set()
     for row_id, entries in slots.items():
         for index, derived in entries:
@@ -421,6 +425,70 @@ def _name_earlier_rows(
                 problems[index] = Problem(old.row, old.column, reason)
     if drop:
         problems[:] = [p for i, p in enumerate(problems) if i not in drop]
+
+
+def _scan_ids(
+    pf: pq.ParquetFile, name: str, schema_check: SchemaCheck, batch_rows: int
+) -> Iterator[tuple[int, str, object]]:
+    """Every row's (index, effective row id, image as written), for rows that have an id."""
+    wanted = [
+        c for c in ("row_id", "image", "instruction", "seed") if c in schema_check.checked_columns
+    ]
+    start = 0
+    for batch in _read_batches(pf, name, batch_rows, wanted):
+        columns: dict[str, list] = {}
+        for column in wanted:
+            values = batch.column(column).to_pylist()
+            if column == "row_id":
+                columns["row_id_raw"] = values
+            if column != "image":
+                check = _VALUE_CHECKS[column]
+                values = [None if v is None else check(v)[0] for v in values]
+            columns[column] = values
+        images = columns.get("image") or [None] * batch.num_rows
+        for i, entry in enumerate(_effective_ids(columns, batch.num_rows)):
+            if entry is not None:
+                yield start + i, entry[0], images[i]
+        start += batch.num_rows
+
+
+def _first_indexes(
+    pf: pq.ParquetFile, name: str, schema_check: SchemaCheck, batch_rows: int
+) -> dict[str, int]:
+    first: dict[str, int] = {}
+    for index, row_id, _ in _scan_ids(pf, name, schema_check, batch_rows):
+        first.setdefault(row_id, index)
+    return first
+
+
+def chain_graph(
+    path: str | os.PathLike, *, data: bytes | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> ChainGraph:
+    """The chains of a manifest (manifests.chains): child row index -> parent row index, and
+    the whole-file problems (missing parents, cycles) validate_manifest reports too. A
+    manifest without ``row:`` images costs one read of its image column."""
+    _check_batch_rows(batch_rows)
+    name = os.fspath(path)
+    with open_manifest(name, data) as pf:
+        schema_check = check_schema(pf.schema_arrow)
+        if "image" not in schema_check.checked_columns or not _has_chain_refs(pf):
+            return ChainGraph()
+        links, index_of = [], {}
+        for index, row_id, image in _scan_ids(pf, name, schema_check, batch_rows):
+            index_of.setdefault(row_id, index)
+            parent = rules.chain_parent(image)
+            if parent is not None:
+                links.append(ChainLink(index, row_id, parent))
+    return build_graph(links, index_of)
+
+
+def _has_chain_refs(pf: pq.ParquetFile) -> bool:
+    import pyarrow.compute as pc
+
+    images = pf.read(columns=["image"]).column("image")
+    if pa.types.is_dictionary(images.type):
+        images = images.cast(pa.string())
+    return bool(pc.any(pc.starts_with(images, rules.CHAIN_PREFIX)).as_py())
 
 
 def iter_rows(

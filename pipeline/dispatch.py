@@ -85,12 +85,14 @@ class Dispatcher:
                  node_alive: Callable[[str | None], bool] | None = None,
                  budget: BudgetHook | None = None,
                  spent_attempts: Mapping[int, int] | None = None, ray: Any = None,
-                 embeddings: Callable[[str], bytes | None] | None = None) -> None:
+                 embeddings: Callable[[str], bytes | None] | None = None,
+                 sources: SourceReader | None = None) -> None:
         """prior_attempts: attempts per row so far (numbering continues the ledger's);
         spent_attempts: tries earlier invocations spent per row, counted against
         max_attempts (default: every prior attempt); ray: the Ray API (tests pass a fake);
         embeddings: an instruction's stored embedding bytes (pipeline.text_phase), sent with
-        its batches."""
+        its batches; sources: the reader of the rows' source bytes (chained rows read their
+        parent's output: pipeline.chains)."""
         if ray is None:
             import ray  # the driver side only: planning and tests of it do not need Ray
         self._ray = ray
@@ -114,7 +116,7 @@ class Dispatcher:
         self.budget = budget
         self.rows_not_dispatched = 0
         self.in_flight: dict[Any, _Flight] = {}
-        self.sources = SourceReader()
+        self.sources = sources or SourceReader()
         self._batch_ids = itertools.count(1)
         self.embeddings = embeddings
 
@@ -131,12 +133,18 @@ class Dispatcher:
         return self.policy.cap_for(group)
 
     # -- public -------------------------------------------------------------------------
-    def run(self, tasks: Sequence[Task]) -> None:
+    def run(self, tasks: Sequence[Task],
+            next_wave: Callable[[], Sequence[Task]] | None = None) -> None:
+        """``next_wave()``: asked each time every row so far is settled, for the rows that
+        may run now (chained rows whose parents settled: pipeline.chains); [] ends the run."""
         self.pool.start()
         self.policy.add(tasks)
         self.sources.open()
         try:
             self._loop()
+            while next_wave is not None and (wave := next_wave()):
+                self.policy.add(wave)
+                self._loop()
         finally:
             self.sources.close()
 

@@ -13,6 +13,11 @@ wait for that row; the rest
 become tasks, ordered so rows sharing (steps, guidance, size), then source image, then
 instruction, sit next to each other and land in the same batch.
 
+Chained rows (image ``row:<row_id>``, pipeline.chains) are keyed after every other row, parents
+first, from their parent's key; a row whose parent failed in planning fails with a reason
+naming it. A chained row whose parent is computed in this run waits in a later wave
+(``Plan.later``); one whose parent is committed runs in the first.
+
 A resumed run (an earlier invocation was killed or interrupted) ends as an uninterrupted one
 would: rows that invocation finished stay done, and rows it failed for good (their tries
 spent, or a bad row found by the model) stay failed with their reason and are not run
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 
 from manifests import ManifestRow
 from pipeline.cache import ModelSettings, RowSettings, cache_key, normalise_instruction
+from pipeline.chains import chain_source, parent_failed_reason, run_chains
 from pipeline.digests import SourceDigests
 from pipeline.encode import extension, normalise_format, shared_output_spec
 from pipeline.errors import BAD_ROW, TRANSIENT, PipelineError, describe
@@ -60,12 +66,22 @@ class RowDefaults:
 @dataclass
 class Plan:
     tasks: list[Task] = field(default_factory=list)  # one per key to compute, batch order
+    # chained rows whose parent is computed in this run: wave 1, 2, ... (each in batch order)
+    later: list[list[Task]] = field(default_factory=list)
+    chain_parent: dict[int, int] = field(default_factory=dict)  # child row -> parent row
+    # chained row to compute -> (parent's key, parent's extension): where its source is stored
+    chain_sources: dict[int, tuple[str, str]] = field(default_factory=dict)
     followers: dict[str, list[Task]] = field(default_factory=dict)  # same key, later rows
     hits: int = 0
     done_before: int = 0  # computed by an earlier invocation of this run
     failed: int = 0  # this invocation's planning failures plus failures carried from earlier
     deferred: int = 0  # source unreadable for now (transient): not run, a re-run retries it
     hashed_sources: int = 0
+
+    @property
+    def all_tasks(self) -> list[Task]:
+        """Every row to compute, first wave first."""
+        return [*self.tasks, *(t for wave in self.later for t in wave)]
 
 
 class _Records:
@@ -139,9 +155,12 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
         else:
             plan.failed += 1
 
+    parent_of, chain_order = run_chains(checked)
+    plan.chain_parent = parent_of
+    held: dict[int, ManifestRow] = {}  # chained rows: keyed once every parent has its key
     hashed_before = digests.hashed
     for batch in iter_manifest(checked):
-        good = [r for r in batch if isinstance(r, ManifestRow)]
+        good = [r for r in batch if isinstance(r, ManifestRow) and r.row_index not in parent_of]
         sources = digests.digest_many(r.image for r in good)
         for row in batch:
             if isinstance(row, BadRow):
@@ -149,6 +168,9 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
                          row.seed, row.product_id, row.variant)
                 continue
             outcomes.row_id[row.row_index] = row.row_id
+            if row.row_index in parent_of:
+                held[row.row_index] = row
+                continue
             digest = sources[row.image]
             if not isinstance(digest, str):
                 known = isinstance(digest, PipelineError)
@@ -167,27 +189,92 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
         if progress is not None:
             progress(len(batch))
     plan.hashed_sources = digests.hashed - hashed_before
+    _key_chained(chain_order, held, parent_of, model, defaults, outcomes, candidates, plan,
+                 fail_row)
 
     wanted = {t.key: t.ext for t in candidates}
     present = store.present(wanted)
     _drop_damaged(store, present, full=verify_cache or store.is_local)
 
     owners: dict[str, Task] = {}
+    wave_of: dict[int, int] = {}  # rows computed in this run (owners and followers) -> wave
     for task in candidates:
         stored = present.get(task.key)
+        parent = parent_of.get(task.row_index)
         if stored is not None:
             _classify_present(task, stored, run_id, history, store, records, outcomes, plan)
         elif _carry_failure(task, history, outcomes):
             plan.failed += 1
+        elif parent is not None and outcomes.status[parent] == "failed":
+            _fail_child(task, parent, history, records, outcomes)
+            plan.failed += 1
         elif task.key in owners:
             plan.followers.setdefault(task.key, []).append(task)
+            wave_of[task.row_index] = wave_of[owners[task.key].row_index]
         else:
             owners[task.key] = task
-            plan.tasks.append(task)
+            wave = wave_of[parent] + 1 if parent in wave_of else 0
+            wave_of[task.row_index] = wave
+            _add_to_wave(plan, task, wave)
     records.flush()
-    plan.tasks.sort(key=lambda t: (t.steps, t.guidance, t.size or (0, 0), t.image_sha256,
-                                   t.instruction, t.row_index))
+    for tasks in [plan.tasks, *plan.later]:
+        tasks.sort(key=lambda t: (t.steps, t.guidance, t.size or (0, 0), t.image_sha256,
+                                  t.instruction, t.row_index))
     return plan
+
+
+def _add_to_wave(plan: Plan, task: Task, wave: int) -> None:
+    if wave == 0:
+        plan.tasks.append(task)
+        return
+    while len(plan.later) < wave:
+        plan.later.append([])
+    plan.later[wave - 1].append(task)
+
+
+def _key_chained(order: list[int], held: dict[int, ManifestRow], parent_of: dict[int, int],
+                 model: ModelSettings, defaults: RowDefaults, outcomes: Outcomes,
+                 candidates: list[Task], plan: Plan, fail_row: Callable[..., None]) -> None:
+    """Key the chained rows, parents first: each from its parent's key (pipeline.chains)."""
+    ext_of = {t.row_index: t.ext for t in candidates}
+    for index in order:
+        row = held.get(index)
+        if row is None:
+            continue  # a bad row: failed while streaming
+        parent = parent_of[index]
+        parent_key = outcomes.key[parent]
+        if parent_key is None:  # the parent failed in planning, or could not be read now
+            deferred = outcomes.status[parent] == "not-run"
+            reason = (f"parent row {outcomes.row_id[parent]!r} was not run "
+                      f"({outcomes.reason[parent]})" if deferred else
+                      parent_failed_reason(outcomes.row_id[parent], outcomes.reason[parent]))
+            fail_row(index, row.row_id, reason, row.image, row.instruction, row.seed,
+                     row.product_id, row.variant, outcomes.error_class[parent] or BAD_ROW)
+            continue
+        try:
+            task = make_task(row, chain_source(parent_key), model, defaults)
+        except ValueError as exc:
+            fail_row(index, row.row_id, str(exc), row.image, row.instruction, row.seed,
+                     row.product_id, row.variant)
+            continue
+        outcomes.key[index] = task.key
+        ext_of[index] = task.ext
+        plan.chain_sources[index] = (parent_key, ext_of[parent])
+        candidates.append(task)
+
+
+def _fail_child(task: Task, parent: int, history: RunHistory, records: _Records,
+                outcomes: Outcomes) -> None:
+    """A chained row whose parent stays failed (an earlier invocation failed it for good)."""
+    prev = history.rows.get(task.row_index)
+    attempt = (prev.attempts if prev else 0) + 1
+    reason = parent_failed_reason(outcomes.row_id[parent], outcomes.reason[parent])
+    error_class = outcomes.error_class[parent] or BAD_ROW
+    now = time.time()
+    records.add(task_attempt(task, attempt=attempt, outcome="failed-permanent",
+                             error_class=error_class, error=reason, start=now, end=now))
+    outcomes.set(task.row_index, status="failed", key=task.key, attempts=attempt,
+                 error_class=error_class, reason=reason)
 
 
 def _drop_damaged(store: Store, present: dict[str, StoredObject], full: bool) -> None:

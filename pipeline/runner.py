@@ -23,6 +23,7 @@ from typing import Any
 from manifests import limits
 from manifests.paths import SUPPORTED_SCHEMES, uri_scheme
 from pipeline.cache import numerics_version
+from pipeline.chains import ChainWaves
 from pipeline.cluster import (
     actor_layout,
     cluster_resources,
@@ -38,6 +39,7 @@ from pipeline.dispatch import (
     RunAborted,
     StoreFull,
 )
+from pipeline.dispatch_sources import SourceReader
 from pipeline.encode import normalise_format
 from pipeline.errors import ConfigError, RunFolderFull
 from pipeline.killpoints import kill_point
@@ -511,9 +513,13 @@ def _dispatch(config: RunConfig, info: ModelInfo, device: str, dtype: str, plan,
         prior_attempts={i: r.attempts for i, r in history.rows.items()},
         spent_attempts={i: r.dispatched for i, r in history.rows.items()},
         followers=plan.followers, params_for=_params_for(run_id, info, dtype),
-        sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget, embeddings=embeddings)
+        sidecar_for=_sidecar_for, node_alive=_node_alive, budget=budget, embeddings=embeddings,
+        sources=SourceReader(store, plan.chain_sources))
+    waves = ChainWaves(plan.later, plan.chain_parent, outcomes=outcomes, ledger=ledger,
+                       progress=progress, followers=plan.followers,
+                       prior_attempts={i: r.attempts for i, r in history.rows.items()})
     try:
-        dispatcher.run(plan.tasks)
+        dispatcher.run(plan.tasks, next_wave=waves)
         kill_point("before-stop-actors")
     finally:
         dispatcher.stop_actors(timeout_s=10.0)
@@ -528,7 +534,7 @@ def _text_phase(config: RunConfig, info: ModelInfo, device: str, dtype: str, pla
 
     cpus, gpus = cluster_resources()
     layout = actor_layout(device, 1, cpus, gpus)
-    phase = run_text_phase(model=info.spec, device=device, dtype=dtype, tasks=plan.tasks, store=store,
+    phase = run_text_phase(model=info.spec, device=device, dtype=dtype, tasks=plan.all_tasks, store=store,
                            ledger=ledger, resources={"num_cpus": layout.num_cpus, "num_gpus": layout.num_gpus},
                            torch_threads=layout.torch_threads)
     return EmbeddingReader(store, phase.keys)
