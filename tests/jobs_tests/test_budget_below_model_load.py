@@ -1,4 +1,4 @@
-"""A budget cap below one model load's cost is named before the run (issue #23): the cap is
+"""A budget cap below one model load's cost is named before the run: the cap is
 checked before each batch, and a load is paid for before any row finishes, so such a cap is
 always overshot. Money in jobs/ is printed as the report prints it ($0.0000758)."""
 

@@ -1,4 +1,4 @@
-"""The CLI's conventions (issues #22 item 7, #23): --version, usage and did-you-mean for a
+"""The CLI's conventions: --version, usage and did-you-mean for a
 mistyped option or command, run ids that are one folder name, `kontext-batch manifest
 validate|build` with the same options as `python -m manifests`, `run --json`, what `--quiet`
 asks of Ray, and that Ray's token auth is only switched off for the local Ray a run starts.

@@ -1,6 +1,6 @@
 """A job that builds its manifest may read the catalog's folder (and the spec's image_roots),
 not every folder its catalog names: an image elsewhere fails its rows alone, the reason
-naming image_roots, and the review page does not show it (issue #22 item 8)."""
+naming image_roots, and the review page does not show it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`job run --dry-run`: the date's plan (rows, cache hits, rows to generate, estimated cost)
 without loading a model, starting Ray or writing a run folder; a real run then has exactly
-the predicted hits (issue #23)."""
+the predicted hits."""
 
 from __future__ import annotations
 

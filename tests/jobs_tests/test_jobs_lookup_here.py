@@ -1,5 +1,5 @@
 """A job NAME is found in the current folder too, so `job history NAME` works from the spec's
-own folder (issue #23)."""
+own folder."""
 
 from __future__ import annotations
 

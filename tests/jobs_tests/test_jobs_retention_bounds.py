@@ -1,5 +1,5 @@
 """retention.keep_days is bounded at validation, and retention never overflows on a huge
-value given to it directly (issue #22 item 15)."""
+value given to it directly."""
 
 from __future__ import annotations
 

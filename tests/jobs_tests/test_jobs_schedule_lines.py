@@ -1,6 +1,6 @@
 """`job schedule`: a control character in --workdir or the spec's path is refused (exit 2)
 instead of becoming a directive of the unit or a line of the crontab, ExecStart= quotes $
-and %; --print and --crontab warn about nights the clocks skip (issue #22 item 9, #23)."""
+and %; --print and --crontab warn about nights the clocks skip."""
 
 from __future__ import annotations
 

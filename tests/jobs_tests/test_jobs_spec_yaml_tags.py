@@ -1,5 +1,5 @@
 """Job specs with YAML tags or alias bombs: a short problem with the line (exit 2), never a
-traceback, and nothing constructed from a tag (issue #22 item 14)."""
+traceback, and nothing constructed from a tag."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shipped kontext-tiny makes the edits it is asked for (issue 4's quality thresholds).
+"""The shipped kontext-tiny makes the edits it is asked for (the quality targets of its MODEL_CARD.md).
 
 These run the shipped weights on held-out synthetic scenes whose exact targets are known.
 """

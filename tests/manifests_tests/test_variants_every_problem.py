@@ -1,4 +1,4 @@
-"""A variants file's check lists every problem at once (issue #23): an unknown top-level key,
+"""A variants file's check lists every problem at once: an unknown top-level key,
 each bad field of a template, a nameless entry's other faults, a duplicate name of an entry that
 is also bad, and the unknown template fields of the other variants."""
 

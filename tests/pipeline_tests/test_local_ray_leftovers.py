@@ -1,4 +1,4 @@
-"""What a killed run's local Ray left is stopped at the next local start (issue #22 item 16),
+"""What a killed run's local Ray left is stopped at the next local start,
 and nothing else is: pipeline.local_ray with stand-in processes named like Ray's (argv[0]
 ``ray::...``, as Ray's agents and workers name themselves), so no Ray starts here.
 tests/test_local_ray_processes.py does it with a real Ray and a SIGKILLed driver."""

@@ -1,4 +1,4 @@
-"""The local Ray a run starts (issue #22 items 10 and 16), with the real CLI in a child process:
+"""The local Ray a run starts, with the real CLI in a child process:
 
 - while the run goes on, every TCP socket its Ray processes listen on is bound to 127.0.0.1
   (so Ray's token auth may stay off for it, which the CLI no longer sets for everyone);

@@ -67,7 +67,7 @@ def _results(summary) -> list[dict]:
     return pq.read_table(summary.results).to_pylist()
 
 
-# -- #22 item 3: the manifest changes or moves while the run goes on ------------------------
+# -- the manifest changes or moves while the run goes on ------------------------
 def test_results_describe_the_manifest_read_even_if_it_is_rewritten_mid_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = _write(tmp_path / "m" / "manifest.parquet", ORIGINAL)
@@ -94,7 +94,7 @@ def test_a_manifest_moved_mid_run_still_gets_its_results(
     assert [r["meta_sku"] for r in rows] == ORIGINAL["meta_sku"]
 
 
-# -- #22 item 5: positional ids never take a given id ---------------------------------------
+# -- positional ids never take a given id ---------------------------------------
 def test_positional_ids_of_bad_rows_do_not_collide_with_given_ids(tmp_path: Path) -> None:
     columns = {"image": ["a.png"] * 4, "instruction": ["make it blue"] * 4,
                "seed": [1, 2, 3, 4],
@@ -108,7 +108,7 @@ def test_positional_ids_of_bad_rows_do_not_collide_with_given_ids(tmp_path: Path
     assert summary.exit_code == 1
 
 
-# -- #22 item 11: a FIFO as the manifest ---------------------------------------------------
+# -- a FIFO as the manifest ---------------------------------------------------
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 def test_a_named_pipe_as_manifest_is_refused_at_once(tmp_path: Path) -> None:
     fifo = tmp_path / "manifest.parquet"
@@ -124,7 +124,7 @@ def test_a_named_pipe_as_manifest_is_refused_at_once(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-# -- #22 item 12: a damaged data page behind a valid footer --------------------------------
+# -- a damaged data page behind a valid footer --------------------------------
 def damaged_parquet(path: Path, rows: int = 200) -> Path:
     """A manifest whose footer is intact and whose instruction column's page is not."""
     buf = io.BytesIO()
@@ -160,7 +160,7 @@ def test_validate_command_reports_a_damaged_page(tmp_path: Path, capsys) -> None
     assert "is damaged" in capsys.readouterr().err
 
 
-# -- #22 item 13: --store with a scheme pyarrow does not know ------------------------------
+# -- --store with a scheme pyarrow does not know ------------------------------
 def test_an_unknown_store_scheme_is_refused_before_any_folder_is_made(tmp_path: Path) -> None:
     manifest = _write(tmp_path / "m" / "manifest.parquet", ORIGINAL)
     out = tmp_path / "out"
@@ -187,7 +187,7 @@ def test_a_store_that_cannot_be_opened_is_a_config_error(tmp_path: Path,
     assert not (out / "runs").exists()
 
 
-# -- #24 item 1: --out that cannot be written ----------------------------------------------
+# -- --out that cannot be written ----------------------------------------------
 def test_out_below_a_regular_file_is_refused(tmp_path: Path) -> None:
     manifest = _write(tmp_path / "m" / "manifest.parquet", ORIGINAL)
     (tmp_path / "a-file").write_text("x")
@@ -236,7 +236,7 @@ def test_out_in_a_folder_without_write_permission_is_refused(tmp_path: Path) -> 
     assert "is not writable by this user" in stderr
 
 
-# -- #23: hints in the manifest's own words ------------------------------------------------
+# -- hints in the manifest's own words ------------------------------------------------
 def test_a_prompt_column_is_told_to_be_instruction(tmp_path: Path) -> None:
     manifest = _write(tmp_path / "m" / "manifest.parquet",
                       {"image": ["a.png"], "prompt": ["make it blue"], "seed": [1]})

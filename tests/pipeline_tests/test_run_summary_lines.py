@@ -1,4 +1,4 @@
-"""The end-of-run summary's lines from the run folder (issue #23): the failed rows' reasons
+"""The end-of-run summary's lines from the run folder: the failed rows' reasons
 grouped with counts, the flagged and cut rows (results_columns.summary_lines, reused), and
 'resuming: N of M already done' for a resumed run."""
 

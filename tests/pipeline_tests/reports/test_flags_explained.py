@@ -1,4 +1,4 @@
-"""Each review flag is explained (issue #23): a tooltip on every flag and a legend of the flags
+"""Each review flag is explained: a tooltip on every flag and a legend of the flags
 on the page, a sentence each (what it means, what to do); and validation can warn about the
 sources a model will squash (pipeline.source_sizes.size_warnings), before the run."""
 
