@@ -1,7 +1,16 @@
 import os
+import sys
+from pathlib import Path
 
-import pytest
-import torch
+# The shared helpers (pipeline_helpers, hardening_helpers, synthetic_runs, ...) live in tests/ while
+# the test modules live in its subfolders: pytest's "prepend" import mode puts only each test
+# module's own folder on sys.path, so put tests/ there first, before any test module is imported.
+TESTS = str(Path(__file__).resolve().parent)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Tests never touch the network: huggingface_hub / transformers / diffusers read this at import.
 os.environ["HF_HUB_OFFLINE"] = "1"

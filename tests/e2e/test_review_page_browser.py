@@ -20,7 +20,7 @@ from synthetic_runs import make_synthetic_run
 from pipeline.reports import generate_reports
 
 CHROMIUM = "/usr/bin/chromium"
-SETUP = Path(__file__).with_name("setup_browser.sh")
+SETUP = Path(__file__).resolve().parents[1] / "setup_browser.sh"  # with the shared helpers
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=\"document.title='pwned'\">"
 TITLE = "Review: run run-synthetic"

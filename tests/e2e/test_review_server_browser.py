@@ -15,7 +15,7 @@ from review_helpers import SCRIPT, decision_lines, session, synthetic
 from pipeline.review.server import start_review_server
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SETUP = Path(__file__).with_name("setup_browser.sh")
+SETUP = Path(__file__).resolve().parents[1] / "setup_browser.sh"  # with the shared helpers
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1400,1000")

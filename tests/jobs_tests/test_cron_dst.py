@@ -11,7 +11,7 @@ from jobs import cli
 from jobs.cron import dst_gap_warning, parse_cron, skipped_by_clock
 
 NEW_YORK = ZoneInfo("America/New_York")
-EXAMPLE = Path(__file__).resolve().parents[1] / "jobs" / "examples" / "demo-nightly.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "demo-nightly.yaml"
 
 
 def test_the_skipped_hour_is_no_firing() -> None:

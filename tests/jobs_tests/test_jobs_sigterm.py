@@ -13,7 +13,7 @@ from pipeline_helpers import sigterm_self_mid_call
 import jobs.runner
 from jobs import cli as job_cli
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "jobs" / "examples" / "demo-nightly.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "demo-nightly.yaml"
 
 
 def test_sigterm_during_a_job_run_cleans_up_and_exits_143(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -23,7 +23,7 @@ from jobs.schedule import crontab_line, systemd_units
 from jobs.spec import Retention, SpecError, find_job_spec, load_job_spec
 from pipeline.reports.pricing import load_pricing
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "jobs" / "examples" / "demo-nightly.yaml"
 
 

@@ -31,7 +31,7 @@ from kontext_core.synthetic import (
 )
 from kontext_core.synthetic.palette import parse_background
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "demo"
 MANIFEST_COLUMNS = ["image", "instruction", "seed", "row_id", "product_id", "variant"]
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from jobs import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENTRY_POINT = Path(sys.executable).parent / "kontext-batch"
 
 PRODUCTS = [("p01-bottle", "bottle", "red"), ("p02-mug", "mug", "blue"),

@@ -16,7 +16,7 @@ from manifests.__main__ import main as cli_main
 from manifests.build import load_variants, stable_row_id, variant_seed
 
 EXAMPLE_VARIANTS = os.path.join(
-    os.path.dirname(__file__), "..", "manifests", "examples", "variants.yaml"
+    os.path.dirname(__file__), "..", "..", "manifests", "examples", "variants.yaml"
 )
 
 VARIANTS_YAML = """\

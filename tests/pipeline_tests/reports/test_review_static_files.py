@@ -16,7 +16,7 @@ from review_helpers import call, session, synthetic
 from pipeline.reports import generate_reports
 from pipeline.review.server import start_review_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = {
     "pipeline/reports/static/review.js": "903496b93bc16a2865c63be510d72533ec955f2e47a5a8386712b598403035a4",
     "pipeline/reports/static/review.css": "a25441939d344807a77c89cb3af3329f348a33fc0bde8ea38b4c6dcb3d89c82c",

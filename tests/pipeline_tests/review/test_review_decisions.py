@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from review_helpers import call, decision_lines, session, synthetic
@@ -17,7 +18,7 @@ from review_helpers import call, decision_lines, session, synthetic
 from pipeline.review.decisions import DecisionLog, decision_record, decisions_path, read_decisions
 from pipeline.review.service import RequestError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def test_decisions_are_keyed_by_cache_key_and_the_last_one_wins(tmp_path):
