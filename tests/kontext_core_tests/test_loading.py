@@ -71,7 +71,7 @@ def sharded_dir(tmp_path_factory, native) -> Path:
 
 
 def bfl_states_from_diffusers(root: Path) -> tuple[dict, dict]:
-    """Native-named state dicts computed from the diffusers files (the inverse of spec §5)."""
+    """Native-named state dicts computed from the diffusers files (the inverse of kontext_core.checkpoint.tables)."""
     from kontext_core.autoencoder import AutoEncoder
     from kontext_core.checkpoint import autoencoder_rules
     from kontext_core.config import AutoencoderConfig, TransformerConfig
