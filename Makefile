@@ -50,7 +50,7 @@ eval-tiny: $(RUN_STAMP)
 
 ## make soak: every crash kill point from a clean state (~5 min; make test runs them chained)
 soak: $(TEST_STAMP)
-	KONTEXT_SOAK=1 $(BIN)/python -m pytest tests/e2e/test_hardening_crash.py -k soak
+	KONTEXT_SOAK=1 $(BIN)/python -m pytest tests/e2e/test_crash_kill_points.py -k soak
 
 ## make job-demo: the example nightly job over the demo catalog
 job-demo: $(RUN_STAMP)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need: Debian's chromium and chromium-driver (apt), and the
-# selenium client into the project's virtualenv (tests/test_review_page_browser.py,
-# tests/test_review_server_browser.py). Idempotent: installs only what is missing.
+# selenium client into the project's virtualenv (tests/e2e/test_review_page_browser.py,
+# tests/e2e/test_review_server_browser.py). Idempotent: installs only what is missing.
 # `.ci/run` should call it before `make test`. PYTHON=... picks another interpreter.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

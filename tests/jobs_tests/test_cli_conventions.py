@@ -4,7 +4,7 @@ validate|build` with the same options as `python -m manifests`, `run --json`, wh
 asks of Ray, and that Ray's token auth is only switched off for the local Ray a run starts.
 
 The run itself is replaced by a function where one is needed: no Ray starts here
-(tests/test_local_ray_processes.py runs the real thing)."""
+(tests/pipeline_tests/test_local_ray_processes.py runs the real thing)."""
 
 from __future__ import annotations
 

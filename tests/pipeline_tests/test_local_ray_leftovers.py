@@ -1,7 +1,7 @@
 """What a killed run's local Ray left is stopped at the next local start,
 and nothing else is: pipeline.local_ray with stand-in processes named like Ray's (argv[0]
 ``ray::...``, as Ray's agents and workers name themselves), so no Ray starts here.
-tests/test_local_ray_processes.py does it with a real Ray and a SIGKILLed driver."""
+tests/pipeline_tests/test_local_ray_processes.py does it with a real Ray and a SIGKILLed driver."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def tiles(parsed):
 
 def test_one_tile_per_row_to_review_with_status_and_flags(built):
     # Rows generated or failed in this run get a tile; the cache hit (row 2) and the row not run
-    # (row 11) are only counted (tests/test_reports_scale.py checks those counts).
+    # (row 11) are only counted (test_reports_scale.py checks those counts).
     run, outputs = built
     found = tiles(parse(outputs.review_page))
     assert len(found) == 10

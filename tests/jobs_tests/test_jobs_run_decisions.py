@@ -1,5 +1,6 @@
-"""Nightly-job review fixes: retention after every finished run, the budget priced by the
-run's frozen prices, future dates refused, a lost report rebuilt, lock-only folders.
+"""What run_job decides around a nightly run: retention after every finished run, the budget
+priced by the run's frozen prices, future dates refused, a lost report rebuilt, lock-only
+folders, image folders.
 
 Most tests replace the pipeline run (``jobs.runner._run``) by a stub that writes the ledger
 a real run would end with, so run_job's own decisions are tested without Ray."""
