@@ -13,7 +13,10 @@ store does):
                                          instruction, seed, decision, reviewer, ...
 
 Which rows: those whose last decision (OUT/decisions.jsonl) is approve; with ``all_done`` every
-done or cache-hit row except those rejected or sent back for redo. Idempotent: a file already
+done or cache-hit row except those rejected or sent back for redo. Of a chain of edits (rows
+whose image is ``row:<row_id>``, pipeline.chains) only the final step is published, unless
+``all_steps``: the earlier steps are working images, and they are left out of the
+<variant>-<k> numbering too. Idempotent: a file already
 at its path with the same bytes is left alone, and feed.csv / published.json are rewritten only
 when their content changes, so publishing again writes nothing. A different file at a target
 path is refused (nothing written) unless ``overwrite``. A product id or variant that is not one
@@ -38,6 +41,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from pipeline.chains import parent_row_id
 from pipeline.review.decisions import Decision, read_decisions
 from pipeline.review.runs import ReviewRow, RunTarget, load_review_rows
 from pipeline.store import filesystem_for
@@ -90,13 +94,21 @@ def segment_problem(value: str | None, what: str) -> str | None:
     return None
 
 
-def select_rows(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool
-                ) -> list[tuple[ReviewRow, Decision | None]]:
+def chain_steps(rows: list[ReviewRow]) -> set[str]:
+    """Row ids another row of the run edits further (image ``row:<row_id>``): a chain's
+    earlier steps, not its final one."""
+    return {parent for row in rows if (parent := parent_row_id(row.image)) is not None}
+
+
+def select_rows(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool,
+                all_steps: bool = False) -> list[tuple[ReviewRow, Decision | None]]:
     """One image per slot (a reviewed row and the candidates its redos made): the approved one
-    (the latest approval when several are); with ``all_done`` else the first undecided one."""
+    (the latest approval when several are); with ``all_done`` else the first undecided one.
+    A chain's earlier steps have no slot unless ``all_steps``."""
+    earlier = set() if all_steps else chain_steps(rows)
     slots: dict[str, list[ReviewRow]] = {}
     for row in rows:
-        if row.reviewable:
+        if row.reviewable and (row.redo_of or row.row_id) not in earlier:
             slots.setdefault(row.redo_of or row.row_id, []).append(row)
     chosen = []
     for images in slots.values():
@@ -110,9 +122,11 @@ def select_rows(rows: list[ReviewRow], decisions: dict[str, Decision], all_done:
     return sorted(chosen, key=lambda rd: rd[0].index)
 
 
-def plan(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool) -> list[Planned]:
+def plan(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool,
+         all_steps: bool = False) -> list[Planned]:
     """Target paths of the rows to publish; PublishError listing every unusable name first."""
-    chosen = select_rows(rows, decisions, all_done)
+    chosen = select_rows(rows, decisions, all_done, all_steps)
+    earlier = set() if all_steps else chain_steps(rows)
     problems = []
     for row, _ in chosen:
         for value, what in ((row.product_id, "product_id"), (row.variant, "variant")):
@@ -127,7 +141,8 @@ def plan(rows: list[ReviewRow], decisions: dict[str, Decision], all_done: bool) 
     position: dict[tuple[str, str], int] = defaultdict(int)
     rank: dict[str, int] = {}
     for row in rows:  # numbered over every row of the pair, so approvals never shift names
-        if row.product_id is not None and row.variant is not None and row.redo_of is None:
+        if row.product_id is not None and row.variant is not None and row.redo_of is None \
+                and row.row_id not in earlier:
             position[(row.product_id, row.variant)] += 1
             rank[row.row_id] = position[(row.product_id, row.variant)]
     planned = []
@@ -284,7 +299,7 @@ def _earlier_entries(target: Target) -> dict[str, dict[str, Any]]:
 
 # -- the command's body -----------------------------------------------------------------------
 def publish(run: RunTarget, to: str, *, all_done: bool = False, overwrite: bool = False,
-            base_url: str | None = None) -> PublishResult:
+            base_url: str | None = None, all_steps: bool = False) -> PublishResult:
     """Publish ``run``'s approved images to ``to``; PublishError (nothing written) on refusal."""
     from pipeline.runlock import try_lock
 
@@ -293,15 +308,15 @@ def publish(run: RunTarget, to: str, *, all_done: bool = False, overwrite: bool 
         raise PublishError(f"run {run.run_id} is in progress ({run.run_dir} is locked); publish "
                            "it once it has finished")
     try:
-        return _publish(run, to, all_done, overwrite, base_url)
+        return _publish(run, to, all_done, overwrite, base_url, all_steps)
     finally:
         lock.release()
 
 
 def _publish(run: RunTarget, to: str, all_done: bool, overwrite: bool,
-             base_url: str | None) -> PublishResult:
+             base_url: str | None, all_steps: bool = False) -> PublishResult:
     rows = load_review_rows(run.run_dir)
-    planned = plan(rows, read_decisions(run.out_dir), all_done)
+    planned = plan(rows, read_decisions(run.out_dir), all_done, all_steps)
     target = Target(to)
     result = PublishResult(target=to)
     # First pass: read and check every output, compare with what the target holds; refuse

@@ -73,6 +73,9 @@ def add_review_commands(subparsers) -> None:
                          help="target folder or pyarrow filesystem URI (s3://bucket/prefix)")
     publish.add_argument("--all-done", action="store_true",
                          help="publish every done image without a decision too (runs without review)")
+    publish.add_argument("--all-steps", action="store_true",
+                         help="of a chain of edits (image row:<row_id>), publish every step, "
+                              "not only the final one")
     publish.add_argument("--overwrite", action="store_true",
                          help="replace different files already at the target paths")
     publish.add_argument("--base-url", metavar="URL",
@@ -129,7 +132,8 @@ def publish_command(args: argparse.Namespace) -> int:
 
     try:
         result = publish(resolve_target(args.run, args.date, args.jobs_dir), args.to,
-                         all_done=args.all_done, overwrite=args.overwrite, base_url=args.base_url)
+                         all_done=args.all_done, overwrite=args.overwrite, base_url=args.base_url,
+                         all_steps=args.all_steps)
     except (RunNotFound, PublishError) as exc:
         print(f"kontext-batch publish: error: {exc}", file=sys.stderr)
         return 2
