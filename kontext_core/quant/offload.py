@@ -20,6 +20,8 @@ from torch import nn
 def _to(value, device: torch.device):
     if isinstance(value, torch.Tensor):
         return value.to(device)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple takes its fields apart
+        return type(value)(*(_to(v, device) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(_to(v, device) for v in value)
     if isinstance(value, dict):
