@@ -4,12 +4,12 @@ always overshot. Money in jobs/ is printed as the report prints it ($0.0000758).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ledger_records import actor_load, run_start, write_ledger
 from PIL import Image
 
 from jobs import cli
@@ -40,11 +40,10 @@ def earlier_run(folder: Path, date: str, loads: list[tuple[str, float]]) -> None
     """A run folder of the job whose ledger holds these (device type, seconds) loads."""
     run_dir = folder / "out" / "runs" / f"nightly-{date}"
     run_dir.mkdir(parents=True)
-    records = [{"v": 1, "type": "run-start", "run_id": run_dir.name, "ts": 1.0}]
-    records += [{"v": 1, "type": "actor-load", "run_id": run_dir.name, "ts": 2.0, "actor": f"a{i}",
-                 "node": "n", "device": "cuda:0", "device_type": kind, "start": 100.0,
-                 "end": 100.0 + seconds} for i, (kind, seconds) in enumerate(loads)]
-    (run_dir / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = [run_start(1.0, run_id=run_dir.name)]
+    records += [actor_load(2.0, f"a{i}", 100.0, 100.0 + seconds, pid=None, node="n", device_type=kind,
+                           run_id=run_dir.name) for i, (kind, seconds) in enumerate(loads)]
+    write_ledger(run_dir / "ledger.jsonl", records)
 
 
 def test_the_longest_recorded_load_of_the_latest_run_prices_the_warning(tmp_path):

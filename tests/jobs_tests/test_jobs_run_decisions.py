@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import ledger_records
 import pytest
 
 import jobs.runner as runner
@@ -43,11 +44,10 @@ def make_finished_runs(spec: JobSpec, days: list[str]) -> list[Path]:
 
 
 def write_ledger(run_dir: Path, status: str | None) -> None:
-    records = [{"v": 1, "type": "run-start", "ts": 1.0}]
+    records = [ledger_records.run_start(1.0, run_id=None)]
     if status is not None:
-        records.append({"v": 1, "type": "run-end", "status": status, "ts": 2.0})
-    with open(run_dir / "ledger.jsonl", "a", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
+        records.append(ledger_records.run_end(2.0, status, run_id=None))
+    ledger_records.write_ledger(run_dir / "ledger.jsonl", records, append=True)
 
 
 def stub_run(monkeypatch, status: str, exit_code: int) -> list[dict[str, Any]]:
@@ -133,12 +133,11 @@ def test_a_resumed_budget_is_priced_with_the_prices_frozen_by_the_first_invocati
     (run_dir / "config.json").write_text(json.dumps({"run_id": spec.run_id(DATE),
                                                      "pricing": frozen}))
     # The first invocation held one H100 for an hour, then was interrupted.
-    records = [{"v": 1, "type": "run-start", "ts": 0.0},
-               {"v": 1, "type": "actor-load", "actor": "a1", "device_type": "H100",
-                "start": 0.0, "end": 60.0, "ts": 60.0},
-               {"v": 1, "type": "actor-stop", "actor": "a1", "end": 3600.0, "ts": 3600.0},
-               {"v": 1, "type": "run-end", "status": "interrupted", "ts": 3600.0}]
-    (run_dir / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    ledger_records.write_ledger(run_dir / "ledger.jsonl", [
+        ledger_records.run_start(0.0, run_id=None),
+        ledger_records.actor_load(60.0, "a1", 0.0, 60.0, device_type="H100", run_id=None),
+        ledger_records.actor_stop(3600.0, "a1", 3600.0, run_id=None),
+        ledger_records.run_end(3600.0, "interrupted", run_id=None)])
     budgets = capture_budget(monkeypatch)
 
     assert run_job(spec, DATE, progress=False, reports=False).action == "resumed"

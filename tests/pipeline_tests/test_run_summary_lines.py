@@ -4,11 +4,12 @@ grouped with counts, the flagged and cut rows (results_columns.summary_lines, re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import ledger_records
 import pyarrow as pa
 import pyarrow.parquet as pq
+from ledger_records import record, run_end, run_start, write_ledger
 from synthetic_runs import make_synthetic_run
 
 from pipeline.reports import generate_reports
@@ -83,28 +84,22 @@ def test_a_reported_run_lists_failures_then_flags_and_cuts(tmp_path):
 
 
 def ledger(run_dir: Path, records: list[dict]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    base = {"v": 1, "run_id": run_dir.name}
-    with open(run_dir / "ledger.jsonl", "w") as f:
-        for i, rec in enumerate(records):
-            f.write(json.dumps({**base, "ts": float(i), **rec}) + "\n")
+    """The records in order, one second apart, under the run folder's id."""
+    write_ledger(run_dir / "ledger.jsonl",
+                 [rec | {"run_id": run_dir.name, "ts": float(i)} for i, rec in enumerate(records)])
 
 
 def attempt(index: int, outcome: str, n: int = 1) -> dict:
-    return {"type": "attempt", "row_id": f"r{index}", "row_index": index, "key": f"k{index}",
-            "attempt": n, "outcome": outcome, "error_class": None, "error": None,
-            "actor": "a", "node": "n", "device": "cpu", "device_type": "CPU", "start": 1.0,
-            "end": 2.0, "phases": {}, "output_uri": None, "bytes": 0}
+    return ledger_records.attempt(None, index, outcome, "a", 1.0, 2.0, attempt_no=n, device_type="CPU")
 
 
 def resumed_ledger(run_dir: Path) -> None:
-    start = {"type": "run-start", "manifest": "m.parquet", "rows_total": 10, "model": "m",
-             "fingerprint": "f", "settings": {}}
+    start = run_start(None, 10, model="m")
     ledger(run_dir, [
         start, attempt(0, "ok"), attempt(1, "cache-hit"), attempt(2, "retry-scheduled"),
         attempt(3, "failed-permanent"),
         {**start, "invocation": 2, "resumed": True}, attempt(4, "ok"), attempt(2, "ok", 2),
-        {"type": "run-end", "status": "interrupted"},
+        run_end(None, "interrupted"),
         {**start, "invocation": 3, "resumed": True}, attempt(5, "ok"),
     ])
 
@@ -129,7 +124,7 @@ def test_the_runner_can_say_it_from_the_history_it_already_read(tmp_path):
 
 def test_a_first_invocation_says_nothing(tmp_path):
     run_dir = tmp_path / "run"
-    ledger(run_dir, [{"type": "run-start", "rows_total": 3}, attempt(0, "ok")])
+    ledger(run_dir, [record("run-start", None, rows_total=3), attempt(0, "ok")])
     assert resume_line(run_dir) is None
     assert resume_line(tmp_path / "missing") is None
     assert resume_line_from_history(read_history(tmp_path / "missing" / "ledger.jsonl"), 3) is None

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from ledger_records import actor_load, actor_stop, attempt, budget_stop, phases, run_end, run_start
+from ledger_records import write_run as write_priced_run
 from synthetic_runs import make_synthetic_run
 
 from jobs.budget import LedgerBudget
@@ -25,49 +27,10 @@ PRICES = {
     "hosted_api": {"source": "test", "as_of": "2026-11-27", "per_image": {"ref": 0.04}},
 }
 DAY = 86_400.0
-PHASES = ("read", "decode", "text_encode", "context_encode", "denoise", "decode_latents", "file_encode",
-          "commit")
-
-
-def phases(**seconds: float) -> dict[str, float]:
-    return dict.fromkeys(PHASES, 0.0) | seconds
-
-
-def rec(kind: str, ts: float, **fields) -> dict:
-    return {"v": 1, "type": kind, "run_id": "r1", "ts": ts, **fields}
-
-
-def start(ts: float, rows: int) -> dict:
-    return rec("run-start", ts, manifest="m.parquet", rows_total=rows, model="kd", fingerprint="f", settings={})
-
-
-def load(ts: float, actor: str, begin: float, end: float, pid: int = 1) -> dict:
-    return rec("actor-load", ts, actor=actor, pid=pid, node="n1", device="cuda:0", device_type="H100",
-               start=begin, end=end)
-
-
-def stop(ts: float, actor: str, end: float, pid: int = 1) -> dict:
-    return rec("actor-stop", ts, actor=actor, pid=pid, node="n1", end=end)
-
-
-def attempt(ts: float, row: int, outcome: str, actor: str | None = None, begin: float | None = None,
-            end: float | None = None, work: dict | None = None, attempt_no: int = 1,
-            error_class: str | None = None, pid: int = 1, **extra) -> dict:
-    worked = actor is not None
-    return rec("attempt", ts, row_id=f"r{row}", row_index=row, key=f"k{row}", attempt=attempt_no,
-               outcome=outcome, error_class=error_class, error="boom" if error_class else None,
-               actor=actor, pid=pid if worked else None, node="n1" if worked else None,
-               device="cuda:0" if worked else None, device_type="H100" if worked else None,
-               start=begin, end=end, phases=work or phases(),
-               output_uri=f"s/{row}.png" if outcome in ("ok", "cache-hit") else None, bytes=None,
-               product_id=None, variant=None, instruction="x", seed=1, image="a.png", **extra)
 
 
 def write_run(run_dir: Path, records: list[dict], pricing: dict | None = None) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (run_dir / "config.json").write_text(json.dumps({"pricing": pricing or PRICES}))
-    return run_dir
+    return write_priced_run(run_dir, records, pricing or PRICES)
 
 
 def budget_spent(run_dir: Path, now: float) -> float:
@@ -79,14 +42,14 @@ def budget_spent(run_dir: Path, now: float) -> float:
 
 def test_a_failed_model_call_is_device_busy_and_costed_as_failed_attempts(tmp_path):
     # Rows 0 and 1 share a batch whose model call ran out of memory after 8 s (4 s each).
-    records = [start(0, 2), load(61, "editor-0", 0, 60),
+    records = [run_start(0, 2), actor_load(61, "editor-0", 0, 60),
                attempt(69, 0, "retry-scheduled", "editor-0", 60, 68, phases(decode=0.1, failed_model=4.0),
                        error_class="transient"),
                attempt(69, 1, "retry-scheduled", "editor-0", 60, 68, phases(decode=0.1, failed_model=4.0),
                        error_class="transient"),
                attempt(79, 0, "ok", "editor-0", 69, 79, phases(denoise=10.0), attempt_no=2),
                attempt(89, 1, "ok", "editor-0", 79, 89, phases(denoise=10.0), attempt_no=2),
-               stop(90, "editor-0", 90), rec("run-end", 91, status="complete")]
+               actor_stop(90, "editor-0", 90), run_end(91, "complete")]
     report = build_report(write_run(tmp_path / "run", records))
     f = report["figures"]
     assert f["time"]["busy_by_phase"]["failed_model"] == pytest.approx(8.0)
@@ -102,11 +65,11 @@ def test_a_failed_model_call_is_device_busy_and_costed_as_failed_attempts(tmp_pa
 
 def test_a_ledger_without_failed_model_counts_it_zero(tmp_path):
     old = phases(decode=0.1)
-    del old["read"]  # ledgers written before failed_model existed lack keys; none may be required
-    records = [start(0, 1), load(61, "editor-0", 0, 60),
+    del old["read"], old["failed_model"]  # ledgers written before failed_model existed lack keys; none may be required
+    records = [run_start(0, 1), actor_load(61, "editor-0", 0, 60),
                attempt(69, 0, "retry-scheduled", "editor-0", 60, 68, old, error_class="transient"),
                attempt(79, 0, "ok", "editor-0", 69, 79, {"denoise": 10.0}, attempt_no=2),
-               stop(80, "editor-0", 80), rec("run-end", 81, status="complete")]
+               actor_stop(80, "editor-0", 80), run_end(81, "complete")]
     f = build_report(write_run(tmp_path / "run", records))["figures"]
     assert f["time"]["busy_by_phase"]["failed_model"] == 0
     assert f["cost"]["failed_attempts"] == 0 and f["time"]["busy_seconds"] == pytest.approx(10.0)
@@ -128,18 +91,18 @@ def test_synthetic_failed_tries_carry_failed_model_not_denoise(tmp_path):
 def _resumed(third_killed: bool = False) -> list[dict]:
     """Invocation 1 (81 s), invocation 2 the next day (81 s); row 2 is a bad manifest row that
     every invocation's planning refuses again."""
-    records = [start(0, 3), attempt(1, 2, "failed-permanent", begin=1, end=1, error_class="bad-row"),
-               load(61, "editor-0", 1, 60), attempt(71, 0, "ok", "editor-0", 61, 71, phases(denoise=10.0)),
-               stop(80, "editor-0", 80), rec("run-end", 81, status="interrupted"),
-               start(DAY, 3),
-               attempt(DAY + 1, 2, "failed-permanent", begin=DAY + 1, end=DAY + 1, error_class="bad-row",
+    records = [run_start(0, 3), attempt(1, 2, "failed-permanent", start=1, end=1, error_class="bad-row"),
+               actor_load(61, "editor-0", 1, 60), attempt(71, 0, "ok", "editor-0", 61, 71, phases(denoise=10.0)),
+               actor_stop(80, "editor-0", 80), run_end(81, "interrupted"),
+               run_start(DAY, 3),
+               attempt(DAY + 1, 2, "failed-permanent", start=DAY + 1, end=DAY + 1, error_class="bad-row",
                        attempt_no=2),
-               load(DAY + 61, "editor-0", DAY + 1, DAY + 60, pid=2),
+               actor_load(DAY + 61, "editor-0", DAY + 1, DAY + 60, pid=2),
                attempt(DAY + 71, 1, "ok", "editor-0", DAY + 61, DAY + 71, phases(denoise=10.0), pid=2),
-               stop(DAY + 80, "editor-0", DAY + 80, pid=2), rec("run-end", DAY + 81, status="failed-rows")]
+               actor_stop(DAY + 80, "editor-0", DAY + 80, pid=2), run_end(DAY + 81, "failed-rows")]
     if third_killed:  # killed 5 s in: no run-end
-        records += [start(2 * DAY, 3),
-                    attempt(2 * DAY + 5, 2, "failed-permanent", begin=2 * DAY + 5, end=2 * DAY + 5,
+        records += [run_start(2 * DAY, 3),
+                    attempt(2 * DAY + 5, 2, "failed-permanent", start=2 * DAY + 5, end=2 * DAY + 5,
                             error_class="bad-row", attempt_no=3)]
     return records
 
@@ -159,9 +122,9 @@ def test_a_killed_last_invocation_is_unfinished_and_counts_to_its_last_record(tm
 
 
 def test_an_invocation_killed_after_loading_is_unfinished(tmp_path):
-    records = [start(0, 2), load(61, "editor-0", 1, 60), attempt(71, 0, "ok", "editor-0", 61, 71, phases(denoise=10.0)),
-               stop(80, "editor-0", 80), rec("run-end", 81, status="interrupted"),
-               start(1000, 2), load(1061, "editor-0", 1001, 1060, pid=2)]
+    records = [run_start(0, 2), actor_load(61, "editor-0", 1, 60), attempt(71, 0, "ok", "editor-0", 61, 71, phases(denoise=10.0)),
+               actor_stop(80, "editor-0", 80), run_end(81, "interrupted"),
+               run_start(1000, 2), actor_load(1061, "editor-0", 1001, 1060, pid=2)]
     f = build_report(write_run(tmp_path / "run", records))["figures"]
     assert f["run"]["status"] == "unfinished"
     assert f["run"]["wall_seconds"] == pytest.approx(81 + 61)
@@ -170,10 +133,10 @@ def test_an_invocation_killed_after_loading_is_unfinished(tmp_path):
 # 3. cache saved: marginal cost ----------------------------------------------------------------
 
 def _mostly_hits() -> list[dict]:
-    records = [start(0, 1001)]
-    records += [attempt(1, i, "cache-hit", begin=1, end=1) for i in range(1, 1001)]
-    records += [load(61, "editor-0", 1, 61), attempt(71, 0, "ok", "editor-0", 61, 71, phases(denoise=10.0)),
-                stop(72, "editor-0", 72), rec("run-end", 73, status="complete")]
+    records = [run_start(0, 1001)]
+    records += [attempt(1, i, "cache-hit", start=1, end=1) for i in range(1, 1001)]
+    records += [actor_load(61, "editor-0", 1, 61), attempt(71, 0, "ok", "editor-0", 61, 71, phases(denoise=10.0)),
+                actor_stop(72, "editor-0", 72), run_end(73, "complete")]
     return records
 
 
@@ -198,13 +161,13 @@ def test_a_row_refused_again_at_each_resume_is_not_retried(tmp_path):
 
 
 def test_retried_counts_rows_run_again_after_a_retry_scheduled_attempt(tmp_path):
-    records = [start(0, 3), load(11, "editor-0", 0, 10),
+    records = [run_start(0, 3), actor_load(11, "editor-0", 0, 10),
                # row 0: retried and done; row 1: retry scheduled, then the run stopped; row 2: one try
                attempt(15, 0, "retry-scheduled", "editor-0", 10, 15, phases(failed_model=5.0), error_class="transient"),
                attempt(16, 1, "retry-scheduled", "editor-0", 10, 15, phases(failed_model=1.0), error_class="transient"),
                attempt(25, 0, "ok", "editor-0", 15, 25, phases(denoise=10.0), attempt_no=2),
                attempt(35, 2, "ok", "editor-0", 25, 35, phases(denoise=10.0)),
-               stop(36, "editor-0", 36), rec("run-end", 37, status="interrupted")]
+               actor_stop(36, "editor-0", 36), run_end(37, "interrupted")]
     f = build_report(write_run(tmp_path / "run", records))["figures"]
     assert f["rows"]["retried"] == 1
     assert f["rows"]["unfinished"] == 1
@@ -215,11 +178,11 @@ def test_retried_counts_rows_run_again_after_a_retry_scheduled_attempt(tmp_path)
 def _recovered_after_stop() -> list[dict]:
     """Invocation 1 is stopped (SIGTERM) between row 1's commit and its ledger line; invocation 2's
     planning writes the recovered ok with invocation 1's actor and times."""
-    return [start(0, 2), load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
-            stop(81, "editor-0", 81), rec("run-end", 82, status="interrupted"),
-            start(1000, 2),
+    return [run_start(0, 2), actor_load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
+            actor_stop(81, "editor-0", 81), run_end(82, "interrupted"),
+            run_start(1000, 2),
             attempt(1001, 1, "ok", "editor-0", 70, 80, phases(denoise=10.0), recovered=True),
-            rec("run-end", 1002, status="complete")]
+            run_end(1002, "complete")]
 
 
 def test_a_recovered_attempt_is_billed_inside_its_stopped_holding(tmp_path):
@@ -237,10 +200,10 @@ def test_a_recovered_attempt_is_billed_inside_its_stopped_holding(tmp_path):
 
 
 def test_an_attempt_written_after_its_actor_stopped_is_not_billed_twice(tmp_path):
-    records = [start(0, 2), load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
-               stop(81, "editor-0", 81),
+    records = [run_start(0, 2), actor_load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
+               actor_stop(81, "editor-0", 81),
                attempt(82, 1, "retry-scheduled", "editor-0", 70, 80, phases(failed_model=10.0), error_class="transient"),
-               rec("run-end", 83, status="interrupted")]
+               run_end(83, "interrupted")]
     run_dir = write_run(tmp_path / "run", records)
     f = build_report(run_dir)["figures"]
     assert f["time"]["held_seconds"] == pytest.approx(81.0) and len(f["actors"]) == 1
@@ -251,10 +214,10 @@ def test_an_attempt_written_after_its_actor_stopped_is_not_billed_twice(tmp_path
 def test_a_recovered_attempt_of_a_killed_invocation_extends_its_holding_in_report_and_budget(tmp_path):
     # Invocation 1 is killed: no actor-stop, no run-end; row 1 was committed (70..80) but its
     # ledger line never written; invocation 2 recovers it.
-    records = [start(0, 2), load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
-               start(1000, 2),
+    records = [run_start(0, 2), actor_load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
+               run_start(1000, 2),
                attempt(1001, 1, "ok", "editor-0", 70, 80, phases(denoise=10.0), recovered=True),
-               rec("run-end", 1002, status="complete")]
+               run_end(1002, "complete")]
     run_dir = write_run(tmp_path / "run", records)
     report = build_report(run_dir)
     f = report["figures"]
@@ -265,10 +228,10 @@ def test_a_recovered_attempt_of_a_killed_invocation_extends_its_holding_in_repor
 # 6. lower bound ------------------------------------------------------------------------------
 
 def test_actors_without_actor_stop_make_the_cost_a_lower_bound(tmp_path):
-    records = [start(0, 2), load(61, "editor-0", 0, 60), load(61, "editor-1", 0, 60),
+    records = [run_start(0, 2), actor_load(61, "editor-0", 0, 60), actor_load(61, "editor-1", 0, 60),
                attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
                attempt(71, 1, "ok", "editor-1", 60, 70, phases(denoise=10.0)),
-               stop(80, "editor-0", 80)]  # the driver was killed before editor-1's stop
+               actor_stop(80, "editor-0", 80)]  # the driver was killed before editor-1's stop
     report = build_report(write_run(tmp_path / "run", records))
     assert any(n.startswith("cost is a lower bound: 1 actor(s) have no actor-stop (held time ends at their "
                             "last record)") for n in report["notes"])
@@ -278,10 +241,10 @@ def test_actors_without_actor_stop_make_the_cost_a_lower_bound(tmp_path):
 # 7. budget stop ------------------------------------------------------------------------------
 
 def _budget_stopped(stop_end: float) -> list[dict]:
-    return [start(0, 3), load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
-            rec("budget-stop", 72, spent=0.719800001, cap=0.72, currency="USD", rows_not_dispatched=1),
+    return [run_start(0, 3), actor_load(61, "editor-0", 0, 60), attempt(71, 0, "ok", "editor-0", 60, 70, phases(denoise=10.0)),
+            budget_stop(72, 0.719800001, 0.72, rows_not_dispatched=1),
             attempt(81, 1, "ok", "editor-0", 70, 80, phases(denoise=10.0)),
-            stop(stop_end, "editor-0", stop_end), rec("run-end", stop_end + 1, status="budget-stopped")]
+            actor_stop(stop_end, "editor-0", stop_end), run_end(stop_end + 1, "budget-stopped")]
 
 
 def test_budget_stop_line_shows_money_and_the_overshoot(tmp_path):
@@ -333,10 +296,10 @@ def test_verify_compares_the_notes(tmp_path, capsys):
 # 9. unknown outcomes -------------------------------------------------------------------------
 
 def test_an_unknown_outcome_is_failed_permanent_everywhere(tmp_path):
-    records = [start(0, 2), load(11, "editor-0", 0, 10),
+    records = [run_start(0, 2), actor_load(11, "editor-0", 0, 10),
                attempt(15, 0, "mystery", "editor-0", 10, 15, phases(denoise=5.0)),
                attempt(25, 1, "ok", "editor-0", 15, 25, phases(denoise=10.0)),
-               stop(26, "editor-0", 26), rec("run-end", 27, status="failed-rows")]
+               actor_stop(26, "editor-0", 26), run_end(27, "failed-rows")]
     run_dir = write_run(tmp_path / "run", records)
     report = build_report(run_dir)
     f = report["figures"]

@@ -4,6 +4,16 @@ import argparse
 import json
 
 import pytest
+from ledger_records import (
+    actor_load,
+    actor_stop,
+    attempt,
+    ledger_text,
+    record,
+    run_end,
+    run_start,
+    write_run,
+)
 from synthetic_runs import make_synthetic_run
 
 from pipeline.reports import build_report, generate_reports, rollup
@@ -203,8 +213,8 @@ def test_all_cache_hits_cost_nothing_and_say_cache_saving_has_no_basis(tmp_path)
 def test_a_driver_killed_after_run_start_still_gets_a_report(tmp_path):
     run_dir = tmp_path / "out" / "runs" / "r1"
     run_dir.mkdir(parents=True)
-    start = {"v": 1, "type": "run-start", "run_id": "r1", "ts": 5.0, "rows_total": 4}
-    (run_dir / "ledger.jsonl").write_text(json.dumps(start) + '\n{"v":1,"type":"actor-lo')
+    start = record("run-start", 5.0, run_id="r1", rows_total=4)
+    (run_dir / "ledger.jsonl").write_text(ledger_text([start]) + '{"v":1,"type":"actor-lo')
     outputs = generate_reports(run_dir, progress=False)
     f = outputs.report["figures"]
     assert f["run"]["status"] == "unfinished" and f["rows"]["unfinished"] == 4
@@ -214,21 +224,12 @@ def test_a_driver_killed_after_run_start_still_gets_a_report(tmp_path):
 def _hand_ledger(run_dir, attempts, *, held_until, load=(0.0, 20.0)):
     """A one-actor CPU-priced ledger: attempts are (start, end, phases) on actor a0."""
     run_dir.mkdir(parents=True)
-    base = {"v": 1, "run_id": "hand"}
-    records = [
-        {**base, "type": "run-start", "ts": 0.0, "rows_total": len(attempts), "manifest": "m.parquet"},
-        {**base, "type": "actor-load", "ts": load[1], "actor": "a0", "node": "n", "device": "cuda:0",
-         "device_type": "H100", "start": load[0], "end": load[1]},
-    ]
-    for i, (start, end, phases) in enumerate(attempts):
-        records.append({**base, "type": "attempt", "ts": end, "row_id": f"r{i}", "row_index": i, "key": f"k{i}",
-                        "attempt": 1, "outcome": "ok", "error_class": None, "error": None, "actor": "a0",
-                        "device_type": "H100", "start": start, "end": end, "phases": phases,
-                        "output_uri": f"o{i}.png"})
-    records += [{**base, "type": "actor-stop", "ts": held_until, "actor": "a0", "end": held_until},
-                {**base, "type": "run-end", "ts": held_until + 1, "status": "complete"}]
-    (run_dir / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return run_dir
+    run = {"run_id": "hand"}
+    records = [run_start(0.0, len(attempts), **run), actor_load(load[1], "a0", load[0], load[1], **run)]
+    records += [attempt(end, i, "ok", "a0", start, end, phases, **run)
+                for i, (start, end, phases) in enumerate(attempts)]
+    records += [actor_stop(held_until, "a0", held_until, **run), run_end(held_until + 1, "complete", **run)]
+    return write_run(run_dir, records)
 
 
 def _phases(model, file_encode=0.0, read=0.0, decode=0.0, commit=0.0):
