@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from ledger_records import record, write_ledger
 
 from jobs import cli
 from jobs.budget import LedgerBudget
@@ -396,11 +397,12 @@ class Clock:
 
 
 def append(ledger: Path, *records: dict) -> None:
-    with open(ledger, "a") as f:
-        for rec in records:
-            # written as its own time ends, by a driver on the actors' clock (no skew)
-            ts = rec.get("end", rec.get("start", 0))
-            f.write(json.dumps({"v": 1, "run_id": "r", "ts": ts, **rec}) + "\n")
+    """Append records holding only what the meter reads (the common fields filled in)."""
+    # written as its own time ends, by a driver on the actors' clock (no skew), unless given
+    write_ledger(ledger, [
+        record(rec["type"], rec.get("ts", rec.get("end", rec.get("start", 0))), run_id="r",
+               **{k: v for k, v in rec.items() if k not in ("type", "ts")})
+        for rec in records], append=True)
 
 
 def test_budget_meter_charges_held_time_and_projects_the_next_batch(tmp_path: Path) -> None:

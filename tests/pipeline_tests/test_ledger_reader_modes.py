@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from ledger_records import record
 
 import pipeline.ledger
 import pipeline.reports.ledger
@@ -20,8 +21,8 @@ def _write(path: Path, *lines: str) -> Path:
     return path
 
 
-def _rec(**fields) -> str:
-    return json.dumps({"v": 1, "run_id": "r", "ts": 1.0, **fields})
+def _rec(type: str, **fields) -> str:
+    return json.dumps(record(type, 1.0, run_id="r", **fields))
 
 
 def test_a_damaged_middle_line_is_skipped_when_lenient_and_named_when_strict(tmp_path: Path) -> None:
