@@ -8,6 +8,13 @@ Template fields: every catalog column but image (``product`` defaults to the pro
 '_' and '-' as spaces), ``variant`` (the variant's name), and the variant's own fields, which win
 over catalog fields of the same name.
 
+Chained edits: instead of one instruction a variant may list ``steps`` (a list: each an
+instruction template, or a mapping ``{instruction, [steps, guidance, ...]}`` whose settings win
+over the variant's; an integer ``steps`` stays the sampler's step count). Step 1 edits the
+product image, step j the output of step j-1 (image ``row:<row_id>``). The final step keeps the
+plain row id ``<product>--<variant>--<k>`` and the variant's name (publish takes it); step j
+before it is ``<product>--<variant>--<k>--step<j>``, variant ``<variant>-step<j>``.
+
 Seeds and row ids are derived from (product_id, variant, k) alone, so re-building after adding
 products or variants leaves every existing row — and therefore its cache key — unchanged.
 
@@ -130,11 +137,27 @@ def print_to_stderr(text: str) -> None:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of a chained variant: its instruction and its own settings."""
+
+    template: Template
+    settings: dict[str, object]
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
-    template: Template
+    template: Template  # the (final step's) instruction
     settings: dict[str, object]  # steps / guidance / output_format / width / height
     fields: dict[str, object]  # extra template fields (backdrop, …)
+    chain: tuple[Step, ...] = ()  # a chained variant's steps, in order (the last is `template`)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """Every step (one for a plain variant), settings merged over the variant's."""
+        if not self.chain:
+            return (Step(self.template, self.settings),)
+        return tuple(Step(s.template, {**self.settings, **s.settings}) for s in self.chain)
 
 
 def _problem(reason: str) -> Problem:
@@ -501,7 +524,15 @@ def _parse_variant(
         where = f"{where}, variant {name!r}"
     template = None
     instruction = entry.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
+    chain: tuple[Step, ...] = ()
+    if isinstance(entry.get("steps"), list):
+        chain, step_problems = _parse_steps(entry["steps"], where)
+        problems += step_problems
+        if instruction is not None:
+            problems.append(_problem(f"{where}: give either instruction or a steps list, not "
+                                     "both (the steps' instructions are the edits)"))
+        template = chain[-1].template if chain and not step_problems else None
+    elif not isinstance(instruction, str) or not instruction.strip():
         problems.append(
             _problem(
                 f"{where}: no instruction; add e.g. instruction: 'place the {{product}} on a red background'"
@@ -513,7 +544,7 @@ def _parse_variant(
     settings: dict[str, object] = {}
     fields: dict[str, object] = {}
     for key, value in entry.items():
-        if key in ("name", "instruction"):
+        if key in ("name", "instruction") or (key == "steps" and isinstance(value, list)):
             continue
         if key in _SETTINGS:
             if value is None:
@@ -551,7 +582,39 @@ def _parse_variant(
             fields[key] = value
     if problems:
         return name, None, problems
-    return name, Variant(name, template, settings, fields), []
+    return name, Variant(name, template, settings, fields, chain), []
+
+
+def _parse_steps(entries: list, where: str) -> tuple[tuple[Step, ...], list[Problem]]:
+    """A chained variant's steps: each an instruction template or {instruction, settings}."""
+    if not entries:
+        return (), [_problem(f"{where}: steps is an empty list; list the edits in order, or "
+                             "give steps: <number> for the sampler's step count")]
+    steps, problems = [], []
+    for j, entry in enumerate(entries, start=1):
+        at = f"{where}, step {j}"
+        instruction, settings = (entry, {}) if isinstance(entry, str) else (
+            (entry.get("instruction"), entry) if isinstance(entry, dict) else (None, {}))
+        if not isinstance(instruction, str) or not instruction.strip():
+            problems.append(_problem(f"{at}: no instruction; write the edit as text, or "
+                                     "{instruction: ..., guidance: ...}"))
+            continue
+        template, reasons = check_template(instruction.strip())
+        problems += [_problem(f"{at}: instruction template: {r}") for r in reasons]
+        checked: dict[str, object] = {}
+        for key, value in settings.items():
+            if key == "instruction" or value is None:
+                continue
+            if key not in _SETTINGS:
+                problems.append(_problem(f"{at}: unknown setting {key!r}; a step takes "
+                                         f"instruction and {', '.join(_SETTINGS)}"))
+                continue
+            checked[key], reason = _SETTINGS[key][0](value)
+            if reason:
+                problems.append(_problem(f"{at}: {reason}"))
+        if template is not None:
+            steps.append(Step(template, checked))
+    return tuple(steps), problems
 
 
 # ----------------------------------------------------------------------------- build
@@ -562,7 +625,8 @@ def _template_field_problems(catalog: Catalog, variants: list[Variant]) -> list[
     problems = []
     for v in variants:
         available = catalog_fields | {"variant"} | set(v.fields)
-        for field in v.template.fields:
+        used = dict.fromkeys(f for step in v.steps for f in step.template.fields)
+        for field in used:
             if field not in available:
                 problems.append(
                     _problem(
@@ -649,7 +713,8 @@ def build_manifest(
     out_path = os.path.abspath(os.fspath(out))
     cat, variant_list = check_build_inputs(catalog, variants)
     meta_names = _meta_names(cat)
-    settings = [s for s in _SETTINGS if any(s in v.settings for v in variant_list)]
+    settings = [s for s in _SETTINGS
+                if any(s in step.settings for v in variant_list for step in v.steps)]
     schema = pa.schema(
         [
             ("row_id", pa.string()),
@@ -680,15 +745,15 @@ def build_manifest(
     os.close(fd)
     try:
         skipped: list[str] = []
-        missing_image_rows = [0]
+        missing_image_rows, skipped_rows = [0], [0]
         rows = _write_rows(
             _generate_rows(
                 cat, variant_list, seeds_per_variant, out_dir, meta_names, settings, skipped,
-                missing_image_rows,
+                missing_image_rows, skipped_rows,
             ),
             schema,
             tmp,
-            total=len(cat.products) * len(variant_list) * seeds_per_variant,
+            total=len(cat.products) * sum(len(v.steps) for v in variant_list) * seeds_per_variant,
         )
         if rows == 0:  # every (product, variant) was skipped: there is nothing to run
             raise BuildError([_problem(w) for w in [*cat.warnings, *skipped]], out_path)
@@ -710,7 +775,7 @@ def build_manifest(
         rows,
         [*cat.warnings, *skipped],
         skipped_products=cat.skipped_products,
-        skipped_rows=len(skipped) * seeds_per_variant,
+        skipped_rows=skipped_rows[0],
         missing_image_rows=missing_image_rows[0],
     )
     if result.warnings and warn is not None:
@@ -752,9 +817,11 @@ def _generate_rows(
     settings: list[str],
     skipped: list[str],
     missing_image_rows: list[int],
+    skipped_rows: list[int],
 ) -> Iterator[dict[str, object]]:
     """The rows; a (product, variant) whose instruction cannot be filled is skipped, with a
-    line in ``skipped``; ``missing_image_rows[0]`` counts rows whose image file is missing."""
+    line in ``skipped``; ``missing_image_rows[0]`` counts rows whose image file is missing,
+    ``skipped_rows[0]`` the rows skipped."""
     variant_parts = {v.name: _sanitise(v.name) for v in variants}
     for product in cat.products:
         product_part = _sanitise(product.product_id)  # stable_row_id, computed once per product
@@ -762,34 +829,52 @@ def _generate_rows(
         meta = {meta_names[f]: product.fields.get(f) for f in meta_names}
         for v in variants:
             values = {**product.fields, "variant": v.name, **v.fields}
-            missing = [f for f in v.template.fields if _is_missing(values.get(f))]
-            if missing:
-                skipped.append(
-                    f"product {product.product_id!r} has no value for "
-                    f"{', '.join('{' + f + '}' for f in missing)}, used by variant "
-                    f"{v.name!r}; fill it in the catalog or drop it from the instruction "
-                    "(skipped)"
-                )
-                continue
-            try:
-                instruction = v.template.fill(values).strip()
-            except TemplateError as err:
-                skipped.append(f"variant {v.name!r}, product {product.product_id!r}: {err} "
-                               "(skipped)")
+            instructions = _fill_steps(v, values, product.product_id, skipped)
+            if instructions is None:
+                skipped_rows[0] += seeds * len(v.steps)
                 continue
             if product.image_missing:
-                missing_image_rows[0] += seeds
+                missing_image_rows[0] += seeds * len(instructions)
+            last = len(instructions)
             for k in range(seeds):
-                yield {
-                    "row_id": f"{product_part}--{variant_parts[v.name]}--{k}",
-                    "image": image,
-                    "instruction": instruction,
-                    "seed": variant_seed(product.product_id, v.name, k),
-                    "product_id": product.product_id,
-                    "variant": v.name,
-                    **{s: v.settings.get(s) for s in settings},
-                    **meta,
-                }
+                final_id = f"{product_part}--{variant_parts[v.name]}--{k}"
+                parent = image
+                for j, (instruction, step) in enumerate(zip(instructions, v.steps, strict=True),
+                                                        start=1):
+                    final = j == last
+                    row_id = final_id if final else f"{final_id}--step{j}"
+                    variant = v.name if final else f"{v.name}-step{j}"
+                    yield {
+                        "row_id": row_id,
+                        "image": parent,
+                        "instruction": instruction,
+                        "seed": variant_seed(product.product_id, variant, k),
+                        "product_id": product.product_id,
+                        "variant": variant,
+                        **{s: step.settings.get(s) for s in settings},
+                        **meta,
+                    }
+                    parent = rules.CHAIN_PREFIX + row_id
+
+
+def _fill_steps(v: Variant, values: dict[str, object], product_id: str,
+                skipped: list[str]) -> list[str] | None:
+    """Each step's instruction for one product, or None (with a line in ``skipped``)."""
+    used = list(dict.fromkeys(f for step in v.steps for f in step.template.fields))
+    missing = [f for f in used if _is_missing(values.get(f))]
+    if missing:
+        skipped.append(
+            f"product {product_id!r} has no value for "
+            f"{', '.join('{' + f + '}' for f in missing)}, used by variant "
+            f"{v.name!r}; fill it in the catalog or drop it from the instruction "
+            "(skipped)"
+        )
+        return None
+    try:
+        return [step.template.fill(values).strip() for step in v.steps]
+    except TemplateError as err:
+        skipped.append(f"variant {v.name!r}, product {product_id!r}: {err} (skipped)")
+        return None
 
 
 def _write_rows(rows: Iterator[dict[str, object]], schema: pa.Schema, path: str, total: int) -> int:
