@@ -33,6 +33,7 @@ from tqdm import tqdm
 from pipeline.cache import normalise_instruction
 from pipeline.provenance import ProvenanceError, provenance_from_image
 
+from .chain_strips import Chains, strip_sheets
 from .changes import ReviewThresholds, compare_to_source
 from .images import fill, fit, locate, open_image, safe_name
 from .report_render import money
@@ -53,6 +54,7 @@ class RowReview:
     sheet: str | None = None
     provenance: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    chain: str | None = None  # its place in a chain of edits: "step 2 of 3: a -> [b] -> c"
 
     @property
     def failed(self) -> bool:
@@ -91,9 +93,11 @@ class _SourceCache:
     product share one). The saved JPEG is the display version (filled to the box)."""
 
     def __init__(self, bases: list[Path], run_dir: Path, size: int, limit: int = 64,
-                 policy: SourcePolicy | None = None, max_pixels: int | None = None) -> None:
+                 policy: SourcePolicy | None = None, max_pixels: int | None = None,
+                 chains: Chains | None = None) -> None:
         self.bases, self.run_dir, self.size, self.limit = bases, run_dir, size, limit
         self.policy, self.max_pixels = policy, max_pixels
+        self.chains = chains or Chains()
         self.lock = threading.Lock()
         self.items: OrderedDict[str, tuple[Image.Image | None, tuple[int, int] | None, str | None, str | None]] = OrderedDict()
 
@@ -105,9 +109,13 @@ class _SourceCache:
                 self.items.move_to_end(key)
                 return self.items[key]
         try:
-            if self.policy is not None:
-                ref = self.policy(ref)  # the run's own path rules: refused -> ValueError
-            located = locate(ref, self.bases)
+            parent_output = self.chains.source_of(ref)  # a chained row's source: in the store
+            if parent_output is not None:
+                located = locate(parent_output, [self.run_dir.parent.parent, self.run_dir])
+            else:
+                if self.policy is not None:
+                    ref = self.policy(ref)  # the run's own path rules: refused -> ValueError
+                located = locate(ref, self.bases)
             img, original = open_image(located, draft_size=self.size,
                                        max_pixels=self.max_pixels)
             thumb = fit(as_model_sees(img), self.size)
@@ -220,13 +228,19 @@ class _Context:
     size: int
     currency: str
     bar: Any
+    chains: Chains = field(default_factory=Chains)
+
+
+def _source_cell(ctx: _Context, image: str | None) -> Cell:
+    src_thumb, _, _, src_problem = ctx.sources.get(image)
+    return Cell(src_thumb, ["source", image or ""], "source",
+                placeholder="NO SOURCE", placeholder_detail=src_problem or "")
 
 
 def _build_group(ctx: _Context, title: str, members: list[RowView]) -> tuple[list[RowReview], SheetGroup]:
     """Review entries and contact sheet(s) of one product / source image."""
-    src_thumb, _, src_url, src_problem = ctx.sources.get(members[0].image)
-    source_cell = Cell(src_thumb, ["source", members[0].image or ""], "source",
-                       placeholder="NO SOURCE", placeholder_detail=src_problem or "")
+    src_url = ctx.sources.get(members[0].image)[2]
+    source_cell = _source_cell(ctx, members[0].image)
     cells: list[Cell] = []
     group_reviews: list[RowReview] = []
     for view in members:
@@ -237,11 +251,17 @@ def _build_group(ctx: _Context, title: str, members: list[RowView]) -> tuple[lis
                           placeholder_detail=detail, flags=[f for f in review.flags if f != "failed"]))
         group_reviews.append(review)
         ctx.bar.update(1)
-    paths = write_sheets(title, source_cell, cells, ctx.layout, ctx.run_dir / "sheets", safe_name(title))
-    urls = [url_path(p, ctx.run_dir) for p in paths]
     per_page = ctx.layout.columns * ctx.layout.max_grid_rows - 1
+    pages = [min(i // per_page, len(members)) for i in range(len(members))]
+    if ctx.chains:  # chains of edits as strips: source -> step 1 -> step 2 ...
+        paths, pages = strip_sheets(title, members, cells, lambda v: v.row_id, lambda v: v.image,
+                                    lambda image: _source_cell(ctx, image), ctx.chains,
+                                    ctx.layout, ctx.run_dir / "sheets", safe_name(title))
+    else:
+        paths = write_sheets(title, source_cell, cells, ctx.layout, ctx.run_dir / "sheets", safe_name(title))
+    urls = [url_path(p, ctx.run_dir) for p in paths]
     for i, review in enumerate(group_reviews):
-        review.sheet = urls[min(i // per_page, len(urls) - 1)]
+        review.sheet = urls[min(pages[i], len(urls) - 1)]
         if review.source_thumb is None:
             review.source_thumb = src_url
     return group_reviews, SheetGroup(title, urls, len(members))
@@ -269,11 +289,12 @@ def build_review_assets(run_dir: str | Path, views: list[RowView], *, manifest: 
         groups.setdefault(view.group, []).append(view)
     workers = workers or min(2, os.cpu_count() or 1)
     with tqdm(total=len(views), desc="review", unit="row", disable=not progress) as bar:
+        chains = Chains.from_results(run_dir)
         sources = _SourceCache(source_bases(run_dir, manifest), run_dir, size,
                                policy=source_policy(run_dir, manifest),
-                               max_pixels=source_max_pixels(run_dir))
+                               max_pixels=source_max_pixels(run_dir), chains=chains)
         ctx = _Context(run_dir, run_dir.parent.parent, sources,
-                       thresholds, layout, size, currency, bar)
+                       thresholds, layout, size, currency, bar, chains)
         if workers <= 1 or len(groups) <= 1:
             built = [_build_group(ctx, title, members) for title, members in groups.items()]
         else:
@@ -296,7 +317,7 @@ def _comparable(key: str, value: Any) -> Any:
 def _review_row(view: RowView, ctx: _Context) -> tuple[RowReview, Image.Image | None]:
     """The row's review entry and its display thumbnail (None when there is no output image)."""
     run_dir, size = ctx.run_dir, ctx.size
-    review = RowReview(view=view)
+    review = RowReview(view=view, chain=ctx.chains.trail(view.row_id) if ctx.chains else None)
     if view.status == "failed":
         review.flags.append("failed")
     if view.status not in ("done", "cache-hit"):

@@ -16,6 +16,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pipeline.chains import parent_row_id
+
 from .changes import ReviewThresholds
 from .decisions_view import decision_summary
 from .report_doc import atomic_write
@@ -105,7 +107,9 @@ def _tile(index: int, r: RowReview, currency: str, decision: dict[str, Any] | No
                   f"{escape(label)}<small>{escape(detail)}</small></div><figcaption>output</figcaption></figure>")
     else:
         output = _figure(r.thumb, "output", f"output of row {v.row_id}", r.output_link)
-    images = output + _figure(r.source_thumb, "source", f"source of row {v.row_id}")
+    parent = parent_row_id(v.image)  # a chain's step: its source is the previous step's output
+    source_caption = "source" if parent is None else f"source: output of row {parent}"
+    images = output + _figure(r.source_thumb, source_caption, f"source of row {v.row_id}")
     images += _figure(r.heat, "what changed", f"difference heat map of row {v.row_id}")
     cost = money(v.cost, currency) if v.status != "cache-hit" else f"{money(0.0, currency)} (cached)"
     meta = " · ".join(x for x in (
@@ -117,12 +121,15 @@ def _tile(index: int, r: RowReview, currency: str, decision: dict[str, Any] | No
             f'<li class="flag flag-{_attr(f)}"{_help_title(f)}>{escape(f)}</li>'
             for f in r.flags) + "</ul>"
     flags += _text_cuts(v.text_cuts)
+    if r.chain:
+        flags += f'<p class="chain"><strong>chain:</strong> {escape(r.chain)}</p>'
     if v.notes:
         flags += f'<p class="input-notes"><strong>input:</strong> {escape(v.notes)}</p>'
     details = _dl([
         ("row id", v.row_id), ("row index", v.row_index), ("product", v.product_id), ("variant", v.variant),
         ("status", v.status), ("attempts", v.attempts), ("error class", v.error_class), ("reason", v.reason),
         ("model seconds", f"{v.busy_seconds:.2f}"), ("cost", cost), ("key", v.key), ("source", v.image),
+        ("chain", r.chain),
         ("output", v.output_uri),
         ("mean difference", None if r.mean_diff is None else f"{r.mean_diff:.4f}"),
         ("changed fraction", None if r.changed_fraction is None else f"{r.changed_fraction:.3f}"),
@@ -247,6 +254,7 @@ def render_review_html(build: ReviewBuild, report: dict[str, Any], thresholds: R
             "cost": round(r.view.cost, 9), "mean_diff": r.mean_diff, "changed_fraction": r.changed_fraction,
             "thumb": r.thumb, "heat": r.heat, "sheet": r.sheet, "text_cuts": r.view.text_cuts,
             "notes": r.view.notes, "decision": build.decisions.get(r.view.row_id),
+            **({"chain": r.chain} if r.chain else {}),
         } for i, r in enumerate(rows)],
     }
     summary = " ".join(f"<span>{escape(s)}</span>" for s in (

@@ -5,6 +5,9 @@ source's displayed size; images.fill), with a coloured status stripe (green done
 grey not run) and caption lines (variant or instruction, seed and status, cost, flags). Rows
 without an image get a labelled placeholder. Long groups continue on further pages, each page
 starting again with the source so it can be reviewed on its own.
+
+Chains of edits (rows on another row's output) are strips: each starts a grid row with its
+source, then step 1, step 2, ... with an arrow from each step to the next (``write_strips``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Cell:
     placeholder: str = ""  # label drawn when image is None, e.g. "FAILED"
     placeholder_detail: str = ""
     flags: list[str] = field(default_factory=list)
+    follows: bool = False  # a chain's next step: an arrow leads in from the cell before it
 
 
 # DejaVu Sans ships with the package (its licence beside it): Pillow's own default font has no
@@ -97,6 +101,15 @@ def _placeholder(sheet: Image.Image, box: tuple[int, int, int, int], label: str,
 
 def render_page(title: str, cells: list[Cell], layout: SheetLayout) -> Image.Image:
     """One sheet image for at most columns x max_grid_rows cells."""
+    columns = min(layout.columns, max(1, len(cells)))
+    return _render(title, [(i % columns, i // columns, c) for i, c in enumerate(cells)], columns,
+                   layout)
+
+
+def _render(title: str, placed: list[tuple[int, int, Cell]], columns: int,
+            layout: SheetLayout) -> Image.Image:
+    """A sheet of cells at (column, grid row) positions."""
+    cells = [c for _, _, c in placed]
     fnt = font(layout.font_size)
     line_h = layout.font_size + 4
     caption_lines = max((len(c.lines) + (1 if c.flags else 0) for c in cells), default=1)
@@ -104,18 +117,19 @@ def render_page(title: str, cells: list[Cell], layout: SheetLayout) -> Image.Ima
     stripe = 5
     cell_w = layout.cell + pad
     cell_h = stripe + layout.cell + 4 + caption_lines * line_h + pad
-    columns = min(layout.columns, max(1, len(cells)))
-    grid_rows = -(-len(cells) // columns)
+    grid_rows = max((row for _, row, _ in placed), default=0) + 1
     header_h = layout.font_size + 18
     sheet = Image.new("RGB", (pad + columns * cell_w, header_h + grid_rows * cell_h + pad), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     draw.text((pad, pad), ellipsise(title, font(layout.font_size + 3), sheet.width - 2 * pad), fill=TEXT,
               font=font(layout.font_size + 3))
-    for i, cell in enumerate(cells):
-        col, row = i % columns, i // columns
+    for col, row, cell in placed:
         x = pad + col * cell_w
         y = header_h + row * cell_h
         colour = STATUS_COLOURS.get(cell.status, STATUS_COLOURS["not-run"])
+        if cell.follows and col > 0:  # the arrow in the gap, from the previous step to this one
+            mid = y + stripe + layout.cell // 2
+            draw.polygon([(x - pad + 1, mid - 6), (x - 1, mid), (x - pad + 1, mid + 6)], fill=TEXT)
         draw.rectangle((x, y, x + layout.cell - 1, y + stripe - 1), fill=colour)
         box = (x, y + stripe, x + layout.cell - 1, y + stripe + layout.cell - 1)
         if cell.image is None:
@@ -147,13 +161,21 @@ def paginate(source: Cell, variants: list[Cell], layout: SheetLayout) -> list[li
 def write_sheets(title: str, source: Cell, variants: list[Cell], layout: SheetLayout,
                  out_dir: Path, stem: str) -> list[Path]:
     """Render and save the pages of one group; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     pages = paginate(source, variants, layout)
+    columns = [min(layout.columns, max(1, len(cells))) for cells in pages]
+    placed = [[(i % n, i // n, c) for i, c in enumerate(cells)] for cells, n in zip(pages, columns,
+                                                                                   strict=True)]
+    return _save_pages(title, placed, columns, layout, out_dir, stem)
+
+
+def _save_pages(title: str, pages: list[list[tuple[int, int, Cell]]], columns: list[int],
+                layout: SheetLayout, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
     ext = "png" if layout.format == "png" else "jpg"
     paths = []
-    for number, cells in enumerate(pages, start=1):
+    for number, (placed, n) in enumerate(zip(pages, columns, strict=True), start=1):
         page_title = title if len(pages) == 1 else f"{title} (page {number} of {len(pages)})"
-        image = render_page(page_title, cells, layout)
+        image = _render(page_title, placed, n, layout)
         path = out_dir / (f"{stem}.{ext}" if len(pages) == 1 else f"{stem}-p{number}.{ext}")
         if layout.format == "png":
             image.save(path, "PNG", compress_level=1)  # fast; sheets are for viewing, not archiving
@@ -161,3 +183,39 @@ def write_sheets(title: str, source: Cell, variants: list[Cell], layout: SheetLa
             image.save(path, "JPEG", quality=88)
         paths.append(path)
     return paths
+
+
+def layout_strips(strips: list[list[Cell]], layout: SheetLayout
+                  ) -> tuple[list[list[tuple[int, int, Cell]]], list[list[int]]]:
+    """Strips (each [source, step 1, ...]) placed on pages: each strip starts a grid row and
+    wraps at ``columns``; a strip longer than a page goes on, its source first again.
+    Returns (pages of (column, grid row, cell), per strip the page of each of its cells)."""
+    pages: list[list[tuple[int, int, Cell]]] = [[]]
+    row = 0
+    page_of: list[list[int]] = []
+    for strip in strips:
+        source, steps = strip[0], strip[1:]
+        chunk = layout.columns * layout.max_grid_rows - 1
+        pieces = [steps[i:i + chunk] for i in range(0, len(steps), chunk)] or [[]]
+        where: list[int] = []
+        for piece in pieces:
+            cells = [source, *piece]
+            need = -(-len(cells) // layout.columns)
+            if row and row + need > layout.max_grid_rows:
+                pages.append([])
+                row = 0
+            pages[-1] += [(i % layout.columns, row + i // layout.columns, c)
+                          for i, c in enumerate(cells)]
+            where += [len(pages) - 1] * len(piece)
+            row += need
+        page_of.append(where)
+    return pages, page_of
+
+
+def write_strips(title: str, strips: list[list[Cell]], layout: SheetLayout, out_dir: Path,
+                 stem: str) -> tuple[list[Path], list[list[int]]]:
+    """Render and save one group's strips (``layout_strips``); (page paths, per strip the page
+    index of each step)."""
+    pages, page_of = layout_strips(strips, layout)
+    widest = [max(col for col, _, _ in placed) + 1 for placed in pages]
+    return _save_pages(title, pages, widest, layout, out_dir, stem), page_of
