@@ -177,8 +177,15 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                                      "header, before decoding; default: "
                                      f"{DEFAULT_MAX_PIXELS:_} = 40 MP)")
     p.add_argument("--verify-cache", action="store_true",
-                   help="re-hash cached outputs against their sidecars and recompute "
-                        "corrupt ones (reads every cached file)")
+                   help="also hash cached outputs on remote stores against their sidecars and "
+                        "recompute damaged ones (local stores always are; reads every cached "
+                        "file)")
+    p.add_argument("--rehash-sources", action="store_true",
+                   help="hash every source image again instead of trusting the source-digest "
+                        "index (path, size, mtime, ctime, inode), and refresh the index")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the plan (rows, cache hits, images to generate, estimated cost "
+                        "from this OUT's earlier runs) and stop: no model, no run folder")
     p.add_argument("--no-report", action="store_true",
                    help="skip the report, contact sheets and review page")
     p.add_argument("--max-review-rows", type=row_limit, metavar="N",
@@ -246,6 +253,8 @@ def run_command(args: argparse.Namespace) -> int:
         return report.error(f"kontext-batch run: the demo manifest {manifest} is missing; "
                             "reinstall the package (make venv) or pass a MANIFEST", 2)
     config = RunConfig.from_args(args, manifest)
+    if args.dry_run:
+        return _dry_run(config, report, args.json)
     terminated = Terminated()
     try:
         # --json: the actors' output must not reach stdout, which holds the JSON document.
@@ -268,6 +277,28 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary_document(summary), indent=2, sort_keys=True))
     return summary.exit_code
+
+
+def _dry_run(config, report: _Reporter, as_json: bool) -> int:
+    """``run --dry-run``: the plan a real run would follow, priced by OUT's earlier runs."""
+    from dataclasses import asdict
+
+    from pipeline.dry_run import plan_only
+    from pipeline.errors import ConfigError
+
+    runs = Path(config.out) / "runs"
+    earlier = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    try:
+        plan = plan_only(config, basis_runs=earlier)
+    except ConfigError as exc:
+        return report.error(f"kontext-batch run: error: {exc}", 2)
+    if as_json:
+        print(json.dumps({"dry_run": True, **asdict(plan), "estimated_cost": plan.estimated_cost},
+                         indent=2, sort_keys=True, default=str))
+    else:
+        print(f"dry run of {config.manifest} (nothing was run or written):")
+        print("\n".join(plan.lines()))
+    return 0
 
 
 class _Reporter:

@@ -10,7 +10,10 @@ from tqdm import tqdm
 class RunProgress:
     """Counts rows as they reach a final state (done, cache-hit, failed)."""
 
-    def __init__(self, total: int, desc: str = "rows", disable: bool | None = False) -> None:
+    def __init__(self, total: int, desc: str = "rows", disable: bool | None = False,
+                 counts: bool = True) -> None:
+        """``counts``: show hits/failed/retries (the planning bar only counts rows planned)."""
+        self._counts = counts
         self.hits = 0
         self.failed = 0
         self.done = 0
@@ -20,8 +23,9 @@ class RunProgress:
         self._refresh()
 
     def _refresh(self) -> None:
-        self._bar.set_postfix(hits=self.hits, failed=self.failed, retries=self.retries,
-                              refresh=False)
+        if self._counts:
+            self._bar.set_postfix(hits=self.hits, failed=self.failed, retries=self.retries,
+                                  refresh=False)
 
     def start_at(self, *, hits: int = 0, failed: int = 0, done: int = 0) -> None:
         """Rows already final before this bar's rows run (planning's hits and failures, an

@@ -60,6 +60,7 @@ from pipeline.run_config import (
     write_config_file,
 )
 from pipeline.run_ids import check_run_id
+from pipeline.run_summary import resume_line_from_history, run_summary_lines
 from pipeline.runlock import acquire_run
 from pipeline.store import Store
 
@@ -321,6 +322,8 @@ def run_batch(config: RunConfig, *, editor_factory: Any = None,
     info = resolve_model_info(config.model)
     checked = check_manifest(config.manifest, image_roots=config.image_roots,
                              roots_setting=config.image_roots_setting)
+    for warning in _size_warnings(checked, config.model):
+        print(f"warning: {warning}", file=sys.stderr)
     session = _RaySession(config.address, config.num_cpus)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(session.close)
@@ -416,13 +419,15 @@ def _run(config: RunConfig, info: ModelInfo, checked, device: str, editor_factor
                  model=info.spec, fingerprint=info.fingerprint, settings=settings,
                  invocation=history.invocations + 1, resumed=history.exists)
     kill_point("after-run-start")
+    if config.progress and (line := resume_line_from_history(history, checked.rows_total)):
+        print(line, file=sys.stderr)
     outcomes = Outcomes(checked.rows_total)
     digests = SourceDigests(default_index_path(store_root), rehash=config.rehash_sources)
     status, actors_started, hashed, budget_stopped = "interrupted", 0, 0, False
     stop_reason = None
     try:
         plan_bar = RunProgress(checked.rows_total, desc="planning",
-                               disable=not config.progress)
+                               disable=not config.progress, counts=False)
         plan = plan_run(checked, run_id=run_id, model=derived.model, defaults=derived.defaults,
                         digests=digests, store=store, history=history, ledger=ledger,
                         outcomes=outcomes, verify_cache=config.verify_cache,
@@ -540,6 +545,27 @@ def _text_phase(config: RunConfig, info: ModelInfo, device: str, dtype: str, pla
     return EmbeddingReader(store, phase.keys)
 
 
+SIZE_CHECK_ROWS = 2000  # size warnings read image headers: a sample, not a million rows
+
+
+def _size_warnings(checked: Any, model: str) -> list[str]:
+    """Sources whose shape the model will change (squashed or reframed), from the first
+    SIZE_CHECK_ROWS rows: a warning before work, not a surprise on the review page."""
+    import itertools
+
+    import kontext_core
+    from pipeline.manifest_input import BadRow, iter_manifest
+    from pipeline.source_sizes import size_warnings
+
+    try:
+        preset = kontext_core.resolve_model(model).preset
+    except (ValueError, OSError):  # an unknown model is refused later with its own message
+        return []
+    rows = (row for batch in iter_manifest(checked) for row in batch
+            if not isinstance(row, BadRow))
+    return size_warnings(itertools.islice(rows, SIZE_CHECK_ROWS), preset)
+
+
 def print_summary(summary: RunSummary, file=None, resume: str | None = None) -> None:
     """Where everything is, for the person who ran the command. ``resume``: the command that
     resumes a run that stopped early (each CLI knows its own), shown under the stop reason."""
@@ -565,8 +591,7 @@ def print_summary(summary: RunSummary, file=None, resume: str | None = None) -> 
                      f"`kontext-batch report {summary.run_dir}`")
     else:
         lines.append(f"  report:   `kontext-batch report {summary.run_dir}`")
-    if c["failed"]:
-        lines.append("  failed rows and their reasons: status == 'failed' in the results table")
+    lines += run_summary_lines(summary.run_dir)  # failure reasons grouped, flags, cuts, notes
     if summary.stop_reason:
         lines.append(f"  stopped:  {summary.stop_reason}")
         if resume:

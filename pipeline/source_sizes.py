@@ -13,6 +13,7 @@ the run, which reports them as row failures.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from math import gcd
@@ -88,7 +89,7 @@ def _sources(rows: Iterable[Any], preset: Any) -> Iterator[_Source]:
 def _header_size(image: str) -> tuple[int, int] | None:
     """(width, height) as the decoder will see it (EXIF turns applied); None when it cannot be
     read here (a URI, a missing or damaged file: the run reports those)."""
-    if "://" in image:
+    if "://" in image or not os.path.isfile(image):  # a FIFO or device would block open()
         return None
     try:
         with Image.open(image) as img:
