@@ -145,7 +145,7 @@ def plan_only(config: RunConfig, basis_runs: Iterable[Path] = ()) -> DryRun:
         digests.close()
     return DryRun(run_id=run_id, resumes=history.exists, rows=checked.rows_total,
                   cache_hits=plan.hits, done_before=plan.done_before, failed=plan.failed,
-                  deferred=plan.deferred, to_generate=len(plan.tasks),
+                  deferred=plan.deferred, to_generate=len(plan.all_tasks),
                   same_key=sum(len(f) for f in plan.followers.values()),
                   basis=cost_basis(basis_runs))
 
