@@ -179,7 +179,7 @@ def choose_plan(memory: str, preset: Preset, dtype: torch.dtype, device: torch.d
         return fitting
     chosen = estimate(PLANS[plan], preset, dtype, text_params, size, cuda=cuda)
     if not chosen.fits(total):
-        fix = f"use --memory plan {fitting.plan.name} (predicted {_gib(fitting.peak_device_bytes)})" if fitting else \
+        fix = f"use --memory-plan {fitting.plan.name} (predicted {_gib(fitting.peak_device_bytes)})" if fitting else \
             "no plan fits this device"
         raise PlanError(f"memory plan {plan} needs {_gib(chosen.peak_device_bytes)} ({_parts(chosen)}) but "
                         f"{USABLE:.0%} of {_gib(total)} is usable: {fix}")

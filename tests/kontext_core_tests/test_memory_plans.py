@@ -46,7 +46,7 @@ def test_memory_sizes_pick_the_plans_of_the_issue(memory, expected):
 
 def test_a_plan_that_cannot_fit_is_refused_naming_the_plan_that_would():
     with pytest.raises(PlanError, match=r"memory plan resident needs \d+\.\d GiB .* but 90% of 24.0 GiB is "
-                                        r"usable: use --memory plan fp8-model-offload"):
+                                        r"usable: use --memory-plan fp8-model-offload"):
         published("24GB", "resident")
     with pytest.raises(PlanError, match="no memory plan fits 2.0 GiB"):
         published("2GB")

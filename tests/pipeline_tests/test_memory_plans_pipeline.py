@@ -112,7 +112,7 @@ def test_a_plan_that_cannot_fit_fails_before_any_work_naming_the_plan_that_would
                      "--memory", "0.9757GB", "--memory-plan", "resident", "--no-report", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert "memory plan resident needs" in err and "use --memory plan model-offload" in err
+    assert "memory plan resident needs" in err and "use --memory-plan model-offload" in err
     assert not (out / "runs").exists() or not list((out / "runs").iterdir())  # no run folder
     with pytest.raises(ConfigError, match="no memory plan fits 0.5 GiB"):
         run_batch(_config(manifest, out, memory="0.5GB"))
