@@ -26,9 +26,32 @@ PLAIN_ATTENTION_MAX_TOKENS = 256
 _SCORE_CHUNK_ELEMENTS = 1 << 18
 
 
+_GELU_2C = 2 * math.sqrt(2 / math.pi)
+
+
 def _eager_inference() -> bool:
     """True where in-place and out= tricks are safe: no autograd, not being traced by dynamo."""
     return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def _eager_cpu_float32(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and _eager_inference()
+
+
+def gelu_tanh_(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation in place, as x·sigmoid(2z) with z = √(2/π)·(x + 0.044715·x³):
+    the same function (½(1 + tanh z) = sigmoid(2z)), as close to it in float32 as ATen's gelu
+    (~5e-7 at |x| ~ 8), in half the time on the CPU."""
+    u = x * x
+    u.mul_(0.044715 * _GELU_2C).add_(_GELU_2C).mul_(x).sigmoid_()
+    return x.mul_(u)
+
+
+def _run_mlp(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Linear, GELU(tanh), Linear; the linears are called as modules (their hooks run)."""
+    if not _eager_cpu_float32(x):
+        return mlp(x)
+    return mlp[2](gelu_tanh_(mlp[0](x)))
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10_000.0) -> torch.Tensor:
@@ -205,9 +228,9 @@ class DoubleStreamBlock(nn.Module):
         attn = joint_attention([(txt_q, txt_k, txt_v), (img_q, img_k, img_v)], pe)
         txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
         img = img + img_mod1.gate * self.img_attn.proj(img_attn)
-        img = img + img_mod2.gate * self.img_mlp(img_mod2.modulate(self.img_norm2(img)))
+        img = img + img_mod2.gate * _run_mlp(self.img_mlp, img_mod2.modulate(self.img_norm2(img)))
         txt = txt + txt_mod1.gate * self.txt_attn.proj(txt_attn)
-        txt = txt + txt_mod2.gate * self.txt_mlp(txt_mod2.modulate(self.txt_norm2(txt)))
+        txt = txt + txt_mod2.gate * _run_mlp(self.txt_mlp, txt_mod2.modulate(self.txt_norm2(txt)))
         return img, txt
 
 
@@ -228,10 +251,28 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, pe) -> torch.Tensor:
         mod, _ = self.modulation(vec)
-        qkv, mlp = torch.split(self.linear1(mod.modulate(self.pre_norm(x))), [3 * self.hidden, self.mlp_hidden], dim=-1)
+        hidden = self.linear1(mod.modulate(self.pre_norm(x)))
+        qkv, mlp = torch.split(hidden, [3 * self.hidden, self.mlp_hidden], dim=-1)
         q, k, v = split_heads(qkv, self.num_heads, self.norm)
-        out = self.linear2(torch.cat((attention(q, k, v, pe), self.mlp_act(mlp)), dim=2))
+        attn = attention(q, k, v, pe)
+        if _eager_inference():
+            out = self.linear2(self._into_linear1_output(hidden, attn))
+        else:
+            out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=2))
         return x + mod.gate * out
+
+    def _into_linear1_output(self, hidden: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """linear2's input [attn ; act(mlp)] without a concatenation: linear1's output is laid out
+        [q k v | mlp], so the attention output goes where v was (v is used up by then) and the
+        activation is applied in place; the view from v's slot on is that input."""
+        c = self.hidden
+        hidden[..., 2 * c : 3 * c].copy_(attn)
+        mlp = hidden[..., 3 * c :]
+        if _eager_cpu_float32(mlp):
+            gelu_tanh_(mlp)
+        else:
+            torch.ops.aten.gelu_(mlp, approximate=self.mlp_act.approximate)
+        return hidden[..., 2 * c :]
 
 
 class LastLayer(nn.Module):

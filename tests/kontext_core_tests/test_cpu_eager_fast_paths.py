@@ -12,7 +12,12 @@ from torch.profiler import profile
 from kontext_core.config import load_preset
 from kontext_core.rope import ComplexRope, apply_rope, apply_rope_complex, complex_table, rope_table
 from kontext_core.sampling import image_ids
-from kontext_core.transformer import PLAIN_ATTENTION_MAX_TOKENS, KontextTransformer, joint_attention
+from kontext_core.transformer import (
+    PLAIN_ATTENTION_MAX_TOKENS,
+    KontextTransformer,
+    gelu_tanh_,
+    joint_attention,
+)
 
 CFG = load_preset("tiny-random").transformer
 
@@ -104,7 +109,8 @@ def test_cpu_inference_at_small_token_counts_runs_no_sdpa_stack_or_concatenated_
     assert "aten::stack" not in counts  # apply_rope's pair stacking
     # left: the two timestep embeddings' [cos, sin], v per double block, txt+img once before the
     # single blocks; no joined q/k (rotated into place), nor the single blocks' linear2 input
-    assert counts["aten::cat"] == 2 + CFG.depth + 1 + CFG.depth_single_blocks
+    assert counts["aten::cat"] == 2 + CFG.depth + 1
+    assert "aten::gelu" not in counts and "aten::gelu_" not in counts  # gelu_tanh_ instead
 
 
 def test_cpu_inference_above_the_token_limit_keeps_sdpa() -> None:
@@ -113,3 +119,17 @@ def test_cpu_inference_above_the_token_limit_keeps_sdpa() -> None:
     with torch.inference_mode():
         counts = _op_counts(lambda: model(**inputs))
     assert sum(c for op, c in counts.items() if "scaled_dot_product" in op) >= CFG.depth + CFG.depth_single_blocks
+
+
+def test_gelu_tanh_in_place_is_aten_gelu_within_float32_rounding() -> None:
+    x = torch.linspace(-12, 12, 100_001)
+    ref = F.gelu(x.double(), approximate="tanh")
+    ours = gelu_tanh_(x.clone())
+    aten_err = float((F.gelu(x, approximate="tanh").double() - ref).abs().max())
+    assert float((ours.double() - ref).abs().max()) <= 2 * aten_err
+    assert float(((ours.double() - ref).abs() / ref.abs().clamp_min(1e-3)).max()) < 1e-5
+    view = torch.zeros(4, 10)
+    view[:, 5:] = 1.5
+    gelu_tanh_(view[:, 5:])  # in place on a strided slice, as the single blocks use it
+    assert torch.allclose(view[:, 5:], F.gelu(torch.tensor(1.5), approximate="tanh").expand(4, 5))
+    assert not view[:, :5].any()
