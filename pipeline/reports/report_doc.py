@@ -27,7 +27,9 @@ from .usage import COST_MODEL, Analysis, analyse_stream
 # retry-scheduled attempt; recovered attempts bill their closed holding; notes are verified.
 # @5: cost.by_product / cost.by_variant (direct cost of each group's rows, and its share of the
 # total).
-REPORT_SCHEMA = "kontext-batch/report@5"
+# @6: memory (per actor: plan, resident weight bytes, peak device bytes) and text_phase (the
+# embeddings encoded or reused before the editors load, its seconds and cost); null when absent.
+REPORT_SCHEMA = "kontext-batch/report@6"
 
 
 def analyse_run(run_dir: str | Path, pricing: Pricing | None = None) -> Analysis:
