@@ -11,7 +11,8 @@
     sampler: {steps: 8, guidance: 2.5, output_format: png, dtype: auto, batch_size: 4,
               step_cache: 0.2, fp8: false,  # opt-in fast path (approximate; in the cache key)
               compile: false,               # opt-in exact path: torch.compile in each actor
-              memory: auto, memory_plan: null}  # memory plan (--memory / --memory-plan)
+              memory: auto, memory_plan: null,  # memory plan (--memory / --memory-plan)
+              loras: [loras/style.safetensors:0.8], lora_mode: unfused}  # LoRA (--lora, --lora-mode)
     output: runs/jobs                  # OUT: OUT/store (shared outputs), OUT/runs/<name>-<date>
     store: s3://bucket/prefix          # optional: outputs elsewhere (default OUT/store)
     image_roots: [s3://bucket/photos/] # optional: where images outside the manifest's folder may
@@ -56,7 +57,7 @@ _TOP_KEYS = ("name", "description", "manifest", "build", "model", "sampler", "ou
 _SECTIONS = {
     "build": ("catalog", "variants", "seeds"),
     "sampler": ("steps", "guidance", "output_format", "dtype", "batch_size", "step_cache", "fp8", "compile",
-                "memory", "memory_plan"),
+                "memory", "memory_plan", "loras", "lora_mode"),
     "budget": ("amount", "currency"),
     "retention": ("keep_runs", "keep_days"),
     "schedule": ("cron", "timezone"),
@@ -110,6 +111,8 @@ class Sampler:
     compile: bool = False  # exact path: fused RoPE + torch.compile per block in each actor
     memory: str = "auto"  # device memory to plan for: auto | 80GB | 24GB | 16GB | 12GB
     memory_plan: str | None = None  # a named memory plan (kontext_core.quant.plans.PLANS)
+    loras: tuple[str, ...] | None = None  # LoRA adapters as absolute path:scale (every row's)
+    lora_mode: str = "unfused"  # unfused | fused
 
 
 @dataclass(frozen=True)
@@ -446,7 +449,7 @@ def _check(c: _Checker, root: yaml.Node, check_files: bool, check_model: bool
     if store is not None and "://" not in store:
         store = str((c.base / Path(store).expanduser()).resolve())
     image_roots = _check_image_roots(c, top.get("image_roots"), check_files)
-    sampler = _check_sampler(c, top.get("sampler"))
+    sampler = _check_sampler(c, top.get("sampler"), check_files)
     pricing_path = c.path_value(top.get("pricing"), "pricing")
     budget = _check_budget(c, top.get("budget"), pricing_path, top.get("pricing"))
     retention = _check_retention(c, top.get("retention"))
@@ -566,7 +569,7 @@ def _check_model(c: _Checker, entry, check_model: bool) -> str | None:
     return model
 
 
-def _check_sampler(c: _Checker, entry) -> Sampler:
+def _check_sampler(c: _Checker, entry, check_files: bool = True) -> Sampler:
     s = _section(c, entry, "sampler")
     guidance = c.typed(s.get("guidance"), "sampler.guidance", float, "a number")
     if guidance is not None and not (math.isfinite(guidance) and limits.guidance_in_range(guidance)):
@@ -593,7 +596,36 @@ def _check_sampler(c: _Checker, entry) -> Sampler:
         dtype=c.choice(s.get("dtype"), "sampler.dtype", DTYPES, "auto"),
         batch_size=c.int_in(s.get("batch_size"), "sampler.batch_size", 1, 4096) or 4,
         step_cache=step_cache or None, fp8=bool(fp8), compile=bool(compile_),
-        memory=memory or "auto", memory_plan=memory_plan)
+        memory=memory or "auto", memory_plan=memory_plan, loras=_check_loras(c, s.get("loras"), check_files),
+        lora_mode=c.choice(s.get("lora_mode"), "sampler.lora_mode", ("unfused", "fused"), "unfused"))
+
+
+def _check_loras(c: _Checker, entry, check_files: bool) -> tuple[str, ...] | None:
+    """sampler.loras: path[:scale] specs (a list, or one string); paths relative to the spec's
+    folder; each file read and checked to be a LoRA now when files are checked (whether it fits
+    the model is the run's check). Returns them as absolute path:scale."""
+    if entry is None:
+        return None
+    from kontext_core.lora import LoraError, load_lora, parse_lora_spec
+
+    value = c.value(entry[1])
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        c.problem(_at(entry), "sampler.loras", f"must be a list of path[:scale] strings, got "
+                                               f"{_kind(value)} {_short(value)}")
+        return None
+    out = []
+    for text in items:
+        try:
+            spec = parse_lora_spec(text)
+            path = (c.base / Path(spec.path).expanduser()).resolve()
+            if check_files:
+                load_lora(path)
+        except LoraError as exc:
+            c.problem(_at(entry), "sampler.loras", f"{exc} (relative paths resolve against {c.base})")
+            continue
+        out.append(f"{path}:{spec.scale!r}")
+    return tuple(out)
 
 
 def _check_memory(c: _Checker, s, memory: str | None, plan: str | None) -> tuple[str | None, str | None]:

@@ -108,6 +108,26 @@ def check_label(name: str, value: object) -> Checked:
     return value, None
 
 
+LORA_SEPARATOR = ";"
+
+
+def check_lora(value: object) -> Checked:
+    """lora: a list of ``path[:scale]`` strings, or one string of them separated by ';'. Each
+    spec is stripped; an empty list or string means no adapters for this row. The files and
+    scales are the pipeline's to check (the run's model decides what fits)."""
+    if isinstance(value, str):
+        value = value.split(LORA_SEPARATOR)
+        value = [] if all(not part.strip() for part in value) else value
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return None, (f"lora must be a list of path[:scale] strings or one string of them "
+                      f"separated by '{LORA_SEPARATOR}' (got {value!r})")
+    specs = tuple(v.strip() for v in value)
+    if any(not spec for spec in specs):
+        return None, (f"lora {list(value)!r} holds an empty adapter; give each as path[:scale], "
+                      "e.g. loras/style.safetensors:0.8, or leave the cell null for the run's adapters")
+    return specs, None
+
+
 # A chained row edits another row's output: its image is ``row:<row_id>`` of that row.
 CHAIN_PREFIX = "row:"
 

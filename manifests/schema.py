@@ -32,6 +32,8 @@ class ManifestRow:
     steps: int | None = None
     guidance: float | None = None
     output_format: str | None = None  # "png" | "jpeg" | "webp"
+    # LoRA adapters as path[:scale] specs (checked by the pipeline); None: the run's; (): none
+    lora: tuple[str, ...] | None = None
     # every meta_* column, carried through (key keeps the meta_ prefix)
     meta: dict[str, object] = field(default_factory=dict, hash=False)
 
@@ -39,7 +41,7 @@ class ManifestRow:
 @dataclass(frozen=True)
 class ColumnSpec:
     name: str
-    kind: str  # "text", "integer", "whole" (integer, or integral float), "number", "label"
+    kind: str  # "text", "integer", "whole" (integer, or integral float), "number", "label", "specs"
     required: bool = False
 
 
@@ -55,6 +57,7 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("steps", "whole"),
     ColumnSpec("guidance", "number"),
     ColumnSpec("output_format", "text"),
+    ColumnSpec("lora", "specs"),
 )
 COLUMN_SPECS = {c.name: c for c in COLUMNS}
 REQUIRED_COLUMNS = tuple(c.name for c in COLUMNS if c.required)
@@ -66,6 +69,7 @@ _KIND_TEXT = {
     "whole": "an integer (int64)",
     "number": "a number (float64)",
     "label": "text (string)",
+    "specs": "a list of strings or one string of ';'-separated path[:scale] specs",
 }
 _REQUIRED_HINT = {
     "image": "a path relative to the manifest's folder, or a URI such as s3://bucket/key.png",
@@ -89,6 +93,9 @@ def type_fits(kind: str, t: pa.DataType) -> bool:
         return pa.types.is_integer(t) or pa.types.is_floating(t)
     if kind == "label":
         return _is_text(t) or pa.types.is_integer(t)
+    if kind == "specs":
+        lists = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
+        return _is_text(t) or (lists and (_is_text(t.value_type) or pa.types.is_null(t.value_type)))
     raise ValueError(f"unknown column kind {kind!r}")
 
 
@@ -123,7 +130,7 @@ _SYNONYMS = {
 def _unknown_column_problem(name: str) -> Problem:
     key = name.lower()
     matches = [_SYNONYMS[key]] if key in _SYNONYMS else difflib.get_close_matches(
-        key, list(COLUMN_SPECS), n=1, cutoff=0.6
+        key, list(COLUMN_SPECS), n=1, cutoff=0.65  # 0.6 offered 'lora' for 'colour'
     )
     hint = f" (did you mean {matches[0]!r}?)" if matches else ""
     return Problem(

@@ -30,7 +30,7 @@ DEFAULT_BATCH_ROWS = 8192
 # must not need memory proportional to its size just to say so.
 DEFAULT_MAX_PROBLEMS = 100_000
 
-_OPTIONAL = ("product_id", "variant", "width", "height", "steps", "guidance", "output_format")
+_OPTIONAL = ("product_id", "variant", "width", "height", "steps", "guidance", "output_format", "lora")
 _RANK = {name: i for i, name in enumerate(COLUMN_SPECS)}
 _MISSING = {
     "image": "image is missing (null); give a path (relative to the manifest's folder) or a URI",
@@ -50,6 +50,7 @@ _VALUE_CHECKS = {
     "steps": rules.check_steps,
     "guidance": rules.check_guidance,
     "output_format": rules.check_output_format,
+    "lora": rules.check_lora,
 }
 
 

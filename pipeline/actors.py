@@ -41,6 +41,7 @@ from pipeline.errors import (
 )
 from pipeline.faults import maybe_inject
 from pipeline.image_io import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from pipeline.loras import AdapterCache
 from pipeline.records import clip_truncation_notes
 
 # (model, device, torch dtype) -> editor; called with fp8=True / compile=True as well when a run
@@ -230,6 +231,10 @@ class EditorActor:
                      "load_end": self.load_end}
         self.info["memory"] = memory_figures(self.editor, self.info["device"], None)
         self._takes_embeddings = _accepts(getattr(self.editor, "edit", None), "embeddings")
+        # LoRA files are read once per actor (by hash); the base model stays resident and the
+        # editor switches adapter sets between batches (a repeated set costs nothing)
+        self._adapters = AdapterCache()
+        self._takes_loras = _accepts(getattr(self.editor, "edit", None), "loras")
 
     def describe(self) -> dict[str, Any]:
         """Who this actor is and when it loaded the model (for the actor-load record)."""
@@ -287,6 +292,10 @@ class EditorActor:
         row alone so one bad row cannot fail its neighbours."""
         rows = [r for r, _, _ in ready]
         given = self._embeddings(batch)
+        lora_args, lora_error = self._lora_args(batch)
+        if lora_error is not None:  # the batch's adapters cannot be used: each of its rows says why
+            return [(row, _failure(row, BAD_ROW, lora_error, start, {"decode": secs}))
+                    for row, _, secs in ready]
         t0 = None
         try:
             with self._lock:
@@ -302,7 +311,7 @@ class EditorActor:
                         steps=batch.get("steps"), guidance=batch.get("guidance"),
                         size=tuple(batch["size"]) if batch.get("size") else None,
                         **({"step_cache": batch["step_cache"]} if batch.get("step_cache") else {}),
-                        **({"embeddings": given} if given else {}))
+                        **({"embeddings": given} if given else {}), **lora_args)
                 except Exception as exc:
                     # still holding the model: no batch queued behind starts (and is marked
                     # as started) on a device this process is about to give up
@@ -314,8 +323,8 @@ class EditorActor:
             # The failed call held the device this long: its rows' attempts carry it (phase
             # failed_model), so the report costs failed attempts, not only successful ones.
             failed_s = (time.perf_counter() - t0) / len(ready) if t0 is not None else 0.0
-            error_class = classify_exception(exc)
-            if error_class == BAD_ROW and len(ready) > 1:
+            error_class = BAD_ROW if _is_lora_error(exc) else classify_exception(exc)
+            if error_class == BAD_ROW and len(ready) > 1 and not _is_lora_error(exc):
                 alone = [pair for item in ready for pair in self._edit([item], batch, start)]
                 for _row, outcome in alone:  # the batch call that failed is theirs too
                     outcome["phases"]["failed_model"] = \
@@ -324,7 +333,8 @@ class EditorActor:
             oom = is_cuda_oom(exc)
             if oom:
                 _free_cuda_cache()
-            return [(row, _failure(row, error_class, describe(exc), start,
+            why = str(exc) if _is_lora_error(exc) else describe(exc)
+            return [(row, _failure(row, error_class, why, start,
                                    {"decode": secs, "failed_model": failed_s}, oom=oom))
                     for row, _, secs in ready]
 
@@ -361,6 +371,21 @@ class EditorActor:
         return outcomes
 
 
+    def _lora_args(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """edit()'s loras/lora_mode for this batch (every batch names its set, [] the base model,
+        so the previous batch's adapters never leak), or why the batch's adapters cannot be used."""
+        wire = batch.get("loras")
+        if not wire and not self._adapters.used:  # no adapter was ever applied: nothing to undo
+            return {}, None
+        if not self._takes_loras:
+            return {}, ("this editor cannot apply LoRA adapters (its edit() takes no loras)"
+                        if wire else None)
+        try:
+            loras, mode = self._adapters.adapters(wire)  # marks the cache used
+        except ValueError as exc:  # LoraError: the file is gone or changed since planning
+            return {}, str(exc)
+        return {"loras": loras, "lora_mode": mode}, None
+
     def _embeddings(self, batch: Mapping[str, Any]) -> dict[str, Any] | None:
         """The batch's stored instruction embeddings, decoded (off the model lock), for an
         editor whose edit takes them."""
@@ -387,6 +412,11 @@ def _accepts(fn: Any, name: str) -> bool:
         return fn is not None and name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _is_lora_error(exc: BaseException) -> bool:
+    """kontext_core's LoraError (set_loras refused the batch's set): the same for every row."""
+    return type(exc).__name__ == "LoraError"
 
 
 def _mark_started(batch: Mapping[str, Any], actor: str) -> None:

@@ -3,9 +3,10 @@
 A row's key is the SHA-256 (hex) of a canonical JSON document (sorted keys, no spaces, UTF-8)
 holding exactly the inputs that change the output file (``key_document``): source digest,
 normalised instruction, seed, weights, sampler settings, precision, approximations, output
-encoding, numerics and decode versions, and the memory plan's weight storage when it is not
-native. Nothing else is in it (row ids, run id, batch size, placement, offloading), so those
-never cause a recompute. Each field, and what is left out and why: docs/architecture.md,
+encoding, numerics and decode versions, the memory plan's weight storage when it is not
+native, and the LoRA adapters (file hashes, scales, mode) when a row has any. Nothing else
+is in it (row ids, run id, batch size, placement, offloading), so those never cause a
+recompute. Each field, and what is left out and why: docs/architecture.md,
 section 5 "Cache key".
 """
 
@@ -65,6 +66,8 @@ class RowSettings:
     guidance: float | None
     size: tuple[int, int] | None
     output: Mapping[str, Any]  # {"format": ..., "encoder": {...}}
+    # LoRA adapters (kontext_core.lora.lora_key: file hashes, scales, mode); None: the base model
+    lora: Mapping[str, Any] | None = None
 
 
 def key_document(image_sha256: str, instruction: str, seed: int, model: ModelSettings,
@@ -87,6 +90,8 @@ def key_document(image_sha256: str, instruction: str, seed: int, model: ModelSet
     }
     if model.storage != NATIVE_STORAGE:  # only then, so runs of the default plan keep their keys
         doc["storage"] = model.storage
+    if row.lora is not None:  # only then, so rows without adapters keep their keys
+        doc["lora"] = dict(row.lora)
     return doc
 
 

@@ -172,6 +172,16 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--memory-plan", default=None, metavar="PLAN",
                    help="use this memory plan (resident, model-offload, fp8, fp8-model-offload, "
                         "group-offload, fp8-group-offload), checked to fit --memory")
+    p.add_argument("--lora", action="append", dest="loras", default=None, metavar="PATH[:SCALE]",
+                   help="apply this LoRA adapter (a .safetensors file in the diffusers, kohya, XLabs "
+                        "or fal layout; scale default 1) to every row; repeatable. A manifest's lora "
+                        "column replaces it for its rows. The file's sha256 and the scale are part of "
+                        "the cache key; a missing, non-LoRA or mismatched file stops the run (exit 2)")
+    p.add_argument("--lora-mode", choices=("unfused", "fused"), default=d.lora_mode,
+                   help="unfused (default): each adapter runs as a low-rank path beside its layer "
+                        "(works with fp8 and GGUF weights); fused: added into the weights (no extra "
+                        "work per step, plain float weights only). Part of the cache key of rows "
+                        "with adapters")
     p.add_argument("--max-pixels", type=_positive_int, default=d.max_pixels,
                    metavar="N", help="refuse source images with more pixels (read from the "
                                      "header, before decoding; default: "

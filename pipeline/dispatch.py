@@ -227,7 +227,8 @@ class Dispatcher:
         request = BatchRequest(rows=rows, steps=first.steps, guidance=first.guidance,
                                size=first.size, max_pixels=self.settings.max_pixels,
                                step_cache=self.settings.step_cache, batch_id=batch_id,
-                               marks=self.pool.marks, embeddings=self._embeddings_of(rows))
+                               marks=self.pool.marks, embeddings=self._embeddings_of(rows),
+                               loras=first.loras.to_wire() if first.loras else None)
         ref = slot.handle.edit_batch.remote(request.to_wire())
         kill_point("after-submit")
         slot.in_flight += 1

@@ -1,8 +1,10 @@
 """The dispatcher's scheduling policy: which batch goes to which actor, and when. No Ray here.
 
-- Batches hold rows of one (steps, guidance, size) group, neighbours in plan order, at most
-  the group's cap: ``batch_size`` until CUDA ran out of memory on that group, then halved
-  (memory depends on the size: a 1024² group that does not fit says nothing of a 512² one).
+- Batches hold rows of one (steps, guidance, size, LoRA adapter set) group (``Task.group``:
+  actors switch adapters between model calls, never inside one), neighbours in plan order
+  (the plan sorts a set's rows together), at most the group's cap: ``batch_size`` until CUDA
+  ran out of memory on that group, then halved (memory depends on the size: a 1024² group
+  that does not fit says nothing of a 512² one).
 - Each usable actor holds up to ``in_flight_per_actor`` (>= 2) batches, the least loaded first.
 - An isolated batch (a retry after an actor died) runs alone in an actor process: it reserves
   an actor, which gets nothing new and takes the batch once drained, while the others keep

@@ -32,7 +32,7 @@ class RowRequest:
 
 @dataclass(slots=True)
 class BatchRequest:
-    """Rows of one (steps, guidance, size) group, edited in one model call."""
+    """Rows of one (steps, guidance, size, adapter set) group, edited in one model call."""
 
     rows: list[RowRequest]
     steps: int | None
@@ -44,9 +44,14 @@ class BatchRequest:
     marks: Any = None  # the start-marks tracker's handle (pipeline.dispatch_marks)
     # instruction -> its stored embedding's bytes (pipeline.text_phase); None: the actor encodes
     embeddings: dict[str, bytes] | None = None
+    # the rows' LoRA adapter set (pipeline.loras.RowLoras.to_wire: mode, [{path, sha256, scale}]);
+    # None: the base model
+    loras: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        extra = {"embeddings": self.embeddings} if self.embeddings else {}
+        extra: dict[str, Any] = {"embeddings": self.embeddings} if self.embeddings else {}
+        if self.loras:
+            extra["loras"] = self.loras
         return {**extra, "max_pixels": self.max_pixels, "step_cache": self.step_cache,
                 "steps": self.steps, "guidance": self.guidance,
                 "size": list(self.size) if self.size else None,

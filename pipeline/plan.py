@@ -10,8 +10,9 @@ run computed them), once the store has checked each one against its sidecar
 --verify-cache); a damaged object is discarded and its row recomputed, the repair noted on
 stderr, in the new sidecar and in the row's notes. Rows whose key another row already owns
 wait for that row; the rest
-become tasks, ordered so rows sharing (steps, guidance, size), then source image, then
-instruction, sit next to each other and land in the same batch.
+become tasks, ordered so rows sharing (steps, guidance, size), then LoRA adapter set
+(pipeline.loras), then source image, then instruction, sit next to each other and land in the
+same batch.
 
 Chained rows (image ``row:<row_id>``, pipeline.chains) are keyed after every other row, parents
 first, from their parent's key; a row whose parent failed in planning fails with a reason
@@ -36,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from manifests import ManifestRow
 from pipeline.cache import ModelSettings, RowSettings, cache_key, normalise_instruction
@@ -51,6 +53,9 @@ from pipeline.records import Task, attempt_fields, task_attempt
 from pipeline.resume import RunHistory
 from pipeline.store import Store, StoredObject
 
+if TYPE_CHECKING:
+    from pipeline.loras import LoraResolver, RowLoras
+
 _FLUSH_RECORDS = 8192
 
 
@@ -61,6 +66,8 @@ class RowDefaults:
     steps: int
     guidance: float
     output_format: str
+    # the run's LoRA adapters and each row's own (pipeline.loras); None: no adapters anywhere
+    loras: LoraResolver | None = None
 
 
 @dataclass
@@ -118,11 +125,25 @@ def make_task(row: ManifestRow, image_sha256: str, model: ModelSettings,
     steps, guidance, size, fmt = _row_settings(row, defaults)
     # Rows share images and instructions: one string object each keeps 200k rows small.
     instruction = sys.intern(normalise_instruction(row.instruction))
+    loras = _row_loras(row, defaults)
     key = cache_key(image_sha256, instruction, row.seed, model,
-                    RowSettings(steps, guidance, size, shared_output_spec(fmt)))
+                    RowSettings(steps, guidance, size, shared_output_spec(fmt),
+                                loras.key if loras is not None else None))
     return Task(row.row_index, row.row_id, sys.intern(row.image), image_sha256, instruction,
                 int(row.seed), steps, guidance, size, fmt, extension(fmt), key, row.product_id,
-                row.variant)
+                row.variant, loras)
+
+
+def _row_loras(row: ManifestRow, defaults: RowDefaults) -> RowLoras | None:
+    """The row's adapter set (its lora column, else the run's); a bad adapter raises LoraError,
+    a ValueError: the row fails alone with the reason."""
+    specs = getattr(row, "lora", None)
+    if defaults.loras is None:
+        if specs:
+            raise ValueError(f"lora {list(specs)!r}: this caller planned without LoRA support; "
+                             "run the manifest with kontext-batch run")
+        return None
+    return defaults.loras.for_row(specs)
 
 
 def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
@@ -218,7 +239,8 @@ def plan_run(checked: CheckedManifest, *, run_id: str, model: ModelSettings,
             _add_to_wave(plan, task, wave)
     records.flush()
     for tasks in [plan.tasks, *plan.later]:
-        tasks.sort(key=lambda t: (t.steps, t.guidance, t.size or (0, 0), t.image_sha256,
+        tasks.sort(key=lambda t: (t.steps, t.guidance, t.size or (0, 0),
+                                  t.loras.token if t.loras else "", t.image_sha256,
                                   t.instruction, t.row_index))
     return plan
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.ledger_schema import compact_cache_hit, empty_phases
+
+if TYPE_CHECKING:
+    from pipeline.loras import RowLoras
 
 
 @dataclass(slots=True)
@@ -27,11 +30,13 @@ class Task:
     key: str
     product_id: str | None = None
     variant: str | None = None
+    loras: RowLoras | None = None  # LoRA adapter set (pipeline.loras); None: the base model
 
     @property
     def group(self) -> tuple:
-        """Rows with equal group share one model call (one steps/guidance/size)."""
-        return (self.steps, self.guidance, self.size)
+        """Rows with equal group share one model call (one steps/guidance/size, one adapter
+        set: actors switch adapters between calls, never inside one)."""
+        return (self.steps, self.guidance, self.size, self.loras)
 
 
 # A row note (ledger attempt ``notes``, results ``notes``): the T5 cut has its own ``truncated`` flag.

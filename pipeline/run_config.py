@@ -24,6 +24,7 @@ from pipeline.cache import DEFAULT_APPROXIMATIONS, NATIVE_STORAGE, ModelSettings
 from pipeline.cluster import default_dtype
 from pipeline.encode import normalise_format
 from pipeline.image_io import DEFAULT_MAX_PIXELS
+from pipeline.loras import make_resolver
 from pipeline.manifest_input import CLI_ROOTS_SETTING
 from pipeline.model_info import MemoryPlanInfo, ModelInfo, check_plan_options, resolve_memory_plan
 from pipeline.plan import RowDefaults
@@ -79,6 +80,10 @@ class RunConfig:
     # picks one; memory_plan names one. Its weight storage (fp8) is in the key, offload is not.
     memory: str = "auto"
     memory_plan: str | None = None
+    # LoRA adapters of every row as path[:scale] (--lora, job sampler.loras; a row's manifest
+    # lora column replaces them for that row): their file hashes and scales are in the key
+    loras: list[str] | None = None
+    lora_mode: str = "unfused"  # unfused (a low-rank path beside each layer) | fused (W += BA)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, manifest: str) -> RunConfig:
@@ -119,20 +124,28 @@ class RunSettings:
                 "steps": self.defaults.steps, "guidance": self.defaults.guidance,
                 "output_format": self.defaults.output_format, "numerics": numerics_version(),
                 "store": store_root,
-                **({"memory_plan": self.memory.record()} if self.memory else {})}
+                **({"memory_plan": self.memory.record()} if self.memory else {}),
+                **({"lora": run_loras.to_wire()} if (run_loras := self._run_loras()) else {})}
+
+    def _run_loras(self) -> Any:
+        """The run's own adapter set as resolved (absolute paths, hashes), if any."""
+        return self.defaults.loras.run if self.defaults.loras is not None else None
 
 
 def derive_settings(config: RunConfig, info: ModelInfo, device: str) -> RunSettings:
     """Row defaults (flags, else the preset's), key settings and run identity of a run."""
     dtype = default_dtype(device) if config.dtype == "auto" else config.dtype
     fmt = normalise_format(config.output_format)
-    defaults = RowDefaults(
-        steps=config.steps if config.steps is not None else info.default_steps,
-        guidance=config.guidance if config.guidance is not None else info.default_guidance,
-        output_format=fmt)
     step_cache = config.step_cache or None  # 0 means exact, the same as off
     memory = resolve_memory_plan(info.spec, device, dtype, config.memory, config.memory_plan)
     check_plan_options(memory, config.fp8, config.compile)
+    # the run's adapters are read and checked here: a bad one stops the run before any work
+    loras = make_resolver(info.spec, config.lora_mode, config.manifest, config.loras, config.fp8,
+                          memory.storage, flag=_lora_setting(config))
+    defaults = RowDefaults(
+        steps=config.steps if config.steps is not None else info.default_steps,
+        guidance=config.guidance if config.guidance is not None else info.default_guidance,
+        output_format=fmt, loras=loras)
     model = ModelSettings(model_fingerprint=info.fingerprint, dtype=dtype,
                           approximations={**DEFAULT_APPROXIMATIONS, "step_cache": step_cache,
                                           "fp8": bool(config.fp8)},
@@ -146,8 +159,15 @@ def derive_settings(config: RunConfig, info: ModelInfo, device: str) -> RunSetti
         identity["fp8"] = True
     if memory.storage != NATIVE_STORAGE:  # the default plan's runs keep their run ids
         identity["storage"] = memory.storage
+    if loras.run is not None:  # runs without --lora keep their run ids
+        identity["lora"] = loras.run.key
     return RunSettings(device=device, dtype=dtype, defaults=defaults, model=model,
                        identity=identity, memory=memory)
+
+
+def _lora_setting(config: RunConfig) -> str:
+    """How the user named the run's adapters, for its error messages: a job's spec key or the flag."""
+    return "sampler.loras" if config.image_roots_setting == "image_roots" else "--lora"
 
 
 @dataclass(frozen=True)
