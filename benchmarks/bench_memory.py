@@ -1,91 +1,294 @@
-"""Peak GPU memory and s/image per memory plan, random weights of the published shapes.
+"""Peak device memory and s/image per memory plan, random weights of the published shapes on disk.
 
-`python benchmarks/bench_memory.py [--size 1024] [--steps 28] [--plans resident,fp8,...]` on a
-CUDA GPU: for each plan builds FLUX.1 Kontext [dev]'s transformer and autoencoder with random
-weights (bf16), applies the plan (kontext_core.quant), runs one edit and prints the plan's
-predicted peak, the measured peak (torch.cuda.max_memory_allocated) and seconds per image. The
-text encoders are replaced by random embeddings of T5-XXL/CLIP-L's shapes (512 x 4096, 768): add
-T5-XXL's 8.9 GiB to the resident plans' peak, nothing to the offload plans' denoise peak.
-On the CPU it refuses (exit 2); `--smoke` runs kontext-tiny-random through every plan instead.
+    python benchmarks/bench_memory.py --json out.json          # a CUDA GPU: FLUX.1 Kontext [dev] shapes
+    python benchmarks/bench_memory.py --shapes tiny --device cpu --steps 2 --size 64 --json out.json
+
+Writes a checkpoint folder (benchmarks/random_checkpoint.py: BFL single files, random bf16,
+tensor by tensor so host memory stays bounded) and, for the GGUF plans, Q8_0 / Q4_K copies of its
+transformer (benchmarks/gguf_encode.py). Then for each plan it loads the folder the way a run's
+editors do, ``load_with_plan(folder, device, plan=..., text=False)`` (no text encoders: the text
+phase encodes apart), with random embeddings of T5-XXL / CLIP-L's shapes (512 x 4096, 768), runs
+one warm-up edit and one timed edit at --size with --steps, and reports the plan's predicted peak
+(``plan_for``), the measured peak (``torch.cuda.max_memory_allocated``, reset per plan), s/image
+and both against the resident plan; the issue's targets are printed pass/fail. ``--json`` is
+rewritten after every plan, so a run cut short keeps what it measured.
+
+Plans: the memory plans of kontext_core.quant.plans on the bf16 folder, and ``Q8_0:<offload>`` /
+``Q4_K:<offload>`` (resident, model-offload, group-offload) on the GGUF folders. ``--shapes tiny``
+runs the same code with the tiny-random preset's shapes on any device; on the CPU there is no
+allocator peak, so ``peak_gib`` there is the weight bytes on the device after loading.
+Random weights: timings and memory are real, pixels are noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import math
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from kontext_core.quant.plans import GIB, PLANS
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this script
+
+import random_checkpoint  # noqa: E402
+
+from kontext_core.config import load_preset  # noqa: E402
+from kontext_core.quant.plans import GIB, PLANS  # noqa: E402
+
+GGUF_TYPES = ("Q8_0", "Q4_K")
+GGUF_OFFLOADS = ("resident", "model-offload", "group-offload")
+ALL_PLANS = (*PLANS, *(f"{q}:{p}" for q in GGUF_TYPES for p in GGUF_OFFLOADS))
+SHAPES = {"published": "flux.1-kontext-dev", "tiny": "tiny-random"}
+# The issue's targets: (what, the plans that may meet it, GiB). A target passes when the best
+# measured peak among its plans is at most the limit; it is only judged at the published shapes.
+TARGETS = (
+    ("bf16, text phase apart", ("resident", "model-offload"), 22.0),
+    ("fp8 or Q8_0", ("fp8", "fp8-model-offload", "Q8_0:resident", "Q8_0:model-offload"), 14.0),
+    ("Q4_K with offload", ("Q4_K:model-offload", "Q4_K:group-offload"), 9.0),
+)
 
 
-def _smoke() -> int:
-    from PIL import Image
-
-    from kontext_core.quant.load import load_with_plan, resident_bytes
-
-    for name in PLANS:
-        editor = load_with_plan("tiny-random", plan=name)
-        t0 = time.perf_counter()
-        editor.edit([Image.new("RGB", (32, 32), (200, 40, 40))], ["make it blue"], [0])
-        print(f"{name:>18s} stored {resident_bytes(editor):>9d} B  {time.perf_counter() - t0:6.2f} s/image (smoke)")
-    return 0
+class UsageError(ValueError):
+    """A bad flag value (exit 2, before any work)."""
 
 
-def _gpu(plans: list[str], size: int, steps: int) -> int:
-    from PIL import Image
+def split_plan(name: str) -> tuple[str, str]:
+    """``fp8`` -> ("bf16", "fp8"); ``Q4_K:model-offload`` -> ("Q4_K", "model-offload")."""
+    family, _, plan = name.rpartition(":")
+    return family or "bf16", plan
 
-    from kontext_core import quant  # noqa: F401
-    from kontext_core.config import load_preset
-    from kontext_core.quant import load as qload
+
+def storage_of(name: str) -> str:
+    family, plan = split_plan(name)
+    return family if family != "bf16" else ("bf16" if PLANS[plan].storage == "native" else "fp8")
+
+
+def parse_plans(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in ALL_PLANS]
+    if unknown or not names:
+        raise UsageError(f"--plans: unknown plan(s) {', '.join(unknown) or '(none given)'}; "
+                         f"known: {', '.join(ALL_PLANS)}")
+    return list(dict.fromkeys(names))
+
+
+def random_embeddings(preset, device: torch.device, dtype: torch.dtype, seed: int):
+    """One instruction's embeddings of the preset's T5 / CLIP shapes (FLUX: 512 x 4096 and 768)."""
     from kontext_core.text import TextEmbeddings
 
-    device, dtype = torch.device("cuda"), torch.bfloat16
-    preset = load_preset("flux.1-kontext-dev")
-    print(f"{'plan':>18s} {'predicted':>10s} {'peak':>9s} {'s/image':>8s}   at {size}^2, {steps} steps")
-    for name in plans:
+    gen = torch.Generator("cpu").manual_seed(seed)
+    t5 = torch.randn(1, preset.text.t5_max_length, preset.transformer.context_in_dim, generator=gen)
+    pooled = torch.randn(1, preset.transformer.vec_in_dim, generator=gen)
+    return TextEmbeddings(t5.to(device, dtype), pooled.to(device, dtype), [False], [False])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        editor = qload.load_with_plan("tiny-random", device=device, dtype=dtype, plan=name)
-        _random_published(editor, preset, dtype)
-        b = 1
-        editor.text.encode = lambda prompts: TextEmbeddings(  # T5-XXL / CLIP-L shaped, random
-            torch.randn(len(prompts), 512, 4096, device=device, dtype=dtype),
-            torch.randn(len(prompts), 768, device=device, dtype=dtype), [False] * len(prompts), [False] * len(prompts))
-        estimate = qload.choose_plan("80GB", preset, dtype, device, (qload.T5_XXL_PARAMS, qload.CLIP_L_PARAMS), name)
-        image = Image.new("RGB", (size, size), (180, 60, 40))
-        editor.edit([image], ["x"] * b, [0], steps=2, size=(size, size))  # warm-up
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        editor.edit([image], ["x"], [0], steps=steps, size=(size, size))
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        peak = torch.cuda.max_memory_allocated(device)
-        print(f"{name:>18s} {estimate.peak_device_bytes / GIB:9.1f}G {peak / GIB:8.1f}G {seconds:8.2f}")
-        del editor
-    return 0
 
 
-def _random_published(editor, preset, dtype) -> None:
-    """Swap the editor's model for random bf16 weights of the published shapes, then re-apply its plan."""
-    raise NotImplementedError("random published-shape weights: see the report (not finished)")
+def _stored_bytes(editor) -> int:
+    from kontext_core.quant.plans import weight_bytes
+
+    return sum(sum(weight_bytes(m).values()) for m in (editor.transformer, editor.autoencoder))
+
+
+def run_plan(name: str, folder: Path, args, device: torch.device, embeddings) -> tuple[dict, np.ndarray]:
+    """Load ``folder`` under the plan, warm up, time one edit; the plan's JSON object and pixels."""
+    from kontext_core.quant.load import load_with_plan, plan_for, resident_bytes
+
+    _, plan = split_plan(name)
+    size, dtype = (args.size, args.size), torch.bfloat16
+    predicted = plan_for(folder, device, dtype, plan=plan, size=size, text=False).peak_device_bytes
+    _free(device)
+    t0 = time.perf_counter()
+    editor = load_with_plan(folder, device=device, dtype=dtype, plan=plan, size=size, text=False)
+    load_s = time.perf_counter() - t0
+    image = Image.new("RGB", size, (180, 60, 40))
+    editor.edit([image], ["x"], [0], steps=args.warmup_steps, size=size, embeddings=embeddings)
+    _sync(device)
+    t0 = time.perf_counter()
+    out = editor.edit([image], ["x"], [0], steps=args.steps, size=size, embeddings=embeddings)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resident_bytes(editor)
+    result = {"name": name, "s_per_image": seconds, "s_per_step": seconds / args.steps, "peak_gib": peak / GIB,
+              "predicted_gib": predicted / GIB, "storage": storage_of(name), "exact": storage_of(name) == "bf16",
+              "stored_bytes": _stored_bytes(editor), "resident_gib": resident_bytes(editor) / GIB,
+              "load_s": load_s, "steps": args.steps, "size": args.size,
+              "peak_source": "torch.cuda.max_memory_allocated" if device.type == "cuda" else
+              "weight bytes on the device after loading (no allocator peak on the CPU)"}
+    pixels = np.asarray(out.images[0], dtype=np.int16)
+    del editor, out
+    _free(device)
+    return result, pixels
+
+
+class Folders:
+    """The bf16 folder, and each GGUF copy made the first time one of its plans runs."""
+
+    def __init__(self, root: Path, preset, device: torch.device, seed: int):
+        self.root, self.preset, self.device, self.seed = root, preset, device, seed
+        self.made: dict[str, Path] = {}
+        self.write_s: dict[str, float] = {}
+
+    def get(self, family: str) -> Path:
+        if family not in self.made:
+            t0 = time.perf_counter()
+            if family == "bf16":
+                path = random_checkpoint.write_random_folder(self.root / "bf16", self.preset, self.device, self.seed)
+            else:
+                path = random_checkpoint.write_gguf_folder(self.get("bf16"), self.root / family, family, self.device)
+            self.made[family] = path
+            self.write_s[family] = time.perf_counter() - t0
+            print(f"[wrote the {family} checkpoint in {self.write_s[family]:.1f} s: {path}]", flush=True)
+        return self.made[family]
+
+
+def add_comparisons(results: list[dict], reference: np.ndarray | None, pixels: dict[str, np.ndarray]) -> None:
+    """Each plan against the resident plan: peak and time ratios, largest pixel difference (levels)."""
+    base = next((r for r in results if r["name"] == "resident" and "error" not in r), None)
+    for r in results:
+        if "error" in r or base is None:
+            continue
+        r["peak_vs_resident"] = r["peak_gib"] / base["peak_gib"] if base["peak_gib"] else None
+        r["time_vs_resident"] = r["s_per_image"] / base["s_per_image"] if base["s_per_image"] else None
+        if reference is not None and r["name"] in pixels:
+            r["max_diff_vs_resident"] = int(np.abs(pixels[r["name"]] - reference).max())
+
+
+def judge_targets(results: list[dict], shapes: str, device: torch.device) -> list[dict]:
+    measured = {r["name"]: r["peak_gib"] for r in results if "error" not in r}
+    out = []
+    for what, plans, limit in TARGETS:
+        best = min(((measured[p], p) for p in plans if p in measured), default=None)
+        if shapes != "published" or device.type != "cuda":
+            verdict = "n/a (only judged at the published shapes on CUDA)"
+        elif best is None:
+            verdict = "not measured"
+        else:
+            verdict = "pass" if best[0] <= limit else "FAIL"
+        out.append({"target": f"{what} <= {limit:g} GiB", "plans": list(plans), "best_plan": best and best[1],
+                    "best_peak_gib": best and best[0], "verdict": verdict})
+    return out
+
+
+def _mem(gib: float) -> str:
+    """GiB, or MiB for the tiny shapes' few megabytes."""
+    return f"{gib:.2f}G" if gib >= 0.1 else f"{gib * 1024:.2f}M"
+
+
+def print_table(results: list[dict], targets: list[dict], args) -> None:
+    print(f"\n{'plan':>22s} {'predicted':>10s} {'peak':>9s} {'s/image':>8s} {'vs resident':>17s}   "
+          f"{args.shapes} shapes, {args.size}^2, {args.steps} steps, {args.device}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['name']:>22s}  error: {r['error']}")
+            continue
+        vs = "-"
+        if r.get("peak_vs_resident") is not None:
+            vs = f"{r['peak_vs_resident']:.2f}x mem {r['time_vs_resident']:.2f}x t"
+        print(f"{r['name']:>22s} {_mem(r['predicted_gib']):>10s} {_mem(r['peak_gib']):>9s} {r['s_per_image']:8.2f} "
+              f"{vs:>17s}")
+    print("(predicted: plan_for; it counts a GGUF transformer as bf16)")
+    for t in targets:
+        best = f"{t['best_plan']} {_mem(t['best_peak_gib'])}" if t["best_plan"] else "-"
+        print(f"target {t['target']:<36s} {t['verdict']:<6s} best: {best}")
+
+
+def write_json(path: Path | None, args, results: list[dict], targets: list[dict], folders: Folders) -> None:
+    if path is None:
+        return
+    doc = {"settings": {"shapes": args.shapes, "device": args.device, "size": args.size, "steps": args.steps,
+                        "warmup_steps": args.warmup_steps, "dtype": "bfloat16", "write_s": folders.write_s},
+           "plans": results, "targets": targets}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True))
+    tmp.replace(path)
+
+
+def _finite(result: dict) -> bool:
+    return all(math.isfinite(result[k]) for k in ("s_per_image", "peak_gib", "predicted_gib"))
+
+
+def bench(args, plans: list[str], device: torch.device) -> int:
+    preset = load_preset(SHAPES[args.shapes])
+    embeddings = {"x": random_embeddings(preset, device, torch.bfloat16, args.seed)}
+    workdir = Path(tempfile.mkdtemp(prefix="bench_memory-", dir=args.workdir))
+    folders = Folders(workdir, preset, device, args.seed)
+    results: list[dict] = []
+    pixels: dict[str, np.ndarray] = {}
+    try:
+        for name in plans:
+            try:
+                result, pixels[name] = run_plan(name, folders.get(split_plan(name)[0]), args, device, embeddings)
+            except (RuntimeError, ValueError, OSError) as e:  # OOM, a plan refused, a full disk: the next plan runs
+                result = {"name": name, "storage": storage_of(name), "exact": storage_of(name) == "bf16",
+                          "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                _free(device)
+            results.append(result)
+            print(f"[{name}: {'error' if 'error' in result else 'done'}]", flush=True)
+            add_comparisons(results, pixels.get("resident"), pixels)
+            write_json(args.json, args, results, judge_targets(results, args.shapes, device), folders)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    targets = judge_targets(results, args.shapes, device)
+    print_table(results, targets, args)
+    write_json(args.json, args, results, targets, folders)
+    return 0 if all("error" not in r and _finite(r) for r in results) else 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", choices=tuple(SHAPES), default="published",
+                        help="published: FLUX.1 Kontext [dev]; tiny: tiny-random (checks this script anywhere)")
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
+    parser.add_argument("--size", type=int, default=1024, help="output and source size in pixels (square)")
+    parser.add_argument("--steps", type=int, default=28, help="steps of the timed edit")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="steps of the warm-up edit")
+    parser.add_argument("--plans", default=",".join(ALL_PLANS), help=f"comma-separated, of: {', '.join(ALL_PLANS)}")
+    parser.add_argument("--json", type=Path, help="write the results here (rewritten after each plan)")
+    parser.add_argument("--workdir", help="where the random checkpoints go (default: the system temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the random checkpoints")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="= --shapes tiny --device cpu --steps 2 --size 64")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.shapes, args.device, args.steps, args.size = "tiny", "cpu", 2, 64
+    if args.steps < 1 or args.warmup_steps < 1 or args.size < 16:
+        raise UsageError("--steps and --warmup-steps must be at least 1 and --size at least 16")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--plans", default=",".join(PLANS))
-    parser.add_argument("--smoke", action="store_true", help="CPU: tiny-random through every plan")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        return _smoke()
-    if not torch.cuda.is_available():
-        print("bench_memory: no CUDA GPU here; it measures GPU memory per plan. Run it on a GPU machine, "
-              "or pass --smoke for a CPU run of the plans on tiny-random", file=sys.stderr)
+    try:
+        args = parse_args(argv)
+        plans = parse_plans(args.plans)
+        device = torch.device(args.device)
+    except (UsageError, RuntimeError) as e:
+        print(f"bench_memory: {e}", file=sys.stderr)
         return 2
-    return _gpu([p for p in args.plans.split(",") if p], args.size, args.steps)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("bench_memory: no CUDA GPU here; it measures GPU memory per plan. Run it on a GPU machine, "
+              "or pass --shapes tiny --device cpu (or --smoke) to check this script on the CPU", file=sys.stderr)
+        return 2
+    return bench(args, plans, device)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
-"""benchmarks/bench_memory.py: refuses on a CPU-only machine (exit 2, says why); --smoke runs
-every plan on tiny-random."""
+"""benchmarks/bench_memory.py: refuses CUDA on a CPU-only machine (exit 2, says why); ``--shapes tiny``
+runs the GPU path's code on the CPU: random checkpoint written to disk, every plan (bf16 folder and
+GGUF copies) loaded with text=False, warm-up + timed edit, JSON with one object per plan."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory.py"
+PLANS = ["resident", "model-offload", "fp8", "fp8-model-offload", "group-offload", "fp8-group-offload",
+         "Q8_0:resident", "Q8_0:model-offload", "Q8_0:group-offload",
+         "Q4_K:resident", "Q4_K:model-offload", "Q4_K:group-offload"]
 
 
 def _bench():
@@ -22,13 +28,39 @@ def _bench():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
 def test_refuses_without_a_gpu(capsys):
     assert _bench().main([]) == 2
-    assert "no CUDA GPU here" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no CUDA GPU here" in err and "--shapes tiny --device cpu" in err
 
 
-def test_smoke_runs_every_plan(capsys):
-    assert _bench().main(["--smoke"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    names = [line.split()[0] for line in lines]
-    assert names == ["resident", "model-offload", "fp8", "fp8-model-offload", "group-offload", "fp8-group-offload"]
-    stored = {line.split()[0]: int(line.split()[2]) for line in lines}
-    assert stored["fp8"] < stored["resident"]
+def test_unknown_plan_is_a_usage_error(capsys):
+    assert _bench().main(["--shapes", "tiny", "--device", "cpu", "--plans", "resident,Q2_K:resident"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown plan(s) Q2_K:resident" in err and "Q4_K:model-offload" in err
+
+
+def test_tiny_shapes_measure_every_plan(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    work = tmp_path / "work"
+    work.mkdir()
+    code = _bench().main(["--shapes", "tiny", "--device", "cpu", "--steps", "2", "--size", "64",
+                          "--json", str(out), "--workdir", str(work)])
+    assert code == 0, capsys.readouterr()
+    doc = json.loads(out.read_text())
+    results = {r["name"]: r for r in doc["plans"]}
+    assert list(results) == PLANS
+    for r in results.values():
+        assert "error" not in r, r
+        for key in ("s_per_image", "peak_gib", "predicted_gib"):
+            assert math.isfinite(r[key]) and r[key] > 0, (r["name"], key)
+        assert r["exact"] is (r["storage"] == "bf16")
+    bf16 = results["resident"]["stored_bytes"]
+    for name in ("fp8", "fp8-model-offload", "fp8-group-offload"):
+        assert results[name]["storage"] == "fp8" and results[name]["stored_bytes"] < bf16
+    assert results["Q8_0:resident"]["stored_bytes"] < bf16
+    # offload moves bytes, not values: the same pixels as the resident plan
+    for name in ("model-offload", "group-offload"):
+        assert results[name]["max_diff_vs_resident"] == 0
+    assert [t["verdict"] for t in doc["targets"]] == ["n/a (only judged at the published shapes on CUDA)"] * 3
+    assert list(work.iterdir()) == []  # the random checkpoints are removed afterwards
+    table = capsys.readouterr().out
+    assert all(f" {name} " in table for name in PLANS)
