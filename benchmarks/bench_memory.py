@@ -27,6 +27,7 @@ import gc
 import json
 import math
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -145,19 +146,49 @@ class Folders:
     def __init__(self, root: Path, preset, device: torch.device, seed: int):
         self.root, self.preset, self.device, self.seed = root, preset, device, seed
         self.made: dict[str, Path] = {}
+        self.failed: dict[str, Exception] = {}
         self.write_s: dict[str, float] = {}
 
     def get(self, family: str) -> Path:
+        if family in self.failed:  # one try per folder: its other plans fail with the same reason
+            raise self.failed[family]
         if family not in self.made:
             t0 = time.perf_counter()
-            if family == "bf16":
-                path = random_checkpoint.write_random_folder(self.root / "bf16", self.preset, self.device, self.seed)
-            else:
-                path = random_checkpoint.write_gguf_folder(self.get("bf16"), self.root / family, family, self.device)
+            try:
+                if family == "bf16":
+                    path = random_checkpoint.write_random_folder(self.root / "bf16", self.preset, self.device,
+                                                                 self.seed)
+                else:
+                    path = random_checkpoint.write_gguf_folder(self.get("bf16"), self.root / family, family,
+                                                               self.device)
+            except (RuntimeError, ValueError, OSError, ImportError) as e:
+                shutil.rmtree(self.root / family, ignore_errors=True)  # a partial file would hold the disk
+                self.failed[family] = e
+                raise
             self.made[family] = path
             self.write_s[family] = time.perf_counter() - t0
             print(f"[wrote the {family} checkpoint in {self.write_s[family]:.1f} s: {path}]", flush=True)
         return self.made[family]
+
+    def release(self, family: str) -> None:
+        """Delete a folder no later plan needs (a 64 GiB disk holds bf16 + one GGUF copy, not all)."""
+        path = self.made.pop(family, None)
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def last_uses(plans: list[str]) -> dict[int, list[str]]:
+    """Plan index -> the folders last needed by that plan (bf16 is also the GGUF copies' source)."""
+    last: dict[str, int] = {}
+    for i, name in enumerate(plans):
+        family = split_plan(name)[0]
+        if family not in last:
+            last["bf16"] = i  # a GGUF copy is made from the bf16 folder when its first plan runs
+        last[family] = i
+    out: dict[int, list[str]] = {}
+    for family, i in last.items():
+        out.setdefault(i, []).append(family)
+    return out
 
 
 def add_comparisons(results: list[dict], reference: np.ndarray | None, pixels: dict[str, np.ndarray]) -> None:
@@ -226,6 +257,10 @@ def _finite(result: dict) -> bool:
     return all(math.isfinite(result[k]) for k in ("s_per_image", "peak_gib", "predicted_gib"))
 
 
+def _exit_on_term(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def bench(args, plans: list[str], device: torch.device) -> int:
     preset = load_preset(SHAPES[args.shapes])
     embeddings = {"x": random_embeddings(preset, device, torch.bfloat16, args.seed)}
@@ -233,19 +268,25 @@ def bench(args, plans: list[str], device: torch.device) -> int:
     folders = Folders(workdir, preset, device, args.seed)
     results: list[dict] = []
     pixels: dict[str, np.ndarray] = {}
+    releases = last_uses(plans)
+    previous = signal.signal(signal.SIGTERM, _exit_on_term)  # `timeout` stops it: still remove the checkpoints
     try:
-        for name in plans:
+        for i, name in enumerate(plans):
             try:
                 result, pixels[name] = run_plan(name, folders.get(split_plan(name)[0]), args, device, embeddings)
-            except (RuntimeError, ValueError, OSError) as e:  # OOM, a plan refused, a full disk: the next plan runs
+            except (RuntimeError, ValueError, OSError, ImportError) as e:
+                # OOM, a plan refused, a full disk, no gguf package: record it, the next plan runs
                 result = {"name": name, "storage": storage_of(name), "exact": storage_of(name) == "bf16",
                           "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-                _free(device)
+            _free(device)  # out of the except block: the traceback no longer holds the failed editor
             results.append(result)
+            for family in releases.get(i, []):
+                folders.release(family)
             print(f"[{name}: {'error' if 'error' in result else 'done'}]", flush=True)
             add_comparisons(results, pixels.get("resident"), pixels)
             write_json(args.json, args, results, judge_targets(results, args.shapes, device), folders)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     targets = judge_targets(results, args.shapes, device)

@@ -64,3 +64,24 @@ def test_tiny_shapes_measure_every_plan(tmp_path, capsys):
     assert list(work.iterdir()) == []  # the random checkpoints are removed afterwards
     table = capsys.readouterr().out
     assert all(f" {name} " in table for name in PLANS)
+
+
+def test_a_folder_that_cannot_be_written_fails_its_plans_alone(tmp_path, monkeypatch, capsys):
+    bench = _bench()
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(args)
+        raise bench.random_checkpoint.DiskFullError("flux1-kontext-dev-Q8_0.gguf needs 11.8 GiB but /tmp has 2.0 GiB free")
+
+    monkeypatch.setattr(bench.random_checkpoint, "write_gguf_folder", full_disk)
+    out = tmp_path / "out.json"
+    code = bench.main(["--shapes", "tiny", "--device", "cpu", "--steps", "1", "--warmup-steps", "1", "--size", "64",
+                       "--plans", "resident,Q8_0:resident,Q8_0:model-offload", "--json", str(out)])
+    assert code == 1
+    results = {r["name"]: r for r in json.loads(out.read_text())["plans"]}
+    assert "error" not in results["resident"] and math.isfinite(results["resident"]["peak_gib"])
+    for name in ("Q8_0:resident", "Q8_0:model-offload"):
+        assert results[name]["error"].startswith("DiskFullError: flux1-kontext-dev-Q8_0.gguf needs 11.8 GiB")
+    assert len(calls) == 1  # tried once, not once per plan
+    assert "error: DiskFullError" in capsys.readouterr().out
