@@ -5,8 +5,13 @@
 #      step-cache step) variants at 1024² with per-step relative error   (limit 240 s)
 #   2. edit: a whole 1024² edit, 28 steps, full-size random modules         (limit 170 s)
 #   3. pipeline: 16 rows, one Ray actor on the GPU, GPU-busy fraction      (limit 150 s)
+#   4. memory plans (issues 18/19): benchmarks/bench_memory.py writes a random checkpoint of the
+#      published shapes to disk (+ Q8_0/Q4_K GGUF copies), loads it per plan without text
+#      encoders and measures peak GiB and s/image, targets pass/fail       (limit 240 s)
+#      To fit the session: 5 plans (MEMORY_PLANS), 8 timed steps (MEMORY_STEPS; the JSON's
+#      s_per_step scales to 28; peaks do not depend on steps); MEMORY=0 skips it.
 # Parts 1 and 2 share the on-disk compile cache, so part 2's compile time shows a warm cache.
-# Expected total ≈ 6-8 minutes of device time; every part writes JSON and a log under $OUT.
+# Expected total ≈ 9-11 minutes of device time; every part writes JSON and a log under $OUT.
 # Usage on the device machine:  bash scripts/gpu_session.sh   (results under $OUT)
 # TRAIN=1 also runs the earlier kontext-tiny GPU training pair afterwards (not part of issue 8).
 set -uo pipefail
@@ -37,6 +42,16 @@ if [ "${PIPELINE_COMPILE:-0}" = 1 ]; then
   tail -6 "$OUT/bench_pipeline_compile.log"
 fi
 du -sh "$CACHE" 2>/dev/null | tee -a "$OUT/gpu.txt"
+
+if [ "${MEMORY:-1}" = 1 ]; then  # part 4; its random checkpoints (≈ 34 GiB at most in the temp dir) are removed after
+  t0=$SECONDS
+  timeout 240 python3 benchmarks/bench_memory.py --json "$OUT/bench_memory.json" --size 1024 \
+    --steps "${MEMORY_STEPS:-8}" --plans "${MEMORY_PLANS:-resident,fp8,Q8_0:resident,Q4_K:model-offload,Q4_K:group-offload}" \
+    > "$OUT/bench_memory.log" 2>&1
+  rc=$?
+  echo "[bench_memory: exit $rc after $((SECONDS - t0)) s]" >> "$OUT/bench_memory.log"
+  grep -vE "Warning|warn\(" "$OUT/bench_memory.log" | tail -14
+fi
 
 if [ "${TRAIN:-0}" = 1 ]; then
   train() {  # name lr batch
