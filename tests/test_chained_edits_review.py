@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 from hardening_helpers import run_cli, run_dirs
 from PIL import Image
-from pipeline_helpers import write_images
+from pipeline_helpers import REPO, write_images
 
 from pipeline.reports.sheets import SheetLayout
 
@@ -53,3 +55,9 @@ def test_review_shows_chains_as_strips_against_their_parents(cluster, tmp_path):
         assert "no-source" not in rows[rid]["flags"], rows[rid]
         assert rows[rid]["heat"], rid  # compared with the parent's output
     assert "source: output of row c1-s1" in page
+    # report --verify recomputes every key, a chained one from its parent's recorded key
+    verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", str(run_dir),
+                             "--verify"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "7 key(s) recomputed from their sources" in verify.stdout
+    assert "not recomputed" not in verify.stdout

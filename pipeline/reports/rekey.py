@@ -42,6 +42,22 @@ class Rekeyer:
 
     def __init__(self) -> None:
         self._digests: dict[str, str | NotRecomputable] = {}
+        self._row_keys: dict[str, str] = {}  # row id -> key recorded (chained rows' parents)
+
+    def _chained_source(self, record: Mapping[str, Any]) -> str | None:
+        """A chained row's source digest: its parent's recorded key, marked (pipeline.chains);
+        None for a row on a source image. Parents are recorded before their children."""
+        from pipeline.chains import chain_source, parent_row_id
+
+        if isinstance(record.get("row_id"), str) and isinstance(record.get("key"), str):
+            self._row_keys[record["row_id"]] = record["key"]
+        parent = parent_row_id(record.get("image"))
+        if parent is None:
+            return None
+        if parent not in self._row_keys:
+            raise NotRecomputable(f"chained row: the key of its parent row {parent!r} is not "
+                                  "recorded before it")
+        return chain_source(self._row_keys[parent])
 
     def source_location(self, image: Any, start: Mapping[str, Any]) -> str:
         """The source as the planner read it: absolute or a URI as recorded, else relative to
@@ -84,7 +100,8 @@ class Rekeyer:
         instruction, seed = record.get("instruction"), record.get("seed")
         if not isinstance(instruction, str) or not isinstance(seed, int) or isinstance(seed, bool):
             raise NotRecomputable("the attempt records no instruction or seed")
-        location = self.source_location(record.get("image"), start)
+        chained = self._chained_source(record)
+        location = record["image"] if chained else self.source_location(record.get("image"), start)
         model = ModelSettings(
             model_fingerprint=fingerprint, dtype=str(sampler["dtype"]), numerics=str(settings["numerics"]),
             decode=str(settings.get("decode", DECODE_VERSION)),
@@ -95,4 +112,5 @@ class Rekeyer:
         row = RowSettings(steps=sampler.get("steps"), guidance=sampler.get("guidance"),
                           size=tuple(size) if isinstance(size, list | tuple) else None,
                           output=shared_output_spec(fmt))
-        return cache_key(self.source_sha256(location), instruction, seed, model, row), location
+        source = chained or self.source_sha256(location)
+        return cache_key(source, instruction, seed, model, row), location
