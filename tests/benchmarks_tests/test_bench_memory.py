@@ -50,7 +50,7 @@ def test_tiny_shapes_measure_every_plan(tmp_path, capsys):
     assert list(results) == PLANS
     for r in results.values():
         assert "error" not in r, r
-        for key in ("s_per_image", "peak_gib", "predicted_gib"):
+        for key in ("s_per_image", "peak_gib", "load_peak_gib", "edit_peak_gib", "predicted_gib"):
             assert math.isfinite(r[key]) and r[key] > 0, (r["name"], key)
         assert r["exact"] is (r["storage"] == "bf16")
     bf16 = results["resident"]["stored_bytes"]
