@@ -21,9 +21,10 @@ from .step_cache import FirstBlockCache
 ROPE_MODES = ("exact", "fused")
 # Plain matmul attention (q·kᵀ, softmax, ·v in chunks of rows x heads) beats the fused CPU SDPA
 # kernel while one score matrix is small: measured on a shared 2-core CPU (kontext-tiny, 2026-12)
-# ~1.3x faster at 152 tokens, even at ~400, behind beyond. Chunks keep each bmm's scores ~1 MiB.
+# ~1.3x faster at 152 tokens, even at ~400, behind beyond. Chunks of ~512 KiB of scores measured
+# fastest (2^16..2^18 elements tried); q is scaled before q·kᵀ (L·D products instead of L·L).
 PLAIN_ATTENTION_MAX_TOKENS = 256
-_SCORE_CHUNK_ELEMENTS = 1 << 18
+_SCORE_CHUNK_ELEMENTS = 1 << 17
 
 
 _GELU_2C = 2 * math.sqrt(2 / math.pi)
@@ -164,10 +165,11 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v)
     b, h, length, d = q.shape
     qf, kf, vf = (t.reshape(b * h, length, d) for t in (q, k, v))
+    qf = qf * d**-0.5
     out = torch.empty_like(qf)
-    chunk, scale = max(1, _SCORE_CHUNK_ELEMENTS // (length * length)), d**-0.5
+    chunk = max(1, _SCORE_CHUNK_ELEMENTS // (length * length))
     for i in range(0, b * h, chunk):
-        scores = torch.bmm(qf[i : i + chunk], kf[i : i + chunk].transpose(1, 2)).mul_(scale)
+        scores = torch.bmm(qf[i : i + chunk], kf[i : i + chunk].transpose(1, 2))
         torch.bmm(torch.softmax(scores, dim=-1), vf[i : i + chunk], out=out[i : i + chunk])
     return out.view(b, h, length, d)
 
@@ -179,7 +181,15 @@ class ModulationOut:
     gate: torch.Tensor
 
     def modulate(self, x: torch.Tensor) -> torch.Tensor:
+        if _eager_cpu_float32(x):  # one pass instead of two
+            return torch.addcmul(self.shift, x, 1 + self.scale)
         return (1 + self.scale) * x + self.shift
+
+    def gated(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The residual update x + gate·out."""
+        if _eager_cpu_float32(x):
+            return torch.addcmul(x, self.gate, out)
+        return x + self.gate * out
 
 
 class Modulation(nn.Module):
@@ -227,10 +237,10 @@ class DoubleStreamBlock(nn.Module):
         txt_q, txt_k, txt_v = self.txt_attn.qkv_heads(txt_mod1.modulate(self.txt_norm1(txt)))
         attn = joint_attention([(txt_q, txt_k, txt_v), (img_q, img_k, img_v)], pe)
         txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
-        img = img + img_mod1.gate * self.img_attn.proj(img_attn)
-        img = img + img_mod2.gate * _run_mlp(self.img_mlp, img_mod2.modulate(self.img_norm2(img)))
-        txt = txt + txt_mod1.gate * self.txt_attn.proj(txt_attn)
-        txt = txt + txt_mod2.gate * _run_mlp(self.txt_mlp, txt_mod2.modulate(self.txt_norm2(txt)))
+        img = img_mod1.gated(img, self.img_attn.proj(img_attn))
+        img = img_mod2.gated(img, _run_mlp(self.img_mlp, img_mod2.modulate(self.img_norm2(img))))
+        txt = txt_mod1.gated(txt, self.txt_attn.proj(txt_attn))
+        txt = txt_mod2.gated(txt, _run_mlp(self.txt_mlp, txt_mod2.modulate(self.txt_norm2(txt))))
         return img, txt
 
 
@@ -259,7 +269,7 @@ class SingleStreamBlock(nn.Module):
             out = self.linear2(self._into_linear1_output(hidden, attn))
         else:
             out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=2))
-        return x + mod.gate * out
+        return mod.gated(x, out)
 
     def _into_linear1_output(self, hidden: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """linear2's input [attn ; act(mlp)] without a concatenation: linear1's output is laid out
