@@ -208,6 +208,8 @@ def _params_for(run_id: str, info: ModelInfo, dtype: str):
     def params(task: Task) -> dict[str, Any]:
         sampler = {"steps": task.steps, "guidance": task.guidance,
                    "size": list(task.size) if task.size else None, "dtype": dtype}
+        if task.loras is not None:  # the key's adapter entry: report --verify recomputes the key
+            sampler["lora"] = dict(task.loras.key)
         return provenance_params(run_id=run_id, row_id=task.row_id,
                                  instruction=task.instruction, seed=task.seed,
                                  model=info.spec, fingerprint=info.fingerprint,

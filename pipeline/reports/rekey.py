@@ -111,6 +111,6 @@ class Rekeyer:
         size = sampler.get("size")
         row = RowSettings(steps=sampler.get("steps"), guidance=sampler.get("guidance"),
                           size=tuple(size) if isinstance(size, list | tuple) else None,
-                          output=shared_output_spec(fmt))
+                          output=shared_output_spec(fmt), lora=sampler.get("lora"))
         source = chained or self.source_sha256(location)
         return cache_key(source, instruction, seed, model, row), location

@@ -163,3 +163,15 @@ def test_a_rows_bad_adapter_fails_that_row_alone(tmp_path: Path) -> None:
                                       "is for another model", "is not a finite number"], strict=True):
         assert "LoRA " in reason and says in reason and "Fix:" in reason, reason
     assert sum(ok_counts(summary.run_dir).values()) == 2  # only the good rows reached the model
+
+
+def test_report_verify_recomputes_the_keys_of_rows_with_adapters(tmp_path: Path, capsys) -> None:
+    from pipeline import cli
+
+    run_lora = write_tiny_random_lora(tmp_path / "run.safetensors", seed=4)
+    write_tiny_random_lora(tmp_path / "m" / "row.safetensors", seed=6)
+    manifest = make_manifest(tmp_path / "m", products=2, variants=1, lora=[None, ["row.safetensors:0.5"]])
+    summary = run_batch(_config(manifest, tmp_path / "out", reports=True, loras=[f"{run_lora}:0.8"]))
+    assert summary.exit_code == 0 and summary.counts["done"] == 2
+    assert cli.main(["report", str(summary.run_dir), "--verify"]) == 0
+    assert "2 key(s) recomputed from their sources" in capsys.readouterr().out
