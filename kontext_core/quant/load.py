@@ -88,12 +88,18 @@ def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device
     if speed.compile and chosen.plan.offload != "none":
         raise PlanError(f"--compile is not supported with the {chosen.plan.name} plan (offload hooks move weights "
                         "between calls); use a resident plan or drop --compile")
-    home = torch.device("cpu") if chosen.plan.offload != "none" else device
+    # Offload plans keep weights on the host; the fp8 plan casts there too before moving, so the
+    # device never holds the bf16 transformer (22 GiB: more than the 16-24 GB cards it is for).
+    on_host = chosen.plan.offload != "none" or chosen.plan.storage == "fp8"
+    home = torch.device("cpu") if on_host else device
     transformer, autoencoder, text = load_components(source, home, dtype, text=text)
     encoders = {"t5": text.t5, "clip": text.clip} if text is not None else {}
     report = MemoryReport(chosen.plan, chosen)
     if chosen.plan.storage == "fp8":
         report.fp8_layers = cast_to_fp8(transformer)
+    if chosen.plan.offload == "none" and home != device:  # cast on the host: now move, resident
+        for module in (transformer, autoencoder, *encoders.values()):
+            module.to(device)
     speed_report = apply_speed(transformer, speed)
     if chosen.plan.offload == "model":
         report.model_offload = ModelOffload({**encoders, "encoder": autoencoder.encoder,
