@@ -175,3 +175,21 @@ def test_report_verify_recomputes_the_keys_of_rows_with_adapters(tmp_path: Path,
     assert summary.exit_code == 0 and summary.counts["done"] == 2
     assert cli.main(["report", str(summary.run_dir), "--verify"]) == 0
     assert "2 key(s) recomputed from their sources" in capsys.readouterr().out
+
+
+def test_fused_mode_and_fp8_weights_apply_adapters_keyed_apart(tmp_path: Path) -> None:
+    lora = write_tiny_random_lora(tmp_path / "style.safetensors", seed=5)
+    manifest = make_manifest(tmp_path / "m", products=1, variants=2)
+    out = tmp_path / "out"
+    unfused = run_batch(_config(manifest, out, loras=[str(lora)]))
+    fused = run_batch(_config(manifest, out, loras=[str(lora)], lora_mode="fused"))
+    fp8_plain = run_batch(_config(manifest, out, fp8=True))
+    fp8_lora = run_batch(_config(manifest, out, fp8=True, loras=[str(lora)]))  # unfused on fp8 layers
+    runs = [unfused, fused, fp8_plain, fp8_lora]
+    assert [r.exit_code for r in runs] == [0] * 4 and all(r.counts["done"] == 2 for r in runs)
+    keys = [{row["key"] for row in _rows(r)} for r in runs]
+    assert len(set().union(*keys)) == 8  # the mode and fp8 are each in the key
+    for a, b in zip(_rows(unfused), _rows(fused), strict=True):  # the same edit, other rounding
+        assert np.abs(_pixels(a["output_uri"]) - _pixels(b["output_uri"])).max() <= 2
+    for a, b in zip(_rows(fp8_plain), _rows(fp8_lora), strict=True):  # the adapter shows on fp8
+        assert np.abs(_pixels(a["output_uri"]) - _pixels(b["output_uri"])).max() > 3
