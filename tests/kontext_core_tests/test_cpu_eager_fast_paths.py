@@ -75,10 +75,11 @@ def _halves(length: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_joint_attention_equals_rotating_the_concatenation_then_sdpa() -> None:
     pe = _tables(16, 4, 8)  # 16 text + 64 image tokens
     torch.manual_seed(3)
-    streams = [tuple(torch.randn(2, 3, n, CFG.head_dim) for _ in range(3)) for n in (16, 64)]
+    streams = [(torch.randn(2, 2, 3, n, CFG.head_dim), torch.randn(2, 3, n, CFG.head_dim)) for n in (16, 64)]
     with torch.inference_mode():
-        fast = joint_attention(streams, pe)
-    q, k, v = (torch.cat([s[i] for s in streams], dim=2) for i in range(3))
+        fast = joint_attention(streams, pe)  # each stream's (qk, v)
+    q, k = (torch.cat([qk[i] for qk, _ in streams], dim=2) for i in range(2))
+    v = torch.cat([v for _, v in streams], dim=2)
     ref = F.scaled_dot_product_attention(apply_rope(q, pe.cos, pe.sin), apply_rope(k, pe.cos, pe.sin), v)
     ref = ref.transpose(1, 2).flatten(2)
     assert fast.shape == ref.shape == (2, 80, 3 * CFG.head_dim)
@@ -106,10 +107,11 @@ def test_cpu_inference_at_small_token_counts_runs_no_sdpa_stack_or_concatenated_
     with torch.inference_mode():
         counts = _op_counts(lambda: model(**inputs, pe=pe))
     assert not any("scaled_dot_product" in op for op in counts)
-    assert "aten::stack" not in counts  # apply_rope's pair stacking
+    # one stack per QK norm (its two [D] scales), none of rotated pairs (apply_rope)
+    assert counts["aten::stack"] == 2 * CFG.depth + CFG.depth_single_blocks
     # left: the two timestep embeddings' [cos, sin], v per double block, txt+img once before the
-    # single blocks; no joined q/k (rotated into place), nor the single blocks' linear2 input
-    assert counts["aten::cat"] == 2 + CFG.depth + 1
+    # single blocks, and each stack's; no joined q/k (rotated into place), nor linear2's input
+    assert counts["aten::cat"] == 2 + CFG.depth + 1 + counts["aten::stack"]
     assert "aten::gelu" not in counts and "aten::gelu_" not in counts  # gelu_tanh_ instead
 
 
@@ -133,3 +135,15 @@ def test_gelu_tanh_in_place_is_aten_gelu_within_float32_rounding() -> None:
     gelu_tanh_(view[:, 5:])  # in place on a strided slice, as the single blocks use it
     assert torch.allclose(view[:, 5:], F.gelu(torch.tensor(1.5), approximate="tanh").expand(4, 5))
     assert not view[:, :5].any()
+
+
+def test_joint_qk_norm_equals_the_separate_norms_bit_for_bit() -> None:
+    model = _model()
+    norm = model.double_blocks[0].img_attn.norm
+    with torch.no_grad():
+        norm.query_norm.scale.uniform_(0.5, 1.5)
+        norm.key_norm.scale.uniform_(0.5, 1.5)
+    heads = torch.randn(2, 40, 3, CFG.num_heads, CFG.head_dim)  # [B, L, (q k v), H, D]
+    joint = norm.joint(heads[:, :, :2], torch.float32)
+    q, k = norm(heads[:, :, 0], heads[:, :, 1], heads[:, :, 2])
+    assert torch.equal(joint[:, :, 0], q) and torch.equal(joint[:, :, 1], k)
