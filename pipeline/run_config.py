@@ -204,12 +204,19 @@ def write_config_file(run_dir: str | os.PathLike, doc: ConfigDocument) -> Path:
     return path
 
 
-def read_config_file(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """config.json as a dict; {} when the run has none or it cannot be read as a JSON
-    object (a run folder from elsewhere, a damaged file: readers fall back to defaults)."""
+def read_config_file(run_dir: str | os.PathLike, strict: bool = False) -> dict[str, Any]:
+    """config.json as a dict; {} when the run has none. A file that cannot be read as a JSON
+    object gives {} too (a run folder from elsewhere: readers fall back to defaults), or with
+    ``strict`` (the reports, which must not price or judge a run by defaults) a ValueError
+    naming the file and the fix."""
+    path = config_path(run_dir)
     try:
-        doc = json.loads(config_path(run_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if strict:
+            raise ValueError(f"{path} cannot be read as JSON ({exc}); fix or remove it") from None
         return {}
     return doc if isinstance(doc, dict) else {}
 

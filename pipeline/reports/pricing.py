@@ -18,7 +18,6 @@ The runner freezes it into every run; only runs written before it did fall back 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -152,13 +151,15 @@ def resolve_run_pricing(run_dir: str | Path, override: str | Path | None = None)
     """Prices for one run: `override` file > config.json "pricing" (mapping or path) > default file."""
     if override is not None:
         return load_pricing(override)
-    config_file = Path(run_dir) / "config.json"
+    from pipeline.run_config import config_path, read_config_file
+
+    config_file = config_path(run_dir)
     if config_file.exists():
         try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PricingError(f"{config_file} cannot be read as JSON ({exc}); fix or remove it") from None
-        entry = config.get("pricing") if isinstance(config, Mapping) else None
+            config = read_config_file(run_dir, strict=True)
+        except ValueError as exc:
+            raise PricingError(str(exc)) from None
+        entry = config.get("pricing")
         if isinstance(entry, Mapping):
             return pricing_from_mapping(entry, origin=f"{config_file} (pricing)")
         if isinstance(entry, str) and entry:

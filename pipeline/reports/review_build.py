@@ -15,7 +15,6 @@ smaller than their sources still shows them at the source's size. Files written 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -186,11 +185,9 @@ def source_policy(run_dir: Path, manifest: str | None) -> SourcePolicy | None:
 
 
 def _run_settings(run_dir: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    settings = config.get("settings") if isinstance(config, dict) else None
+    from pipeline.run_config import read_config_file
+
+    settings = read_config_file(run_dir).get("settings")
     return settings if isinstance(settings, dict) else {}
 
 

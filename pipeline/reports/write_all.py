@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +30,9 @@ class RunOutputs:
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} cannot be read as JSON ({exc}); fix or remove it") from None
-    return config if isinstance(config, dict) else {}
+    from pipeline.run_config import read_config_file
+
+    return read_config_file(run_dir, strict=True)
 
 
 def run_thresholds(run_dir: Path, overrides: Mapping[str, Any] | None = None) -> ReviewThresholds:

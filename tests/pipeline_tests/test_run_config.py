@@ -26,7 +26,8 @@ from pipeline.run_config import (
 )
 
 # run flags that are not RunConfig fields (what they do is the CLI's own)
-CLI_ONLY = {"demo", "json", "func", "command", "manifest", "image_root", "no_report", "quiet"}
+CLI_ONLY = {"demo", "json", "dry_run", "func", "command", "manifest", "image_root", "no_report",
+            "quiet"}
 INFO = ModelInfo(spec="kontext-tiny", preset="kontext-tiny", fingerprint="f" * 64,
                  default_steps=8, default_guidance=2.5)
 
