@@ -272,11 +272,6 @@ def read_ledger(path: str | Path, *, strict: bool = False,
     return LedgerStream(path, chunks, strict=strict, expand_cache_hits=expand_cache_hits)
 
 
-def bytes_chunks(data: bytes) -> Iterator[bytes]:
-    """Ledger bytes already in memory, as the chunks LedgerStream reads."""
-    yield data
-
-
 def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
     with handle:
         while chunk := handle.read(CHUNK_BYTES):

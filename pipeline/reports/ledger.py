@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.ledger import LedgerError, LedgerStream, bytes_chunks
+from pipeline.ledger import LedgerError, LedgerStream
 
-__all__ = ["Ledger", "LedgerError", "LedgerStream", "load_ledger", "parse_ledger"]
+__all__ = ["Ledger", "LedgerError", "LedgerStream", "load_ledger"]
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,6 @@ class Ledger:
 def _collect(stream: LedgerStream) -> Ledger:
     records = list(stream)
     return Ledger(path=stream.path, records=records, sha256=stream.sha256, warnings=stream.warnings)
-
-
-def parse_ledger(data: bytes, path: Path) -> Ledger:
-    """Parse ledger bytes strictly; `path` is only used in messages."""
-    return _collect(LedgerStream(path, bytes_chunks(data), strict=True))
 
 
 def load_ledger(run_dir: str | Path) -> Ledger:
