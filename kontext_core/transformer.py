@@ -132,12 +132,18 @@ def split_heads(qkv: torch.Tensor, num_heads: int, norm: QKNorm) -> tuple[torch.
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe) -> torch.Tensor:
     """RoPE then unmasked attention; [B, H, L, D] -> [B, L, H·D]. ``pe``: (cos, sin), ComplexRope or FusedRope."""
-    return joint_attention([(torch.stack((q, k)), v)], pe)
+    return joint_attention([(torch.stack((q, k)), v)], pe).transpose(1, 2).flatten(2)
+
+
+def per_stream(out: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    """joint_attention's [B, H, ΣL_i, D] -> each stream's [B, L_i, H·D], each contiguous (so its
+    output projection is one fused matmul, no further copy)."""
+    return [part.transpose(1, 2).flatten(2) for part in out.split(lengths, dim=2)]
 
 
 def joint_attention(streams: list[tuple[torch.Tensor, torch.Tensor]], pe) -> torch.Tensor:
     """Attention over the streams' tokens joined in order (text first): each stream's (qk, v) as
-    split_heads returns them -> [B, ΣL_i, H·D]. Eagerly on the CPU q and k are rotated together,
+    split_heads returns them -> [B, H, ΣL_i, D]. Eagerly on the CPU q and k are rotated together,
     straight into one joined tensor (no concatenation of rotated copies)."""
     v = torch.cat([s[1] for s in streams], dim=2) if len(streams) > 1 else streams[0][1]
     qks = [s[0] for s in streams]
@@ -146,7 +152,7 @@ def joint_attention(streams: list[tuple[torch.Tensor, torch.Tensor]], pe) -> tor
     else:
         q = _rope(torch.cat([qk[0] for qk in qks], dim=2) if len(qks) > 1 else qks[0][0], pe)
         k = _rope(torch.cat([qk[1] for qk in qks], dim=2) if len(qks) > 1 else qks[0][1], pe)
-    return _attend(q, k, v).transpose(1, 2).flatten(2)
+    return _attend(q, k, v)
 
 
 def _rope(x: torch.Tensor, pe) -> torch.Tensor:
@@ -248,7 +254,7 @@ class DoubleStreamBlock(nn.Module):
         img_heads = self.img_attn.qkv_heads(img_mod1.modulate(self.img_norm1(img)))
         txt_heads = self.txt_attn.qkv_heads(txt_mod1.modulate(self.txt_norm1(txt)))
         attn = joint_attention([txt_heads, img_heads], pe)
-        txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
+        txt_attn, img_attn = per_stream(attn, [txt.shape[1], img.shape[1]])
         img = img_mod1.gated(img, self.img_attn.proj(img_attn))
         img = img_mod2.gated(img, _run_mlp(self.img_mlp, img_mod2.modulate(self.img_norm2(img))))
         txt = txt_mod1.gated(txt, self.txt_attn.proj(txt_attn))
@@ -275,11 +281,11 @@ class SingleStreamBlock(nn.Module):
         mod, _ = self.modulation(vec)
         hidden = self.linear1(mod.modulate(self.pre_norm(x)))
         qkv, mlp = torch.split(hidden, [3 * self.hidden, self.mlp_hidden], dim=-1)
-        attn = joint_attention([split_heads(qkv, self.num_heads, self.norm)], pe)
+        attn = joint_attention([split_heads(qkv, self.num_heads, self.norm)], pe)  # [B, H, L, D]
         if _eager_inference():
             out = self.linear2(self._into_linear1_output(hidden, attn))
         else:
-            out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=2))
+            out = self.linear2(torch.cat((attn.transpose(1, 2).flatten(2), self.mlp_act(mlp)), dim=2))
         return mod.gated(x, out)
 
     def _into_linear1_output(self, hidden: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -287,7 +293,7 @@ class SingleStreamBlock(nn.Module):
         [q k v | mlp], so the attention output goes where v was (v is used up by then) and the
         activation is applied in place; the view from v's slot on is that input."""
         c = self.hidden
-        hidden[..., 2 * c : 3 * c].copy_(attn)
+        hidden[..., 2 * c : 3 * c].unflatten(-1, (self.num_heads, -1)).copy_(attn.transpose(1, 2))
         mlp = hidden[..., 3 * c :]
         if _eager_cpu_float32(mlp):
             gelu_tanh_(mlp)

@@ -77,7 +77,7 @@ def test_joint_attention_equals_rotating_the_concatenation_then_sdpa() -> None:
     torch.manual_seed(3)
     streams = [(torch.randn(2, 2, 3, n, CFG.head_dim), torch.randn(2, 3, n, CFG.head_dim)) for n in (16, 64)]
     with torch.inference_mode():
-        fast = joint_attention(streams, pe)  # each stream's (qk, v)
+        fast = joint_attention(streams, pe).transpose(1, 2).flatten(2)  # each stream's (qk, v)
     q, k = (torch.cat([qk[i] for qk, _ in streams], dim=2) for i in range(2))
     v = torch.cat([v for _, v in streams], dim=2)
     ref = F.scaled_dot_product_attention(apply_rope(q, pe.cos, pe.sin), apply_rope(k, pe.cos, pe.sin), v)
