@@ -1,6 +1,7 @@
 """The served review page in real headless Chromium, driven by selenium through Debian's
 chromium-driver (tests/setup_browser.sh installs both): clicks record decisions that survive a
-reload, a product is approved in bulk, the keys work, manifest markup never runs."""
+reload, a product is approved in bulk, the keys work, manifest markup never runs, a night's page
+shows the decisions its carried images got on an earlier night."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 from review_helpers import SCRIPT, decision_lines, session, synthetic
 
+from pipeline.review.runs import resolve_target
 from pipeline.review.server import start_review_server
+from pipeline.review.service import ReviewSession
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SETUP = Path(__file__).resolve().parents[1] / "setup_browser.sh"  # with the shared helpers
@@ -85,10 +88,17 @@ def tile_count(driver):
     return driver.execute_script("return document.querySelectorAll('article.tile').length")
 
 
-def open_page(driver, url):
-
+def open_page(driver, url, tiles=12):
     driver.get(url)
-    wait(driver, lambda d: tile_count(d) == 12, "12 tiles")
+    wait(driver, lambda d: tile_count(d) == tiles, f"{tiles} tiles")
+
+
+def tile_texts(driver, row_id):
+    """(status, badge) texts of one tile, read in one script call."""
+    return tuple(driver.execute_script(
+        "var t = document.querySelector('article.tile[data-row-id=\"' + arguments[0] + '\"]');"
+        "return t ? [t.querySelector('.status').textContent, t.querySelector('.badge').textContent]"
+        " : [null, null];", row_id))
 
 
 def click(driver, row_id, act):
@@ -156,3 +166,51 @@ def test_bulk_approve_a_product_and_keyboard_shortcuts(browser, served):
     images = browser.find_elements(By.CSS_SELECTOR, 'article.tile[data-row-id="p0-v0"] img')
     assert len(images) == 2 and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0
                                      for i in images)  # before and after both loaded
+
+
+NIGHTS_SPEC = """name: shop
+manifest: manifest.parquet
+model: kontext-tiny
+output: out
+"""
+
+
+@pytest.fixture
+def second_night(tmp_path):
+    """Job shop's night 1 (p0-v0 approved, p0-v1 rejected by rita), then night 2 in the same OUT
+    where both are cache hits and p0-v2 is new (a changed instruction: a new key), served for
+    bob the way `review shop --date 2026-11-02` serves it."""
+    spec = tmp_path / "shop.yaml"
+    spec.write_text(NIGHTS_SPEC)
+    out = tmp_path / "out"
+    first = synthetic(out, run_id="shop-2026-11-01", products=1, variants=3, failed=(), cache_hits=())
+    session(first, reviewer="rita").decide("approve", row_ids=["p0-v0"])
+    session(first, reviewer="rita").decide("reject", note="too dark", row_ids=["p0-v1"])
+    second = synthetic(out, run_id="shop-2026-11-02", products=1, variants=3, failed=(),
+                       cache_hits=(0, 1), instructions={2: "put the product on a marble table"})
+    assert second.rows[2]["key"] != first.rows[2]["key"]  # the new row is new to the cache
+    server = start_review_server(ReviewSession(resolve_target(str(spec), "2026-11-02"), "bob"))
+    yield server, out
+    server.close()
+
+
+def test_the_night_view_shows_carried_decisions(browser, second_night):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    server, out = second_night
+    open_page(browser, server.url, tiles=3)
+    assert browser.title == "Review decisions: run shop-2026-11-02"
+    assert [decision_of(browser, f"p0-v{v}") for v in range(3)] == ["approve", "reject", "none"]
+    assert tile_texts(browser, "p0-v0") == ("cache-hit (carried)", "approve by rita")
+    assert tile_texts(browser, "p0-v1") == ("cache-hit (carried)", "reject by rita: too dark")
+    assert tile_texts(browser, "p0-v2") == ("done", "waiting for review")
+    counts = browser.find_element(By.ID, "counts").text
+    assert counts == "1 approve · 1 reject · 1 waiting · reviewer bob"
+    Select(browser.find_element(By.ID, "filter-decision")).select_by_value("approve")
+    wait(browser, lambda d: tile_count(d) == 1, "only the approved tile")
+    assert decision_of(browser, "p0-v0") == "approve"
+    assert browser.find_element(By.ID, "showing").text == "showing 1-1 of 1 rows"
+    # only night 1's two decisions are in the log: the page showed them, it wrote nothing
+    assert [(r["row_id"], r["decision"], r["run_id"]) for r in decision_lines(out)] == [
+        ("p0-v0", "approve", "shop-2026-11-01"), ("p0-v1", "reject", "shop-2026-11-01")]
