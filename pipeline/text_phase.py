@@ -13,6 +13,7 @@ actor's hold on its device (load_start, load_end, stop), costed like an editor's
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -140,10 +141,7 @@ def _encode_missing(model: str, device: str, dtype: str, missing: list[str], key
     try:
         info = ray.get(handle.describe.remote())
         result = ray.get(handle.encode.remote(missing))
-        for text, data in zip(missing, result["data"], strict=True):
-            store.commit(keys[text], EMBEDDING_EXT, data,
-                         {"kind": "text-embedding", "text": text, "text_encoders": fingerprint,
-                          "run_id": ledger.run_id})
+        full = _commit_embeddings(store, keys, missing, result["data"], fingerprint, ledger.run_id)
         stopped = ray.get(handle.stop.remote())
     except ray.exceptions.RayError as exc:
         raise ConfigError(f"the text phase (T5 + CLIP encoding of the run's instructions) failed: "
@@ -157,6 +155,27 @@ def _encode_missing(model: str, device: str, dtype: str, missing: list[str], key
                  load_start=info["load_start"], load_end=info["load_end"], start=result["start"],
                  end=result["end"], stop=stopped["end"], texts=total, encoded=len(missing),
                  reused=total - len(missing), seconds=result["seconds"])
+    if full is not None:  # billed above; the run stops as a full store stops it mid-dispatch
+        from pipeline.dispatch_commit import StoreFull
+
+        raise StoreFull(f"the output store {store.root!r} is out of space ({describe(full)}) "
+                        "while storing the text phase's embeddings; free space there (or pass "
+                        "another --store); started again, the run resumes where it stopped", [])
+
+
+def _commit_embeddings(store: Store, keys: Mapping[str, str], texts: Sequence[str],
+                       data: Sequence[bytes], fingerprint: str, run_id: str) -> OSError | None:
+    """Store each text's embedding; the out-of-space error that stopped it, or None."""
+    for text, blob in zip(texts, data, strict=True):
+        try:
+            store.commit(keys[text], EMBEDDING_EXT, blob,
+                         {"kind": "text-embedding", "text": text, "text_encoders": fingerprint,
+                          "run_id": run_id})
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            return exc
+    return None
 
 
 class EmbeddingReader:

@@ -109,7 +109,7 @@ def check_store(out: Path) -> list[str]:
             continue
         stem, _, ext = path.name.partition(".")
         if len(stem) != 64 or any(c not in "0123456789abcdef" for c in stem) or \
-                ext not in ("png", "jpg", "webp", "json") or path.parent.name != stem[:2]:
+                ext not in ("png", "jpg", "webp", "json", "safetensors") or path.parent.name != stem[:2]:
             problems.append(f"unexpected store entry {path}")
             continue
         if ext == "json":

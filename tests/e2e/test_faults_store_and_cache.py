@@ -83,7 +83,8 @@ class FullDisk:
 
 def test_store_out_of_space_stops_cleanly_and_resumes_when_space_is_back(
         cluster, tmp_path: Path, monkeypatch) -> None:
-    state = {"full": True, "allowed": 4, "refused": 0}  # 4 files = 2 outputs + 2 sidecars
+    # 8 files = the text phase's 2 embeddings + 2 outputs, each with its sidecar
+    state = {"full": True, "allowed": 8, "refused": 0}
     original_init = Store.__init__
 
     def init(self: Store, root: str) -> None:
@@ -121,6 +122,36 @@ def test_store_out_of_space_stops_cleanly_and_resumes_when_space_is_back(
     assert check_run(second.run_dir, 12) == [] and check_store(out) == []
     oks = Counter(r["key"] for r in attempts(second.run_dir) if r["outcome"] == "ok")
     assert len(oks) == 12 and set(oks.values()) == {1}  # the 2 stored rows were not redone
+
+
+def test_store_out_of_space_in_the_text_phase_stops_cleanly_and_resumes(
+        cluster, tmp_path: Path, monkeypatch) -> None:
+    state = {"full": True, "allowed": 1, "refused": 0}  # not even the first embedding's pair
+    original_init = Store.__init__
+
+    def init(self: Store, root: str) -> None:
+        original_init(self, root)
+        self.fs = FullDisk(self.fs, state)
+
+    monkeypatch.setattr(Store, "__init__", init)
+    manifest = make_manifest(tmp_path / "m", products=2, variants=2)  # 4 rows, 2 instructions
+    out = tmp_path / "out"
+
+    first = run_batch(_config(manifest, out, cluster.address))
+    assert state["refused"] >= 1
+    assert first.status == "interrupted" and first.exit_code == 1
+    assert "out of space" in first.stop_reason and "text phase" in first.stop_reason
+    rows = results_rows(first.run_dir)
+    assert [r["status"] for r in rows] == ["not-run"] * 4
+    assert all("out of space" in r["reason"] for r in rows)
+    assert check_store(out) == [] and not list((out / "store").rglob("*.tmp-*"))
+    phase = [r for r in read_records(first.run_dir) if r["type"] == "text-phase"]
+    assert len(phase) == 1 and phase[0]["encoded"] == 2  # the encoder's time is still billed
+
+    state["full"] = False
+    second = run_batch(_config(manifest, out, cluster.address))
+    assert second.run_dir == first.run_dir and second.exit_code == 0
+    assert second.counts["done"] == 4 and check_run(second.run_dir, 4) == []
 
 
 # -- the run folder runs out of space ----------------------------------------------------------
