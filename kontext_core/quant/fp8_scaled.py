@@ -23,7 +23,7 @@ from ..checkpoint.errors import CheckpointError
 from ..checkpoint.layout import ComponentWeights
 from ..checkpoint.safetensors_io import DTYPES
 from ..checkpoint.stream import check_plan, identity_rules
-from .layers import CastLinear, replace_module
+from .layers import CastLinear, replace_module, set_tensor
 
 MARKER = "scaled_fp8"
 SCALE_SUFFIXES = (".scale_weight", ".scale_input")
@@ -84,14 +84,5 @@ def fill_from_fp8(module: nn.Module, weights: ComponentWeights, device: torch.de
                 layer = key.rpartition(".")[0]
                 if value.dtype in (DTYPES["F8_E4M3"], DTYPES["F8_E5M2"]) and layer in scales:
                     value = value.float() * read(scales[layer]).float()  # an fp8 tensor outside a Linear
-                _owner_set(module, key, value.to(device=device, dtype=dtype))
+                set_tensor(module, key, value.to(device=device, dtype=dtype))
     return module
-
-
-def _owner_set(module: nn.Module, key: str, value: torch.Tensor) -> None:
-    owner_name, _, name = key.rpartition(".")
-    owner = module.get_submodule(owner_name)
-    if name in owner._parameters:
-        owner._parameters[name] = nn.Parameter(value, requires_grad=False)
-    else:
-        owner._buffers[name] = value

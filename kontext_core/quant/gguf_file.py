@@ -25,7 +25,7 @@ from ..checkpoint.layout import BFL_PREFIXES, ComponentWeights
 from ..checkpoint.safetensors_io import TensorInfo
 from ..checkpoint.stream import check_plan, identity_rules
 from . import ggml
-from .layers import GGUFLinear, replace_module
+from .layers import GGUFLinear, replace_module, set_tensor
 
 TRANSFORMER_KEY = "img_in.weight"
 
@@ -142,14 +142,5 @@ def fill_from_gguf(module: nn.Module, weights: ComponentWeights, device: torch.d
         for key, tensor in list(module.state_dict(keep_vars=True).items()):
             if tensor.is_meta:
                 value = ggml.dequantize(read(key).to(device), source.qtypes[key], source.infos[key].shape, dtype)
-                _assign(module, key, value)
+                set_tensor(module, key, value)
     return module
-
-
-def _assign(module: nn.Module, key: str, value: torch.Tensor) -> None:
-    owner_name, _, name = key.rpartition(".")
-    owner = module.get_submodule(owner_name)
-    if name in owner._parameters:
-        owner._parameters[name] = nn.Parameter(value, requires_grad=False)
-    else:
-        owner._buffers[name] = value

@@ -76,6 +76,17 @@ def castable_linears(transformer: nn.Module) -> list[str]:
     return names
 
 
+def set_tensor(module: nn.Module, key: str, value: torch.Tensor) -> None:
+    """Put ``value`` at the state-dict ``key`` of ``module`` (a frozen parameter where one is
+    declared, else a buffer): how loaders fill a model built on the meta device."""
+    owner_name, _, name = key.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    if name in owner._parameters:
+        owner._parameters[name] = nn.Parameter(value, requires_grad=False)
+    else:
+        owner._buffers[name] = value
+
+
 def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent_name) if parent_name else root, child, new)

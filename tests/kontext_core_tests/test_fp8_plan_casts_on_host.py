@@ -4,21 +4,28 @@ fit). The "device" here is PyTorch's meta device, which any host can stand in fo
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import kontext_core.quant.load as qload
 from kontext_core.quant.layers import CastLinear
 
 
-def test_fp8_plan_loads_on_the_host_then_moves_cast_weights(monkeypatch) -> None:
-    seen: list[torch.device] = []
+@pytest.fixture
+def seen(monkeypatch) -> list[torch.device]:
+    """The devices load_with_plan loads the components onto."""
+    devices: list[torch.device] = []
     real = qload.load_components
 
     def recording(source, device, dtype, text=True):
-        seen.append(torch.device(device))
+        devices.append(torch.device(device))
         return real(source, device, dtype, text=text)
 
     monkeypatch.setattr(qload, "load_components", recording)
+    return devices
+
+
+def test_fp8_plan_loads_on_the_host_then_moves_cast_weights(seen) -> None:
     editor = qload.load_with_plan("tiny-random", device="meta", dtype=torch.float32, plan="fp8",
                                   text=False)
     assert seen == [torch.device("cpu")]  # loaded where the cast happens, not on the device
@@ -28,15 +35,7 @@ def test_fp8_plan_loads_on_the_host_then_moves_cast_weights(monkeypatch) -> None
     assert all(t.device.type == "meta" for t in editor.autoencoder.state_dict().values())
 
 
-def test_a_resident_bf16_plan_loads_straight_onto_the_device(monkeypatch) -> None:
-    seen: list[torch.device] = []
-    real = qload.load_components
-
-    def recording(source, device, dtype, text=True):
-        seen.append(torch.device(device))
-        return real(source, device, dtype, text=text)
-
-    monkeypatch.setattr(qload, "load_components", recording)
+def test_a_resident_bf16_plan_loads_straight_onto_the_device(seen) -> None:
     qload.load_with_plan("tiny-random", device="meta", dtype=torch.float32, plan="resident",
                          text=False)
     assert seen == [torch.device("meta")]
