@@ -21,7 +21,7 @@ from .step_cache import FirstBlockCache
 ROPE_MODES = ("exact", "fused")
 # Plain matmul attention (q·kᵀ, softmax, ·v in chunks of rows x heads) beats the fused CPU SDPA
 # kernel while one score matrix is small: measured on a shared 2-core CPU (kontext-tiny, 2026-12)
-# ~1.3x faster at 152 tokens, even at ~400, behind beyond. Chunks of ~512 KiB of scores measured
+# ~1.3x faster at 152 tokens, about even at 256-400, behind beyond. Chunks of ~512 KiB of scores measured
 # fastest (2^16..2^18 elements tried); q is scaled before q·kᵀ (L·D products instead of L·L).
 PLAIN_ATTENTION_MAX_TOKENS = 256
 _SCORE_CHUNK_ELEMENTS = 1 << 17
@@ -282,7 +282,7 @@ class SingleStreamBlock(nn.Module):
         hidden = self.linear1(mod.modulate(self.pre_norm(x)))
         qkv, mlp = torch.split(hidden, [3 * self.hidden, self.mlp_hidden], dim=-1)
         attn = joint_attention([split_heads(qkv, self.num_heads, self.norm)], pe)  # [B, H, L, D]
-        if _eager_inference():
+        if _eager_cpu_float32(hidden):
             out = self.linear2(self._into_linear1_output(hidden, attn))
         else:
             out = self.linear2(torch.cat((attn.transpose(1, 2).flatten(2), self.mlp_act(mlp)), dim=2))
@@ -294,11 +294,7 @@ class SingleStreamBlock(nn.Module):
         activation is applied in place; the view from v's slot on is that input."""
         c = self.hidden
         hidden[..., 2 * c : 3 * c].unflatten(-1, (self.num_heads, -1)).copy_(attn.transpose(1, 2))
-        mlp = hidden[..., 3 * c :]
-        if _eager_cpu_float32(mlp):
-            gelu_tanh_(mlp)
-        else:
-            torch.ops.aten.gelu_(mlp, approximate=self.mlp_act.approximate)
+        gelu_tanh_(hidden[..., 3 * c :])
         return hidden[..., 2 * c :]
 
 
