@@ -198,6 +198,9 @@ def run_config(plan: RedoPlan, manifest: Path, **overrides: Any) -> Any:
     names = {f.name for f in fields(RunConfig)} - set(NOT_INHERITED)
     inherited = {k: v for k, v in settings.items() if k in names}
     inherited.pop("numerics", None)
+    plan_record = inherited.get("memory_plan")
+    if isinstance(plan_record, dict):  # config.json records the resolved plan: rerun under it
+        inherited["memory_plan"] = plan_record.get("name")
     if isinstance(target.config.get("model"), str):
         inherited["model"] = target.config["model"]
     original = manifest_of(target)
