@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -116,16 +117,19 @@ def test_concurrent_reviewers_on_one_log_lose_and_tear_nothing(tmp_path):
 def _start_review(run_dir, env):
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "review", str(run_dir), "--reviewer", "kim"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    # a reader thread, not select(): the server prints its banner in one write, and a buffered
+    # readline takes every line of it while select() on the pipe then sees nothing more
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            if "token=" in line:
-                url = urllib.parse.urlsplit(line.strip())
-                return proc, url.port, urllib.parse.parse_qs(url.query)["token"][0]
-        if proc.poll() is not None:
-            break
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if "token=" in line:
+            url = urllib.parse.urlsplit(line.strip())
+            return proc, url.port, urllib.parse.parse_qs(url.query)["token"][0]
     proc.kill()
     pytest.fail(f"review server did not start: {proc.stderr.read()}")
 
