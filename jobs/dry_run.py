@@ -17,6 +17,7 @@ from jobs.lock import RunLock
 from jobs.retention import job_run_dirs
 from jobs.runner import _manifest_for, check_not_future, parse_date, run_config, today_for
 from jobs.spec import JobSpec
+from pipeline.reports.report_render import money
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class JobDryRun:
                     f"\n  run folder: {self.run_dir}")
         lines = [head, *self.plan.lines()]  # type: ignore[union-attr]
         if self.budget is not None:
-            lines.append(f"  budget:   cap {self.budget[0]:g} {self.budget[1]}"
+            lines.append(f"  budget:   cap {money(self.budget[0], self.budget[1])}"
                          + _against_cap(self.plan.estimated_cost, self.budget[0]))  # type: ignore[union-attr]
         if self.busy:
             lines.append("  note:     the date is running in another process now: a trigger "

@@ -26,6 +26,7 @@ from pipeline.manifest_input import check_manifest
 from pipeline.model_info import resolve_model_info
 from pipeline.outcomes import Outcomes
 from pipeline.plan import plan_run
+from pipeline.reports.report_render import money
 from pipeline.resume import base_run_id, choose_run
 from pipeline.run_config import RunConfig, derive_settings
 from pipeline.runner import check_flags
@@ -72,14 +73,10 @@ class DryRun:
             out.append("  estimate: none (no earlier run generated an image to price one by)")
         else:
             b = self.basis
-            out.append(f"  estimate: ~{_money(self.estimated_cost or 0.0)} {b.currency} for "
-                       f"{self.to_generate} image(s) at {_money(b.per_image)} {b.currency} "
+            out.append(f"  estimate: ~{money(self.estimated_cost or 0.0, b.currency)} for "
+                       f"{self.to_generate} image(s) at {money(b.per_image, b.currency)} "
                        f"per image ({b.images} image(s) generated in {b.runs} earlier run(s))")
         return out
-
-
-def _money(value: float) -> str:
-    return f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.6f}"
 
 
 class _NoLedger:

@@ -122,9 +122,9 @@ def test_the_report_compares_the_estimate_with_the_budget_cap(tmp_path: Path) ->
                   failed=0, deferred=0, to_generate=4, same_key=0,
                   basis=CostBasis(per_image=0.2, currency="USD", runs=3, images=30))
     over = JobDryRun("dry", D2, tmp_path, plan=plan, budget=(0.5, "USD")).report()
-    assert "estimate: ~0.80 USD for 4 image(s) at 0.20 USD per image (30 image(s) generated " \
+    assert "estimate: ~$0.8000 for 4 image(s) at $0.2000 per image (30 image(s) generated " \
            "in 3 earlier run(s))" in over
-    assert "budget:   cap 0.5 USD (the estimate is above it: the run would stop at the cap, " \
+    assert "budget:   cap $0.5000 (the estimate is above it: the run would stop at the cap, " \
            "exit 3)" in over
     within = JobDryRun("dry", D2, tmp_path, plan=plan, budget=(1.0, "USD")).report()
-    assert "cap 1 USD (the estimate is within it)" in within
+    assert "cap $1.00 (the estimate is within it)" in within
