@@ -20,6 +20,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import jobs.review_targets  # noqa: E402,F401  (review/publish/redo JOB --date D)
+
 JOB_COMMANDS = ("job",)  # `manifest` (validate, build) is pipeline.cli's, as `run` is
 
 JOB_RUN_DESCRIPTION = """\

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -88,36 +89,18 @@ def run_target(run_dir: str | os.PathLike) -> RunTarget:
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-def job_run_target(job: str, date: str, jobs_dir: str | None = None) -> RunTarget:
-    """The run of job ``job`` for ``date``: OUT/runs/<job>-<date> with OUT the spec's output."""
-    if not DATE.match(date):
-        raise RunNotFound(f"--date {date!r} is not a date; write it as YYYY-MM-DD")
-    try:
-        dt.date.fromisoformat(date)
-    except ValueError:
-        raise RunNotFound(f"--date {date!r} is not a calendar date; write it as YYYY-MM-DD") from None
-    # Imported here: jobs sit above pipeline; only this command-line path needs a spec.
-    from jobs.spec import SpecError, find_job_spec, load_job_spec
-
-    try:
-        spec = load_job_spec(find_job_spec(job, [Path(jobs_dir)] if jobs_dir else None),
-                             check_files=False)
-    except SpecError as exc:
-        raise RunNotFound(str(exc)) from None
-    run_dir = spec.run_dir(date)
-    if not (run_dir / "results.parquet").is_file():
-        raise RunNotFound(f"job {spec.name} has no finished run for {date} ({run_dir} has no "
-                          f"results.parquet); run it first: kontext-batch job run {job} --date {date}")
-    target = run_target(run_dir)
-    if spec.store and not isinstance(target.config.get("store"), str):
-        target.store_root = spec.store
-    return target
+# How `JOB --date D` names a run: set by the jobs layer (jobs.review_targets), which sits above
+# pipeline and knows job specs; pipeline itself only knows run folders.
+JOB_TARGETS: Callable[[str, str, str | None], RunTarget] | None = None
 
 
 def resolve_target(where: str, date: str | None, jobs_dir: str | None = None) -> RunTarget:
     """RUN_DIR, or JOB with --date."""
     if date is not None:
-        return job_run_target(where, date, jobs_dir)
+        if JOB_TARGETS is None:
+            raise RunNotFound(f"{where} --date {date}: job names are resolved by the kontext-batch "
+                              "command (jobs); run it as `kontext-batch ...` or give the run folder")
+        return JOB_TARGETS(where, date, jobs_dir)
     if Path(where).expanduser().is_dir():
         return run_target(where)
     raise RunNotFound(f"{where} is not a run folder; give OUT/runs/<run_id>, or a job name "

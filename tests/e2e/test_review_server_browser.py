@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from review_helpers import SCRIPT, decision_lines, session, synthetic
 
+import jobs.review_targets  # noqa: F401  (registers JOB --date)
 from pipeline.review.runs import resolve_target
 from pipeline.review.server import start_review_server
 from pipeline.review.service import ReviewSession
