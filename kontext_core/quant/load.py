@@ -60,6 +60,26 @@ def text_parameter_counts(source: ModelSource) -> tuple[int, int]:
     return T5_XXL_PARAMS, CLIP_L_PARAMS
 
 
+def compact_weight_bytes(source: ModelSource) -> dict[str, int]:
+    """Layer name -> bytes of its weight as the transformer file stores it, for the Linear weights
+    loading keeps in that form: GGUF-quantized blocks (GGUFLinear) and fp8 tensors (CastLinear,
+    plus a float32 scale). Read from the headers; empty for plain bf16/fp32 files."""
+    weights = source.transformer
+    if weights is None:
+        return {}
+    infos = weights.tensors.infos
+    if weights.format == "gguf":
+        from . import ggml
+
+        qtypes = weights.tensors.qtypes  # type: ignore[attr-defined]
+        return {key[: -len(".weight")]: info.nbytes for key, info in infos.items()
+                if key.endswith(".weight") and len(info.shape) == 2 and qtypes[key] not in ggml.PLAIN}
+    from .fp8_scaled import FP8_NAMES
+
+    return {key[: -len(".weight")]: info.nbytes + 4 for key, info in infos.items()
+            if key.endswith(".weight") and len(info.shape) == 2 and info.dtype in FP8_NAMES}
+
+
 def plan_for(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, memory: str = "auto", plan: str | None = None,
              size: tuple[int, int] = (1024, 1024), text: bool = True) -> Estimate:
@@ -67,7 +87,8 @@ def plan_for(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cp
     ``text=False``: for an editor without text encoders (their embeddings computed apart)."""
     source = resolve_model(model)
     counts = text_parameter_counts(source) if text else (0, 0)
-    return choose_plan(memory, source.preset, dtype, torch.device(device), counts, plan, size)
+    return choose_plan(memory, source.preset, dtype, torch.device(device), counts, plan, size,
+                       compact_weight_bytes(source))
 
 
 def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
@@ -80,7 +101,7 @@ def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device
     source = resolve_model(model)
     device = torch.device(device)
     counts = text_parameter_counts(source) if text else (0, 0)  # no encoders: none to plan for
-    chosen = choose_plan(memory, source.preset, dtype, device, counts, plan, size)
+    chosen = choose_plan(memory, source.preset, dtype, device, counts, plan, size, compact_weight_bytes(source))
     speed = speed or SpeedOptions()
     if speed.fp8 and chosen.plan.storage == "fp8":
         raise PlanError("--fp8 (fp8 matmuls) and the fp8 storage plan both re-store the block linears: use one "

@@ -19,6 +19,7 @@ shapes) plus activations at the working size plus a fixed CUDA context allowance
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -97,17 +98,25 @@ def device_memory(device: torch.device) -> int | None:
     return None
 
 
-def _transformer_bytes(preset: Preset, itemsize: int, storage: str) -> tuple[int, int, int]:
-    """(total, largest block, outside the blocks) bytes of the transformer under ``storage``."""
+def _transformer_bytes(preset: Preset, itemsize: int, storage: str,
+                       compact: Mapping[str, int] | None = None) -> tuple[int, int, int]:
+    """(total, largest block, outside the blocks) bytes of the transformer under ``storage``.
+    ``compact``: Linear name -> bytes its weight keeps as the file stores it (GGUF blocks, fp8);
+    those layers stay as loaded, whatever the storage plan."""
     with torch.device("meta"):
         model = KontextTransformer(preset.transformer)
-    fp8 = set(castable_linears(model)) if storage == "fp8" else set()
+    linears = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    compact = {name: n for name, n in (compact or {}).items() if name in linears}
+    fp8 = set(castable_linears(model)) - set(compact) if storage == "fp8" else set()
 
     def size(module: nn.Module, prefix: str) -> int:
         total = 0
         for name, p in module.named_parameters():
-            owner = (prefix + name).rpartition(".")[0]
-            total += p.numel() * (1 if owner in fp8 else itemsize)
+            owner, _, leaf = (prefix + name).rpartition(".")
+            if owner in compact and leaf == "weight":
+                total += compact[owner]
+            else:
+                total += p.numel() * (1 if owner in fp8 else itemsize)
         return total
 
     blocks = [size(b, f"double_blocks.{i}.") for i, b in enumerate(model.double_blocks)]
@@ -129,10 +138,12 @@ def _activation_bytes(preset: Preset, itemsize: int, size: tuple[int, int], batc
 
 
 def estimate(plan: MemoryPlan, preset: Preset, dtype: torch.dtype, text_params: tuple[int, int],
-             size: tuple[int, int] = (1024, 1024), batch: int = 1, cuda: bool = True) -> Estimate:
-    """Predicted bytes of ``plan`` for ``preset`` at ``size``; ``text_params`` = (T5, CLIP) counts."""
+             size: tuple[int, int] = (1024, 1024), batch: int = 1, cuda: bool = True,
+             compact: Mapping[str, int] | None = None) -> Estimate:
+    """Predicted bytes of ``plan`` for ``preset`` at ``size``; ``text_params`` = (T5, CLIP) counts;
+    ``compact``: the transformer file's compactly stored Linear weights (see ``_transformer_bytes``)."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    tf_total, tf_block, tf_rest = _transformer_bytes(preset, itemsize, plan.storage)
+    tf_total, tf_block, tf_rest = _transformer_bytes(preset, itemsize, plan.storage, compact)
     with torch.device("meta"):
         from ..autoencoder import AutoEncoder
 
@@ -156,8 +167,9 @@ def _gib(n: int) -> str:
 
 def choose_plan(memory: str, preset: Preset, dtype: torch.dtype, device: torch.device,
                 text_params: tuple[int, int], plan: str | None = None,
-                size: tuple[int, int] = (1024, 1024)) -> Estimate:
+                size: tuple[int, int] = (1024, 1024), compact: Mapping[str, int] | None = None) -> Estimate:
     """The plan for ``memory`` (``auto``: the device's) or the named ``plan``, checked to fit.
+    ``compact``: the transformer file's compactly stored Linear weights (GGUF, fp8 files).
 
     Raises PlanError, before anything is loaded, naming the predicted bytes, the device's and the
     plan that would fit."""
@@ -167,8 +179,9 @@ def choose_plan(memory: str, preset: Preset, dtype: torch.dtype, device: torch.d
     if plan is not None and plan not in PLANS:
         raise PlanError(f"memory plan {plan!r} is unknown; plans: {', '.join(PLANS)}")
     if total is None:  # the CPU: no device limit to plan for
-        return estimate(PLANS[plan or "resident"], preset, dtype, text_params, size, cuda=cuda)
-    candidates = [estimate(PLANS[name], preset, dtype, text_params, size, cuda=cuda) for name in AUTO_ORDER]
+        return estimate(PLANS[plan or "resident"], preset, dtype, text_params, size, cuda=cuda, compact=compact)
+    candidates = [estimate(PLANS[name], preset, dtype, text_params, size, cuda=cuda, compact=compact)
+                  for name in AUTO_ORDER]
     fitting = next((e for e in candidates if e.fits(total)), None)
     if plan is None:
         if fitting is None:
@@ -177,7 +190,7 @@ def choose_plan(memory: str, preset: Preset, dtype: torch.dtype, device: torch.d
                             f"{smallest.plan.name}, needs {_gib(smallest.peak_device_bytes)} at {size[0]}x{size[1]}"
                             f" ({_parts(smallest)}). Use a larger GPU or a GGUF Q4_K transformer file")
         return fitting
-    chosen = estimate(PLANS[plan], preset, dtype, text_params, size, cuda=cuda)
+    chosen = estimate(PLANS[plan], preset, dtype, text_params, size, cuda=cuda, compact=compact)
     if not chosen.fits(total):
         fix = f"use --memory-plan {fitting.plan.name} (predicted {_gib(fitting.peak_device_bytes)})" if fitting else \
             "no plan fits this device"

@@ -198,3 +198,18 @@ def test_fp8_file_with_a_scale_for_a_missing_weight_is_refused(comfy_file):
             KontextEditor.load(target)
     finally:
         target.unlink()
+
+
+@pytest.mark.parametrize("name", [*(f"kontext-{q}.gguf" for q in ("Q8_0", "Q4_K")), "fp8"])
+def test_plan_estimate_counts_the_files_compact_bytes(folder, comfy_file, name):
+    """plan_for predicts the transformer's bytes as loaded (GGUF blocks / fp8 kept as stored),
+    not as if the file were float32: what lets a 12 GB card pick a GGUF file's resident plan."""
+    from kontext_core.quant.load import plan_for
+    from kontext_core.quant.plans import weight_bytes
+
+    path = comfy_file if name == "fp8" else folder / name
+    predicted = plan_for(path, plan="resident", text=False).components["transformer"]
+    loaded = sum(weight_bytes(KontextEditor.load(path, text=False).transformer).values())
+    full = plan_for(folder / "flux1-kontext-dev.safetensors", plan="resident", text=False).components["transformer"]
+    assert predicted == loaded
+    assert predicted < 0.6 * full
