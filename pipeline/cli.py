@@ -165,13 +165,14 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                         "valid. Default: eager")
     p.add_argument("--memory", default=d.memory, metavar="auto|80GB|24GB|16GB|12GB",
                    help="device memory to plan the model's weights for (auto: the GPU's own): "
-                        "picks the first memory plan that fits (resident, model-offload, fp8, "
-                        "fp8-model-offload, fp8-group-offload) and refuses, before any work, a model "
-                        "no plan fits. fp8 storage changes pixels (part of the cache key); offloading "
-                        "does not")
+                        "picks the first memory plan that fits (resident, model-offload, "
+                        "partial-offload, fp8, fp8-model-offload, fp8-partial-offload, "
+                        "fp8-group-offload) and refuses, before any work, a model no plan fits. "
+                        "fp8 storage changes pixels (part of the cache key); offloading does not")
     p.add_argument("--memory-plan", default=None, metavar="PLAN",
-                   help="use this memory plan (resident, model-offload, fp8, fp8-model-offload, "
-                        "group-offload, fp8-group-offload), checked to fit --memory")
+                   help="use this memory plan (resident, model-offload, partial-offload, fp8, "
+                        "fp8-model-offload, fp8-partial-offload, group-offload, fp8-group-offload), "
+                        "checked to fit --memory")
     p.add_argument("--lora", action="append", dest="loras", default=None, metavar="PATH[:SCALE]",
                    help="apply this LoRA adapter (a .safetensors file in the diffusers, kohya, XLabs "
                         "or fal layout; scale default 1) to every row; repeatable. A manifest's lora "

@@ -59,19 +59,22 @@ class MemoryPlanInfo:
 
     name: str
     storage: str  # "native" | "fp8": in the cache key when not native
-    offload: str  # "none" | "model" | "group": not in the key (it moves bytes, not values)
+    offload: str  # "none" | "model" | "partial" | "group": not in the key (it moves bytes, not values)
     describe: str
     memory: str  # what was asked: auto | 80GB | 24GB | ...
     peak_device_bytes: int
     parts: dict[str, int]
     components: dict[str, int]
+    streamed_blocks: int = 0  # transformer blocks streamed from host memory each step
+    streamed_bytes: int = 0
 
     def record(self) -> dict[str, Any]:
         """config.json's ``memory_plan`` entry."""
         return {"name": self.name, "storage": self.storage, "offload": self.offload,
                 "describe": self.describe, "memory": self.memory,
                 "estimated_peak_device_bytes": self.peak_device_bytes,
-                "estimated_parts": dict(self.parts), "estimated_components": dict(self.components)}
+                "estimated_parts": dict(self.parts), "estimated_components": dict(self.components),
+                "estimated_streamed_blocks": self.streamed_blocks, "estimated_streamed_bytes": self.streamed_bytes}
 
 
 def resolve_memory_plan(spec: str, device: str, dtype: str, memory: str = "auto",
@@ -92,7 +95,8 @@ def resolve_memory_plan(spec: str, device: str, dtype: str, memory: str = "auto"
                           describe=p.describe(), memory=memory,
                           peak_device_bytes=int(chosen.peak_device_bytes),
                           parts={k: int(v) for k, v in chosen.parts.items()},
-                          components={k: int(v) for k, v in chosen.components.items()})
+                          components={k: int(v) for k, v in chosen.components.items()},
+                          streamed_blocks=chosen.streamed_blocks, streamed_bytes=int(chosen.streamed_bytes))
 
 
 def check_plan_options(memory: MemoryPlanInfo, fp8: bool, compile: bool) -> None:

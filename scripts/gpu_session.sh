@@ -8,7 +8,7 @@
 #   4. memory plans (issues 18/19): benchmarks/bench_memory.py writes a random checkpoint of the
 #      published shapes to disk (+ Q8_0/Q4_K GGUF copies), loads it per plan without text
 #      encoders and measures peak GiB and s/image, targets pass/fail       (limit 240 s)
-#      To fit the session: 5 plans (MEMORY_PLANS), 8 timed steps (MEMORY_STEPS; the JSON's
+#      To fit the session: 6 plans (MEMORY_PLANS; one per target at least), 8 timed steps (MEMORY_STEPS; the JSON's
 #      s_per_step scales to 28; peaks do not depend on steps); MEMORY=0 skips it.
 # Parts 1 and 2 share the on-disk compile cache, so part 2's compile time shows a warm cache.
 # Expected total ≈ 9-11 minutes of device time; every part writes JSON and a log under $OUT.
@@ -46,7 +46,7 @@ du -sh "$CACHE" 2>/dev/null | tee -a "$OUT/gpu.txt"
 if [ "${MEMORY:-1}" = 1 ]; then  # part 4; its random checkpoints (≈ 34 GiB at most in the temp dir) are removed after
   t0=$SECONDS
   timeout 240 python3 benchmarks/bench_memory.py --json "$OUT/bench_memory.json" --size 1024 \
-    --steps "${MEMORY_STEPS:-8}" --plans "${MEMORY_PLANS:-resident,fp8,Q8_0:resident,Q4_K:model-offload,Q4_K:group-offload}" \
+    --steps "${MEMORY_STEPS:-8}" --plans "${MEMORY_PLANS:-resident,partial-offload,fp8,fp8-partial-offload,Q8_0:resident,Q4_K:model-offload}" \
     > "$OUT/bench_memory.log" 2>&1
   rc=$?
   echo "[bench_memory: exit $rc after $((SECONDS - t0)) s]" >> "$OUT/bench_memory.log"

@@ -125,6 +125,14 @@ def load_with_plan(model: str | Path = DEFAULT_MODEL, device: str | torch.device
     if chosen.plan.offload == "model":
         report.model_offload = ModelOffload({**encoders, "encoder": autoencoder.encoder,
                                              "transformer": transformer, "decoder": autoencoder.decoder}, device)
+    elif chosen.plan.offload == "partial":
+        blocks = [*transformer.double_blocks, *transformer.single_blocks]
+        tail = blocks[len(blocks) - chosen.streamed_blocks:] if chosen.streamed_blocks else []
+        if tail:
+            report.streams.append(BlockStream(tail, device))
+        _move_except(transformer, tail, device)  # the other blocks and the rest: resident
+        for module in (autoencoder, *encoders.values()):
+            module.to(device)
     elif chosen.plan.offload == "group":
         blocks = [*transformer.double_blocks, *transformer.single_blocks]
         report.streams.append(BlockStream(blocks, device))

@@ -6,12 +6,15 @@ A plan is (storage, offload):
   e4m3 and upcast per layer when they run. Storage changes pixels: it belongs in the cache key.
 - offload ``none``: everything resident on the device; ``model``: one component (T5, CLIP,
   autoencoder encoder/decoder, transformer) on the device at a time, moved in per phase;
+  ``partial``: all resident but the transformer's last blocks, as few as the device needs,
+  which are streamed in one block ahead of use each step (so a 24 GB card runs bf16 exactly);
   ``group``: the transformer's and T5's blocks live in host memory and are streamed in one
   block ahead of use (a CUDA side stream), the rest model-offloaded. Offload moves bytes, it does
   not change them: it is not in the cache key.
 
 ``--memory auto|80GB|24GB|16GB|12GB`` picks the first plan of :data:`AUTO_ORDER` whose predicted
-peak fits (exact pixels first, then fewer transfers). Predictions are weights (from the model's
+peak fits (exact pixels first, then fewer transfers; the bf16 partial plan only while it streams
+at most :data:`AUTO_MAX_STREAMED` of the transformer, else fp8's half-size storage comes first). Predictions are weights (from the model's
 shapes) plus activations at the working size plus a fixed CUDA context allowance, against
 :data:`USABLE` of the device's memory.
 """
@@ -42,7 +45,7 @@ CLIP_L_PARAMS = 123_060_480
 class MemoryPlan:
     name: str
     storage: str  # "native" | "fp8"
-    offload: str  # "none" | "model" | "group"
+    offload: str  # "none" | "model" | "partial" | "group"
 
     def key_settings(self) -> dict[str, str]:
         """What of the plan changes pixels (for the cache key): the storage only."""
@@ -51,6 +54,7 @@ class MemoryPlan:
     def describe(self) -> str:
         storage = "weights in the compute dtype" if self.storage == "native" else "fp8 e4m3 storage, per-layer upcast"
         offload = {"none": "all resident", "model": "components offloaded between phases",
+                   "partial": "the transformer's last blocks streamed from host memory, as few as fit",
                    "group": "transformer/T5 blocks streamed from host memory"}[self.offload]
         return f"{self.name} ({storage}; {offload})"
 
@@ -60,10 +64,17 @@ PLANS = {p.name: p for p in (
     MemoryPlan("model-offload", "native", "model"),
     MemoryPlan("fp8", "fp8", "none"),
     MemoryPlan("fp8-model-offload", "fp8", "model"),
+    MemoryPlan("partial-offload", "native", "partial"),
+    MemoryPlan("fp8-partial-offload", "fp8", "partial"),
     MemoryPlan("group-offload", "native", "group"),
     MemoryPlan("fp8-group-offload", "fp8", "group"),
 )}
-AUTO_ORDER = ("resident", "model-offload", "fp8", "fp8-model-offload", "fp8-group-offload")
+AUTO_ORDER = ("resident", "model-offload", "partial-offload", "fp8", "fp8-model-offload", "fp8-partial-offload",
+              "fp8-group-offload")
+# ``auto`` takes the bf16 partial plan only while it streams at most this share of the
+# transformer's bytes per step; past that the fp8 plans (half the bytes) come first. A guess until
+# measured.
+AUTO_MAX_STREAMED = 0.5
 
 
 class PlanError(ValueError):
@@ -76,6 +87,8 @@ class Estimate:
     components: dict[str, int]  # bytes stored per component (transformer, t5, clip, autoencoder)
     peak_device_bytes: int
     parts: dict[str, int] = field(default_factory=dict)  # what the peak is made of
+    streamed_blocks: int = 0  # transformer blocks streamed from host memory (the last ones)
+    streamed_bytes: int = 0  # their bytes: copied to the device once per sampling step
 
     def fits(self, device_bytes: int) -> bool:
         return self.peak_device_bytes <= USABLE * device_bytes
@@ -99,8 +112,9 @@ def device_memory(device: torch.device) -> int | None:
 
 
 def _transformer_bytes(preset: Preset, itemsize: int, storage: str,
-                       compact: Mapping[str, int] | None = None) -> tuple[int, int, int]:
-    """(total, largest block, outside the blocks) bytes of the transformer under ``storage``.
+                       compact: Mapping[str, int] | None = None) -> tuple[int, list[int], int]:
+    """(total, each block in run order (double then single), outside the blocks) bytes of the
+    transformer under ``storage``.
     ``compact``: Linear name -> bytes its weight keeps as the file stores it (GGUF blocks, fp8);
     those layers stay as loaded, whatever the storage plan."""
     with torch.device("meta"):
@@ -122,7 +136,7 @@ def _transformer_bytes(preset: Preset, itemsize: int, storage: str,
     blocks = [size(b, f"double_blocks.{i}.") for i, b in enumerate(model.double_blocks)]
     blocks += [size(b, f"single_blocks.{i}.") for i, b in enumerate(model.single_blocks)]
     total = size(model, "")
-    return total, max(blocks, default=0), total - sum(blocks)
+    return total, blocks, total - sum(blocks)
 
 
 def _activation_bytes(preset: Preset, itemsize: int, size: tuple[int, int], batch: int) -> int:
@@ -139,26 +153,50 @@ def _activation_bytes(preset: Preset, itemsize: int, size: tuple[int, int], batc
 
 def estimate(plan: MemoryPlan, preset: Preset, dtype: torch.dtype, text_params: tuple[int, int],
              size: tuple[int, int] = (1024, 1024), batch: int = 1, cuda: bool = True,
-             compact: Mapping[str, int] | None = None) -> Estimate:
+             compact: Mapping[str, int] | None = None, device_bytes: int | None = None) -> Estimate:
     """Predicted bytes of ``plan`` for ``preset`` at ``size``; ``text_params`` = (T5, CLIP) counts;
-    ``compact``: the transformer file's compactly stored Linear weights (see ``_transformer_bytes``)."""
+    ``compact``: the transformer file's compactly stored Linear weights (see ``_transformer_bytes``).
+    ``device_bytes``: the device's memory, which a partial plan streams just enough blocks to fit
+    (none when it is not known: nothing to fit)."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    tf_total, tf_block, tf_rest = _transformer_bytes(preset, itemsize, plan.storage, compact)
+    tf_total, tf_blocks, tf_rest = _transformer_bytes(preset, itemsize, plan.storage, compact)
+    tf_block = max(tf_blocks, default=0)
     with torch.device("meta"):
         from ..autoencoder import AutoEncoder
 
         ae = sum(p.numel() for p in AutoEncoder(preset.autoencoder).parameters()) * itemsize
     t5, clip = (n * itemsize for n in text_params)
     components = {"transformer": tf_total, "t5": t5, "clip": clip, "autoencoder": ae}
+    activations = _activation_bytes(preset, itemsize, size, batch)
+    context = CUDA_CONTEXT if cuda else 0
+    streamed = 0
     if plan.offload == "none":
         weights = sum(components.values())
     elif plan.offload == "model":
         weights = max(components.values())
+    elif plan.offload == "partial":
+        budget = None if device_bytes is None else USABLE * device_bytes - activations - context
+        streamed, weights = _partial(sum(components.values()), tf_blocks, budget)
     else:  # streamed blocks: two in flight (running + prefetched); T5 blocks are ~1/24 of it
         weights = max(tf_rest + 2 * tf_block, t5 // 12, clip, ae)
-    parts = {"weights": weights, "activations": _activation_bytes(preset, itemsize, size, batch),
-             "cuda_context": CUDA_CONTEXT if cuda else 0}
-    return Estimate(plan, components, sum(parts.values()), parts)
+        streamed = len(tf_blocks)
+    parts = {"weights": weights, "activations": activations, "cuda_context": context}
+    return Estimate(plan, components, sum(parts.values()), parts, streamed_blocks=streamed,
+                    streamed_bytes=sum(tf_blocks[len(tf_blocks) - streamed:]) if streamed else 0)
+
+
+def _partial(resident: int, blocks: list[int], budget: float | None) -> tuple[int, int]:
+    """(blocks streamed from the end, weight bytes on the device) for a partial plan: the fewest
+    last blocks whose streaming (two in flight) brings everything else within ``budget``; all of
+    them when even that is short (the estimate then does not fit)."""
+    if budget is None or resident <= budget:
+        return 0, resident
+    for k in range(1, len(blocks) + 1):
+        tail = blocks[len(blocks) - k:]
+        weights = resident - sum(tail) + 2 * max(tail)
+        if weights <= budget:
+            return k, weights
+    return len(blocks), weights
 
 
 def _gib(n: int) -> str:
@@ -180,9 +218,13 @@ def choose_plan(memory: str, preset: Preset, dtype: torch.dtype, device: torch.d
         raise PlanError(f"memory plan {plan!r} is unknown; plans: {', '.join(PLANS)}")
     if total is None:  # the CPU: no device limit to plan for
         return estimate(PLANS[plan or "resident"], preset, dtype, text_params, size, cuda=cuda, compact=compact)
-    candidates = [estimate(PLANS[name], preset, dtype, text_params, size, cuda=cuda, compact=compact)
-                  for name in AUTO_ORDER]
-    fitting = next((e for e in candidates if e.fits(total)), None)
+    # a partial plan keeps the text encoders resident: with them loaded (not a run's editors,
+    # which encode apart) offloading them between phases serves better, so auto skips it
+    order = [n for n in AUTO_ORDER if PLANS[n].offload != "partial" or not any(text_params)]
+    candidates = [estimate(PLANS[name], preset, dtype, text_params, size, cuda=cuda, compact=compact,
+                           device_bytes=total) for name in order]
+    fitting = next((e for e in candidates if e.fits(total) and _streams_little(e)), None)
+    fitting = fitting or next((e for e in candidates if e.fits(total)), None)
     if plan is None:
         if fitting is None:
             smallest = min(candidates, key=lambda e: e.peak_device_bytes)
@@ -190,13 +232,22 @@ def choose_plan(memory: str, preset: Preset, dtype: torch.dtype, device: torch.d
                             f"{smallest.plan.name}, needs {_gib(smallest.peak_device_bytes)} at {size[0]}x{size[1]}"
                             f" ({_parts(smallest)}). Use a larger GPU or a GGUF Q4_K transformer file")
         return fitting
-    chosen = estimate(PLANS[plan], preset, dtype, text_params, size, cuda=cuda, compact=compact)
+    chosen = estimate(PLANS[plan], preset, dtype, text_params, size, cuda=cuda, compact=compact,
+                      device_bytes=total)
     if not chosen.fits(total):
         fix = f"use --memory-plan {fitting.plan.name} (predicted {_gib(fitting.peak_device_bytes)})" if fitting else \
             "no plan fits this device"
         raise PlanError(f"memory plan {plan} needs {_gib(chosen.peak_device_bytes)} ({_parts(chosen)}) but "
                         f"{USABLE:.0%} of {_gib(total)} is usable: {fix}")
     return chosen
+
+
+def _streams_little(e: Estimate) -> bool:
+    """False for a native-storage partial plan streaming over AUTO_MAX_STREAMED of the transformer
+    (fp8 storage would stream half as much); the fp8 partial plan has no smaller storage to yield to."""
+    if e.plan.offload != "partial" or e.plan.storage != "native":
+        return True
+    return e.streamed_bytes <= AUTO_MAX_STREAMED * e.components["transformer"]
 
 
 def _parts(e: Estimate) -> str:

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory.py"
-PLANS = ["resident", "model-offload", "fp8", "fp8-model-offload", "group-offload", "fp8-group-offload",
-         "Q8_0:resident", "Q8_0:model-offload", "Q8_0:group-offload",
-         "Q4_K:resident", "Q4_K:model-offload", "Q4_K:group-offload"]
+PLANS = ["resident", "model-offload", "fp8", "fp8-model-offload", "partial-offload", "fp8-partial-offload",
+         "group-offload", "fp8-group-offload",
+         "Q8_0:resident", "Q8_0:model-offload", "Q8_0:partial-offload", "Q8_0:group-offload",
+         "Q4_K:resident", "Q4_K:model-offload", "Q4_K:partial-offload", "Q4_K:group-offload"]
 
 
 def _bench():
@@ -54,11 +55,11 @@ def test_tiny_shapes_measure_every_plan(tmp_path, capsys):
             assert math.isfinite(r[key]) and r[key] > 0, (r["name"], key)
         assert r["exact"] is (r["storage"] == "bf16")
     bf16 = results["resident"]["stored_bytes"]
-    for name in ("fp8", "fp8-model-offload", "fp8-group-offload"):
+    for name in ("fp8", "fp8-model-offload", "fp8-partial-offload", "fp8-group-offload"):
         assert results[name]["storage"] == "fp8" and results[name]["stored_bytes"] < bf16
     assert results["Q8_0:resident"]["stored_bytes"] < bf16
     # offload moves bytes, not values: the same pixels as the resident plan
-    for name in ("model-offload", "group-offload"):
+    for name in ("model-offload", "partial-offload", "group-offload"):
         assert results[name]["max_diff_vs_resident"] == 0
     assert [t["verdict"] for t in doc["targets"]] == ["n/a (only judged at the published shapes on CUDA)"] * 3
     assert list(work.iterdir()) == []  # the random checkpoints are removed afterwards
@@ -85,3 +86,16 @@ def test_a_folder_that_cannot_be_written_fails_its_plans_alone(tmp_path, monkeyp
         assert results[name]["error"].startswith("DiskFullError: flux1-kontext-dev-Q8_0.gguf needs 11.8 GiB")
     assert len(calls) == 1  # tried once, not once per plan
     assert "error: DiskFullError" in capsys.readouterr().out
+
+
+def test_partial_plans_are_sized_for_their_targets_card_at_the_published_shapes():
+    bench = _bench()
+    assert bench.memory_of("partial-offload", "published") == "24GB"
+    assert bench.memory_of("fp8-partial-offload", "published") == bench.memory_of("Q8_0:partial-offload",
+                                                                                 "published") == "15.5GB"
+    assert bench.memory_of("Q4_K:partial-offload", "published") == "10GB"
+    assert bench.memory_of("resident", "published") == bench.memory_of("partial-offload", "tiny") == "auto"
+    # each target's card: 90% of it is the target
+    limits = {t[0]: t[2] for t in bench.TARGETS}
+    assert 0.9 * 24 <= limits["bf16, text phase apart"] and 0.9 * 15.5 <= limits["fp8 or Q8_0"]
+    assert 0.9 * 10 <= limits["Q4_K with offload"]

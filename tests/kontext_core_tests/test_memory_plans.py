@@ -44,6 +44,28 @@ def test_memory_sizes_pick_the_plans_of_the_issue(memory, expected):
     assert 13 * GIB < published("24GB").components["transformer"] < 15 * GIB
 
 
+def editors_only(memory: str):
+    """The plan a run's editors get: no text encoders (the text phase encodes apart)."""
+    return choose_plan(memory, load_preset("flux.1-kontext-dev"), torch.bfloat16, CUDA, (0, 0))
+
+
+def test_a_24gb_card_runs_bf16_exactly_streaming_only_the_last_blocks():
+    chosen = editors_only("24GB")
+    assert chosen.plan.name == "partial-offload" and chosen.plan.storage == "native"
+    assert chosen.peak_device_bytes <= 22 * GIB  # the issue's target for bf16 with the text phase apart
+    transformer = chosen.components["transformer"]
+    assert 0 < chosen.streamed_blocks < 57 and 0 < chosen.streamed_bytes <= 0.5 * transformer
+    # as few as the card needs: one (single, equal-sized) block fewer streamed would not fit
+    budget = 0.9 * 24 * GIB - chosen.parts["activations"] - chosen.parts["cuda_context"]
+    one_block = chosen.streamed_bytes // chosen.streamed_blocks
+    assert chosen.parts["weights"] <= budget < chosen.parts["weights"] + one_block
+    # 16 and 12 GB would stream over half the bf16 transformer each step: fp8 storage comes first
+    assert editors_only("16GB").plan.name == editors_only("12GB").plan.name == "fp8-partial-offload"
+    assert editors_only("16GB").streamed_blocks < editors_only("12GB").streamed_blocks
+    assert editors_only("80GB").plan.name == "resident"
+    assert editors_only("8GB").plan.name == "fp8-partial-offload"  # fewer bytes per step than streaming all
+
+
 def test_a_plan_that_cannot_fit_is_refused_naming_the_plan_that_would():
     with pytest.raises(PlanError, match=r"memory plan resident needs \d+\.\d GiB .* but 90% of 24.0 GiB is "
                                         r"usable: use --memory-plan fp8-model-offload"):
@@ -71,6 +93,36 @@ def images(folder):
         editor = load_with_plan(folder, plan=name)
         out[name] = (editor, editor.edit([source_image()], [INSTRUCTION], [1]).images[0].tobytes())
     return out
+
+
+@pytest.fixture(scope="module")
+def partial():
+    """kontext-tiny (2 double + 4 single blocks) under partial-offload on a 'device' one byte short
+    of holding it all, and resident; each with its edit's pixels. Streaming k blocks holds two of
+    them at once, so one byte short takes the last three."""
+    from kontext_core.quant.load import plan_for
+
+    size = (64, 64)  # planned at this size (at 1024² the activations would dwarf the tiny weights)
+    whole = plan_for("kontext-tiny", plan="resident", size=size).peak_device_bytes
+    memory = f"{(whole - 1) / 0.9 / GIB:.12f}GB"
+    out = {}
+    for plan in ("partial-offload", "resident"):
+        editor = load_with_plan("kontext-tiny", plan=plan, memory=memory if plan != "resident" else "auto", size=size)
+        out[plan] = (editor, editor.edit([source_image()], [INSTRUCTION], [1]).images[0].tobytes())
+    return out
+
+
+def test_partial_offload_streams_the_last_blocks_each_step_and_gives_the_resident_pixels(partial):
+    editor, pixels = partial["partial-offload"]
+    estimate = editor.memory.estimate
+    assert estimate.streamed_blocks == 3
+    assert estimate.peak_device_bytes < partial["resident"][0].memory.estimate.peak_device_bytes
+    stream = editor.memory.streams[0]
+    assert stream.blocks == list(editor.transformer.single_blocks[1:])
+    steps = editor.preset.sampler.steps
+    assert stream.loads == 3 * steps  # each streamed block copied in once per step
+    assert editor.memory.model_offload is None
+    assert pixels == partial["resident"][1]
 
 
 def test_offload_plans_give_the_resident_pixels(images):

@@ -76,10 +76,10 @@ def _resident(summary) -> int:
 def test_offload_keeps_keys_run_ids_and_pixels_storage_changes_them(runs):
     resident = runs["resident"]
     keys = {name: {r["key"] for r in pq.read_table(s.results).to_pylist()} for name, s in runs.items()}
-    for name in ("model-offload", "group-offload"):
+    for name in ("model-offload", "partial-offload", "group-offload"):
         assert keys[name] == keys["resident"] and runs[name].run_id == resident.run_id
         assert _outputs(runs[name]) == _outputs(resident)
-    for name in ("fp8-model-offload", "fp8-group-offload"):
+    for name in ("fp8-model-offload", "fp8-partial-offload", "fp8-group-offload"):
         assert keys[name] == keys["fp8"] and _outputs(runs[name]) == _outputs(runs["fp8"])
     assert not keys["fp8"] & keys["resident"] and runs["fp8"].run_id != resident.run_id
 
