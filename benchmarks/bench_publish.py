@@ -14,16 +14,14 @@ figures; it does not assert.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic_runs: a test fixture
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # the helper modules beside this script
 
-from synthetic_runs import make_large_run  # noqa: E402
+from scratch_run import scratch_run  # noqa: E402
 
 from pipeline.publish import publish  # noqa: E402
 from pipeline.review.decisions import DecisionLog, decision_record, decisions_path  # noqa: E402
@@ -42,14 +40,12 @@ def sidecars(run_dir: Path) -> None:
             out.with_suffix(".json").write_text(json.dumps(doc))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-publish-"))
-    try:
-        start = time.perf_counter()
-        run = make_large_run(work / "out", rows=args.rows, generated_every=1, failed_every=args.rows + 1)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    with scratch_run("bench-publish-", args.rows, generated_every=1, failed_every=args.rows + 1) as (work, run):
         sidecars(run.run_dir)
         target = run_target(run.run_dir)
         rows = [r for r in load_rows(run.run_dir) if r.reviewable]
@@ -69,10 +65,7 @@ def main() -> int:
         seconds = time.perf_counter() - start
         print(f"publish again: {len(again.unchanged):,} unchanged, {len(again.written)} written "
               f"in {seconds:.1f} s")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

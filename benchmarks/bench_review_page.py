@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic_runs: a test fixture
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # the helper modules beside this script
 
-from synthetic_runs import make_large_run  # noqa: E402
+from scratch_run import scratch_run  # noqa: E402
 
 from pipeline.review.runs import run_target  # noqa: E402
 from pipeline.review.server import ReviewServer  # noqa: E402
@@ -70,18 +68,16 @@ def timed_get(url: str) -> float:
     return time.perf_counter() - start
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--loads", type=int, default=3, help="page loads after the first")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
         print(f"needs {CHROMIUM} and {DRIVER}: run tests/setup_browser.sh", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="bench-review-"))
-    try:
-        start = time.perf_counter()
-        run = make_large_run(work / "out", rows=args.rows)
+    start = time.perf_counter()
+    with scratch_run("bench-review-", args.rows) as (work, run):
         print(f"synthetic run of {args.rows:,} rows built in {time.perf_counter() - start:.1f} s (not timed below)")
         start = time.perf_counter()
         session = ReviewSession(run_target(run.run_dir), "bench")
@@ -104,10 +100,7 @@ def main() -> int:
         if again:
             print(f"time to first rows, reloads: min {min(again):.3f} s, max {max(again):.3f} s "
                   f"({len(again)} loads); target < 2 s")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
