@@ -8,28 +8,19 @@ import json
 from pathlib import Path
 
 import pytest
+from budget_helpers import Clock, one_usd_per_cpu_second
 
 import jobs.budget
 from jobs.budget import LedgerBudget
 from pipeline.ledger import LedgerWriter
 from pipeline.reports.ledger import load_ledger
-from pipeline.reports.pricing import PricingError, load_pricing, pricing_from_mapping
+from pipeline.reports.pricing import PricingError, pricing_from_mapping
 from pipeline.reports.usage import analyse
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
 def pricing():
-    prices = load_pricing().to_dict()
-    prices["device_hour"]["CPU"] = 3600.0  # 1 USD per actor-second
-    return pricing_from_mapping(prices)
+    return pricing_from_mapping(one_usd_per_cpu_second())
 
 
 def _count_opens(monkeypatch) -> list[str]:

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from budget_helpers import Clock, one_usd_per_cpu_second
 
 import jobs.budget
 from jobs.budget import LedgerBudget
@@ -39,20 +40,10 @@ class WholeFileBudget(LedgerBudget):
                 self._apply(rec)
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def pricing(tmp_path: Path):
-    prices = load_pricing().to_dict()
-    prices["device_hour"]["CPU"] = 3600.0  # 1 USD per actor-second
     path = tmp_path / "prices.json"
-    path.write_text(json.dumps(prices))
+    path.write_text(json.dumps(one_usd_per_cpu_second()))
     return load_pricing(path)
 
 
