@@ -213,3 +213,29 @@ def run_once(manifest: Path, out: Path, **config: Any) -> Any:
                          **({"editor_factory": factory} if factory else {}))
     finally:
         ray.shutdown()
+
+
+def ray_cluster_fixture(autouse: bool = False, num_cpus: int = 2) -> Any:
+    """A module-scoped pytest fixture named ``ray_cluster``: one local Ray (start_ray) for the
+    module's tests, shut down after them. Use it as ``ray_cluster = ray_cluster_fixture()``."""
+    import pytest
+
+    @pytest.fixture(scope="module", autouse=autouse, name="ray_cluster")
+    def _ray_cluster() -> Any:
+        import ray
+
+        start_ray(num_cpus=num_cpus)
+        yield
+        ray.shutdown()
+
+    return _ray_cluster
+
+
+def run_config(manifest: Path, out: Path, **overrides: Any) -> Any:
+    """A RunConfig for the tiny test model on CPU (batches of 4, one actor, no reports, no
+    progress bar, quick retries); ``overrides`` replace or add RunConfig fields."""
+    from pipeline.runner import RunConfig
+
+    settings = dict(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=4,
+                    actors=1, reports=False, progress=False, retry_backoff_s=0.05)
+    return RunConfig(**{**settings, **overrides})

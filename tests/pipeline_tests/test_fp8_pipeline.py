@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from pipeline_helpers import TEST_MODEL, make_manifest, read_records, start_ray
+from pipeline_helpers import (
+    TEST_MODEL,
+    make_manifest,
+    ray_cluster_fixture,
+    read_records,
+    run_config,
+)
 
 from pipeline import cli
 from pipeline.actors import EditorActor
-from pipeline.runner import RunConfig, run_batch
+from pipeline.runner import run_batch
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-def _config(manifest: Path, out: Path, **kw) -> RunConfig:
-    base = dict(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=4,
-                actors=1, reports=False, progress=False, retry_backoff_s=0.05, steps=3)
-    base.update(kw)
-    return RunConfig(**base)
+ray_cluster = ray_cluster_fixture(autouse=True)
+_config = partial(run_config, steps=3)
 
 
 def _results(summary) -> list[dict]:

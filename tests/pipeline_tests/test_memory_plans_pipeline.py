@@ -6,12 +6,19 @@ refused before any work (exit 2) naming the plan that would."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pipeline_helpers import TEST_MODEL, make_manifest, read_records, start_ray
+from pipeline_helpers import (
+    TEST_MODEL,
+    make_manifest,
+    ray_cluster_fixture,
+    read_records,
+    run_config,
+)
 
 from kontext_core.quant.load import load_with_plan, resident_bytes
 from kontext_core.quant.plans import PLANS
@@ -19,20 +26,8 @@ from pipeline import cli
 from pipeline.errors import ConfigError
 from pipeline.runner import RunConfig, run_batch
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-def _config(manifest: Path, out: Path, **kw) -> RunConfig:
-    base = dict(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu", batch_size=2,
-                actors=1, reports=False, progress=False, retry_backoff_s=0.05, steps=2)
-    return RunConfig(**{**base, **kw})
+ray_cluster = ray_cluster_fixture()
+_config = partial(run_config, batch_size=2, steps=2)
 
 
 def _outputs(summary) -> dict[str, bytes]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 from pipeline_helpers import (
     TEST_MODEL,
@@ -16,29 +15,16 @@ from pipeline_helpers import (
     loads,
     make_manifest,
     ok_counts,
+    ray_cluster_fixture,
     read_records,
     rewrite_manifest,
-    start_ray,
+    run_config,
 )
 
 from pipeline import cli
-from pipeline.runner import RunConfig, run_batch
+from pipeline.runner import run_batch
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-def config(manifest: Path, out: Path, **kw) -> RunConfig:
-    base = dict(manifest=str(manifest), out=str(out), model=TEST_MODEL, device="cpu",
-                batch_size=4, actors=1, reports=False, progress=False, retry_backoff_s=0.05)
-    base.update(kw)
-    return RunConfig(**base)
+ray_cluster = ray_cluster_fixture(autouse=True)
 
 
 def results(summary) -> list[dict]:
@@ -50,7 +36,7 @@ def test_forty_rows_then_all_hits_then_exactly_the_changed_row(tmp_path: Path) -
     out, markers = tmp_path / "out", tmp_path / "loads"
     factory = CountingFactory(markers)
 
-    first = run_batch(config(manifest, out, reports=True), editor_factory=factory)
+    first = run_batch(run_config(manifest, out, reports=True), editor_factory=factory)
     assert first.exit_code == 0 and first.counts["done"] == 40
     rows = results(first)
     assert len(rows) == 40 and {r["status"] for r in rows} == {"done"}
@@ -72,7 +58,7 @@ def test_forty_rows_then_all_hits_then_exactly_the_changed_row(tmp_path: Path) -
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
-    second = run_batch(config(manifest, out), editor_factory=factory)
+    second = run_batch(run_config(manifest, out), editor_factory=factory)
     assert second.run_id == f"{first.run_id}-2"
     assert second.counts["cache-hit"] == 40 and second.exit_code == 0
     assert second.actors_started == 0 and loads(markers) == 1
@@ -80,12 +66,12 @@ def test_forty_rows_then_all_hits_then_exactly_the_changed_row(tmp_path: Path) -
     assert [r["output_uri"] for r in results(second)] == [r["output_uri"] for r in rows]
 
     # Batch size and run id are not part of the key.
-    third = run_batch(config(manifest, out, batch_size=2, run_id="other-run"),
+    third = run_batch(run_config(manifest, out, batch_size=2, run_id="other-run"),
                       editor_factory=factory)
     assert third.counts["cache-hit"] == 40 and loads(markers) == 1
 
     rewrite_manifest(manifest, instruction={17: "put the product on a wooden table"})
-    fourth = run_batch(config(manifest, out), editor_factory=factory)
+    fourth = run_batch(run_config(manifest, out), editor_factory=factory)
     assert fourth.run_id not in (first.run_id, second.run_id)
     assert fourth.counts == {"done": 1, "cache-hit": 39, "failed": 0, "not-run": 0}
     changed = results(fourth)[17]
@@ -130,7 +116,7 @@ def test_transient_and_oom_errors_are_retried_and_the_run_succeeds(tmp_path: Pat
     marks = str(tmp_path / "faults")
     faults = [{"kind": "transient", "row_id": "p0-v1", "marker_dir": marks},
               {"kind": "oom", "row_id": "p2-v0", "marker_dir": marks}]
-    summary = run_batch(config(manifest, tmp_path / "out"), faults=faults)
+    summary = run_batch(run_config(manifest, tmp_path / "out"), faults=faults)
     assert summary.exit_code == 0 and summary.counts["done"] == 16
     records = [r for r in read_records(summary.run_dir) if r["type"] == "attempt"]
     retried = _retried(summary.run_dir)
@@ -156,7 +142,7 @@ def test_sticky_device_error_restarts_the_actor_and_the_run_succeeds(tmp_path: P
     # blur the classes of other injected faults.
     manifest = make_manifest(tmp_path / "m", products=2, variants=4)
     faults = [{"kind": "sticky", "row_id": "p1-v2", "marker_dir": str(tmp_path / "faults")}]
-    summary = run_batch(config(manifest, tmp_path / "out"), faults=faults)
+    summary = run_batch(run_config(manifest, tmp_path / "out"), faults=faults)
     assert summary.exit_code == 0 and summary.counts["done"] == 8
     assert "poisoned-device" in _retried(summary.run_dir)["p1-v2"]
     # The sticky error made the actor exit; Ray restarted it and it loaded the model again.
@@ -169,7 +155,7 @@ def test_row_that_kills_its_actor_every_time_fails_alone(tmp_path: Path) -> None
     manifest = make_manifest(tmp_path / "m", products=2, variants=3)
     faults = [{"kind": "exit", "row_id": "p1-v1", "times": 99,
                "marker_dir": str(tmp_path / "faults")}]
-    summary = run_batch(config(manifest, tmp_path / "out", max_attempts=2), faults=faults)
+    summary = run_batch(run_config(manifest, tmp_path / "out", max_attempts=2), faults=faults)
     assert summary.exit_code == 1
     rows = results(summary)
     failed = [r for r in rows if r["status"] == "failed"]
@@ -181,14 +167,14 @@ def test_row_that_kills_its_actor_every_time_fails_alone(tmp_path: Path) -> None
 def test_corrupt_cached_output_is_recomputed_without_asking(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path / "m", products=2, variants=1)
     out = tmp_path / "out"
-    first = run_batch(config(manifest, out))
+    first = run_batch(run_config(manifest, out))
     victim = Path(results(first)[1]["output_uri"])
     good = victim.read_bytes()
     victim.write_bytes(good[:-5] + b"XXXXX")
-    plain = run_batch(config(manifest, out))  # a local store hashes every hit
+    plain = run_batch(run_config(manifest, out))  # a local store hashes every hit
     assert plain.counts == {"done": 1, "cache-hit": 1, "failed": 0, "not-run": 0}
     assert results(plain)[1]["status"] == "done" and victim.read_bytes() != good[:-5] + b"XXXXX"
-    checked = run_batch(config(manifest, out, verify_cache=True))
+    checked = run_batch(run_config(manifest, out, verify_cache=True))
     assert checked.counts["cache-hit"] == 2
 
 
@@ -213,8 +199,8 @@ def test_unknown_model_and_bad_device_stop_before_ray_work(tmp_path: Path, capsy
 def test_step_cache_is_opt_in_and_keys_its_outputs_apart(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path / "m", products=2, variants=2)
     out = tmp_path / "out"
-    exact = run_batch(config(manifest, out, steps=6))
-    fast = run_batch(config(manifest, out, steps=6, step_cache=1.0))  # reuse as much as allowed
+    exact = run_batch(run_config(manifest, out, steps=6))
+    fast = run_batch(run_config(manifest, out, steps=6, step_cache=1.0))  # reuse as much as allowed
     assert exact.exit_code == 0 and fast.exit_code == 0
     assert fast.counts["done"] == 4 and fast.counts.get("cache-hit", 0) == 0  # new keys: recomputed
     exact_rows, fast_rows = results(exact), results(fast)
@@ -222,7 +208,7 @@ def test_step_cache_is_opt_in_and_keys_its_outputs_apart(tmp_path: Path) -> None
     differ = [np.any(np.asarray(Image.open(a["output_uri"])) != np.asarray(Image.open(b["output_uri"])))
               for a, b in zip(exact_rows, fast_rows, strict=True)]
     assert all(differ)  # the approximation changes pixels, so it must never share a key with exact
-    again = run_batch(config(manifest, out, steps=6, step_cache=1.0))
+    again = run_batch(run_config(manifest, out, steps=6, step_cache=1.0))
     assert again.counts.get("cache-hit", 0) == 4
 
 
