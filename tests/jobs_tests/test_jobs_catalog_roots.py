@@ -4,14 +4,13 @@ naming image_roots, and the review page does not show it."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
+from job_catalog_helpers import write_red_job
 from PIL import Image
-from pipeline_helpers import TEST_MODEL, start_ray
+from pipeline_helpers import ray_cluster_fixture
 
 from jobs.runner import catalog_root, run_job
 from jobs.spec import load_job_spec
@@ -30,34 +29,14 @@ def make_job(tmp_path: Path, extra: str = "") -> tuple[Path, Path]:
     pd.DataFrame([{"product_id": "p00", "image": "images/p00.png", "product": "box"},
                   {"product_id": "p01", "image": str(outside), "product": "box"}]
                  ).to_csv(tmp_path / "catalog" / "catalog.csv", index=False)
-    (tmp_path / "variants.yaml").write_text(
-        "variants:\n  - name: red\n    instruction: put the {product} on red\n")
-    spec = tmp_path / "job.yaml"
-    spec.write_text(textwrap.dedent(f"""
-        name: roots
-        build:
-          catalog: catalog/catalog.csv
-          variants: variants.yaml
-        model: {TEST_MODEL}
-        output: out
-        ray:
-          actors: 1
-          device: cpu
-        """).lstrip("\n") + extra)
-    return spec, outside
+    return write_red_job(tmp_path, "roots", extra), outside
 
 
 def by_product(run_dir: Path) -> dict[str, dict]:
     return {r["product_id"]: r for r in pq.read_table(run_dir / "results.parquet").to_pylist()}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+ray_cluster = ray_cluster_fixture()
 
 
 def test_an_image_outside_the_catalog_folder_fails_its_rows_alone(tmp_path: Path, ray_cluster,

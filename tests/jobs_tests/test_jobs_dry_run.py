@@ -4,13 +4,13 @@ the predicted hits."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from job_catalog_helpers import write_red_job
 from PIL import Image
-from pipeline_helpers import TEST_MODEL, start_ray
+from pipeline_helpers import ray_cluster_fixture
 
 from jobs import cli
 from jobs.dry_run import dry_run_job
@@ -34,21 +34,7 @@ def write_catalog(folder: Path, products: int) -> None:
 
 def make_job(tmp_path: Path, products: int = 2) -> Path:
     write_catalog(tmp_path / "catalog", products)
-    (tmp_path / "variants.yaml").write_text(
-        "variants:\n  - name: red\n    instruction: put the {product} on red\n")
-    spec = tmp_path / "job.yaml"
-    spec.write_text(textwrap.dedent(f"""
-        name: dry
-        build:
-          catalog: catalog/catalog.csv
-          variants: variants.yaml
-        model: {TEST_MODEL}
-        output: out
-        ray:
-          actors: 1
-          device: cpu
-        """).lstrip("\n"))
-    return spec
+    return write_red_job(tmp_path, "dry")
 
 
 def test_a_dry_run_plans_without_a_model_ray_or_run_folder(tmp_path: Path, monkeypatch,
@@ -81,13 +67,7 @@ def test_a_dry_run_config_error_is_exit_2(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+ray_cluster = ray_cluster_fixture()
 
 
 def test_the_plan_matches_the_real_run_and_prices_by_the_jobs_history(

@@ -21,9 +21,9 @@ from pipeline_helpers import (
     REPO,
     TEST_MODEL,
     ok_counts,
+    ray_cluster_fixture,
     read_records,
     short_tmp,
-    start_ray,
     wait_for,
 )
 
@@ -157,13 +157,7 @@ def test_killed_date_resumes_and_a_finished_date_runs_nothing(tmp_path: Path) ->
 # ----------------------------------------------------------------------------- in-process
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+ray_cluster = ray_cluster_fixture()
 
 
 def test_budget_cap_stops_dispatch_finishes_in_flight_and_exits_3(tmp_path: Path, ray_cluster,
