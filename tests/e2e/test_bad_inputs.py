@@ -341,7 +341,7 @@ def _fifo_manifest(folder: Path) -> list[str]:
 
 
 def _damaged_page(folder: Path) -> list[str]:
-    from test_manifest_frozen_inputs import damaged_parquet
+    from manifest_damage import damaged_parquet
 
     damaged_parquet(folder / "manifest.parquet")
     return []

@@ -99,7 +99,7 @@ def test_an_unfed_budget_still_reads_what_was_appended(tmp_path: Path, pricing) 
 
 def test_the_dispatcher_feeds_the_budget_the_records_it_writes(
         tmp_path: Path, pricing, monkeypatch) -> None:
-    from test_dispatch_scheduling import FakeActor, FakeRay, make_tasks
+    from dispatch_fakes import FakeActor, FakeRay, make_tasks
 
     from pipeline.dispatch import ActorSlot, Dispatcher, DispatchSettings
     from pipeline.outcomes import Outcomes

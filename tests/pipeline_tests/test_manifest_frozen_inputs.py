@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hardening_helpers import cli_env
+from manifest_damage import damaged_parquet
 from pipeline_helpers import REPO, TEST_MODEL
 
 from pipeline import cli, runner
@@ -125,23 +126,6 @@ def test_a_named_pipe_as_manifest_is_refused_at_once(tmp_path: Path) -> None:
 
 
 # -- a damaged data page behind a valid footer --------------------------------
-def damaged_parquet(path: Path, rows: int = 200) -> Path:
-    """A manifest whose footer is intact and whose instruction column's page is not."""
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"image": ["images/a.png"] * rows,
-                             "instruction": [f"make it blue {i}" for i in range(rows)],
-                             "seed": list(range(rows))}), buf)
-    data = bytearray(buf.getvalue())
-    chunk = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(0).column(1)
-    start = chunk.data_page_offset + 8
-    for i in range(start, start + 64):
-        data[i] ^= 0xFF
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(data))
-    pq.ParquetFile(path)  # the footer still reads
-    return path
-
-
 def test_a_damaged_data_page_is_a_whole_file_error_before_any_work(tmp_path: Path) -> None:
     manifest = damaged_parquet(tmp_path / "m" / "manifest.parquet")
     out = tmp_path / "out"
