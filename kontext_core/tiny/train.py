@@ -162,8 +162,9 @@ def train_autoencoder(ae, device, args, state, path: Path) -> None:
 
 @torch.no_grad()
 def latent_stats(ae, device, args) -> tuple[float, float]:
+    batch = min(64, args.stats_scenes)  # the default 512: the 8 batches of 64 it always was
     zs = []
-    for src, tgt, _, _ in _loader(args.seed + 7, 64, 0, 8, 0):
+    for src, tgt, _, _ in _loader(args.seed + 7, batch, 0, -(-args.stats_scenes // batch), 0):
         zs.append(ae.encoder(_to_pixels(torch.cat([src, tgt]), device))[:, : ae.config.z_channels].float().cpu())
     z = torch.cat(zs)
     return float(z.mean()), float(z.std())
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dec-max-minutes", type=float, default=0, help="decoder phase time budget (0: none)")
     ap.add_argument("--final-eval-n", type=int, default=64, help="held-out scenes in the final evaluation")
     ap.add_argument("--ae-max-minutes", type=float, default=0, help="autoencoder time budget (0: none)")
+    ap.add_argument("--stats-scenes", type=int, default=512,
+                    help="scenes whose latents set the latent shift and scale (fewer: a quicker trial run)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--reuse", type=int, default=1, help="use each generated batch this many times")
     args = ap.parse_args(argv)

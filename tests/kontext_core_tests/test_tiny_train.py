@@ -13,9 +13,13 @@ from kontext_core.editor import KontextEditor
 from kontext_core.tiny import train
 
 # A few steps of every phase; eager (compiling costs ~30 s and is checked below on its own).
-SMALL = ["--ae-steps", "2", "--ae-batch", "4", "--steps", "3", "--batch", "4", "--dec-scenes", "8",
+# Latent statistics from 8 scenes, not 512 (their encoding was half of each run's time); each
+# phase checkpoints at its end (every step's checkpoint was overwritten unread).
+SMALL = ["--ae-steps", "2", "--ae-batch", "4", "--steps", "3", "--batch", "4", "--dec-scenes", "4",
          "--dec-steps", "2", "--dec-batch", "4", "--final-eval-n", "4", "--eval-every", "0",
-         "--checkpoint-every", "1", "--workers", "0", "--no-compile"]
+         "--checkpoint-every", "1000", "--stats-scenes", "8", "--workers", "0", "--no-compile"]
+# For runs whose decoder and evaluation no assertion reads (the transformer is trained before them).
+NO_DECODER = ("--dec-steps", "0", "--final-eval-n", "1")
 
 
 def _train(out, *extra: str) -> dict:
@@ -46,14 +50,14 @@ def test_same_seed_same_weights_other_seed_different(trained, tmp_path):
     for name in ("transformer.safetensors", "ae.safetensors"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
     other = tmp_path / "other"
-    _train(other, "--seed", "1")
+    _train(other, "--seed", "1", *NO_DECODER)
     assert (other / "transformer.safetensors").read_bytes() != (out / "transformer.safetensors").read_bytes()
 
 
 def test_decoder_phase_changes_only_the_decoder(trained, tmp_path):
     out, _ = trained
     skipped = tmp_path / "no-decoder"
-    _train(skipped, "--dec-steps", "0")
+    _train(skipped, *NO_DECODER)
     tuned = KontextEditor.load(out).autoencoder.state_dict()
     plain = KontextEditor.load(skipped).autoencoder.state_dict()
     changed = {k.split(".")[0] for k in tuned if not torch.equal(tuned[k], plain[k])}
