@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from hardening_helpers import attempts, check_run, cli_env, results_rows, run_cli, run_dirs
+from forked_cli_helpers import forked_cli
+from hardening_helpers import attempts, check_run, cli_env, results_rows, run_dirs
 from PIL import Image
 from pipeline_helpers import TEST_MODEL, write_images
 
@@ -87,10 +88,10 @@ def test_each_step_edits_its_parents_output_and_keys_derive_from_the_parent(clus
     assert len({r["key"] for r in rows.values()}) == 6
 
 
-def test_three_steps_run_end_to_end_and_step_2_change_recomputes_steps_2_and_3(cluster, tmp_path):
+def test_three_steps_run_end_to_end_and_step_2_change_recomputes_steps_2_and_3(cluster, drivers, tmp_path):
     manifest = chained_manifest(tmp_path)
     out = tmp_path / "out"
-    first = run_cli(manifest, out, cluster.address)
+    first = forked_cli(drivers, manifest, out, cluster.address)
     assert first.returncode == 0, first.stderr
     run1 = run_dirs(out)[0]
     assert check_run(run1, 3 * PRODUCTS) == []
@@ -100,7 +101,7 @@ def test_three_steps_run_end_to_end_and_step_2_change_recomputes_steps_2_and_3(c
     frame = pd.read_parquet(manifest)
     frame.loc[frame["row_id"] == "p1-s2", "instruction"] = "relight it cold"
     frame.to_parquet(manifest, index=False)
-    second = run_cli(manifest, out, cluster.address)
+    second = forked_cli(drivers, manifest, out, cluster.address)
     assert second.returncode == 0, second.stderr
     run2 = [d for d in run_dirs(out) if d != run1][0]
     rows2 = by_id(run2)
@@ -112,19 +113,19 @@ def test_three_steps_run_end_to_end_and_step_2_change_recomputes_steps_2_and_3(c
     assert rows2["p0-s3"]["key"] == rows1["p0-s3"]["key"]
 
 
-def test_kill_mid_chain_then_resume_leaves_every_row_once(cluster, tmp_path):
+def test_kill_mid_chain_then_resume_leaves_every_row_once(cluster, drivers, tmp_path):
     manifest = chained_manifest(tmp_path)
     out = tmp_path / "out"
     # wave 1 holds the 3 step-1 rows: the 4th commit is step 2's first, killed before its
     # ledger line
-    killed = run_cli(manifest, out, cluster.address,
+    killed = forked_cli(drivers, manifest, out, cluster.address,
                      env=cli_env(KONTEXT_TEST_KILL_AT="after-store-commit:4"))
     assert killed.returncode == -9, killed.stderr
     run_dir = run_dirs(out)[0]
     oks = [a for a in attempts(run_dir) if a["outcome"] == "ok"]
     assert sorted(a["row_id"] for a in oks) == [f"p{p}-s1" for p in range(PRODUCTS)]
 
-    resumed = run_cli(manifest, out, cluster.address)
+    resumed = forked_cli(drivers, manifest, out, cluster.address)
     assert resumed.returncode == 0, resumed.stderr
     assert run_dirs(out) == [run_dir]  # the same run, finished
     assert check_run(run_dir, 3 * PRODUCTS) == []
@@ -135,13 +136,13 @@ def test_kill_mid_chain_then_resume_leaves_every_row_once(cluster, tmp_path):
     assert sum(1 for a in attempts(run_dir) if a.get("recovered")) == 1
 
 
-def test_failed_parent_fails_its_descendants_alone_naming_it(cluster, tmp_path):
+def test_failed_parent_fails_its_descendants_alone_naming_it(cluster, drivers, tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "broken.png").write_bytes(b"this is not an image")
     manifest = chained_manifest(tmp_path, sources={0: "images/broken.png",
                                                    1: "images/missing.png"})
     out = tmp_path / "out"
-    proc = run_cli(manifest, out, cluster.address)
+    proc = forked_cli(drivers, manifest, out, cluster.address)
     assert proc.returncode == 1, proc.stderr
     rows = by_id(run_dirs(out)[0])
     for p in (0, 1):  # p0 fails in the actor (undecodable), p1 in planning (no file)
