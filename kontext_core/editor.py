@@ -25,7 +25,8 @@ from .step_cache import FirstBlockCache
 from .transformer import KontextTransformer
 
 if TYPE_CHECKING:
-    from .text import TextEmbeddings, TextEncoders
+    from .text import TextEncoders
+    from .text_embeddings import TextEmbeddings
 
 DEFAULT_MODEL = "kontext-tiny"
 # Bumped whenever a change in kontext_core changes output pixels; part of the pipeline cache key.
@@ -67,7 +68,7 @@ def _image_key(image: Image.Image) -> str:
 
 
 def _row(emb: TextEmbeddings, i: int) -> TextEmbeddings:
-    from .text import TextEmbeddings
+    from .text_embeddings import TextEmbeddings
 
     return TextEmbeddings(emb.t5[i:i + 1], emb.pooled[i:i + 1], [emb.truncated[i]],
                           [emb.clip_truncated[i] if emb.clip_truncated else False])
@@ -160,7 +161,7 @@ class KontextEditor:
 
     def _embeddings(self, texts: list[str], given: Mapping[str, TextEmbeddings]) -> TextEmbeddings:
         """The batch's unique texts' embeddings: the given ones, the rest encoded here."""
-        from .text import TextEmbeddings
+        from .text_embeddings import TextEmbeddings
 
         missing = [t for t in texts if t not in given]
         if missing and self.text is None:

@@ -8,7 +8,6 @@ seeded initialisation and a tokenizer made from a word list, so nothing is ever 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from transformers import (
 )
 
 from .config import TextConfig
+from .text_embeddings import TextEmbeddings
 
 _CHARS = string.ascii_lowercase + string.digits + "-'.,"
 
@@ -67,14 +67,6 @@ def _load_strict(model_class: type, folder: Path, dtype: torch.dtype) -> nn.Modu
         raise ValueError(f"{folder}: {model_class.__name__} weights incomplete, {len(missing)} missing "
                          f"({shown}); re-copy that folder from the FLUX.1-Kontext-dev download")
     return model
-
-
-@dataclass
-class TextEmbeddings:
-    t5: torch.Tensor  # [B, L, d_t5]
-    pooled: torch.Tensor  # [B, d_clip]
-    truncated: list[bool]  # cut at the T5 token limit
-    clip_truncated: list[bool] = field(default_factory=list)  # cut at CLIP's (77 in FLUX, 24 in kontext-tiny)
 
 
 def overflows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], limit: int) -> list[bool]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,7 +26,10 @@ from .checkpoint.layout import TEXT_FOLDERS
 from .fingerprint import _file_digest, _relative_name
 from .loading import load_text_encoders as _load_from_source
 from .loading import resolve_model
-from .text import TextEmbeddings, TextEncoders
+from .text_embeddings import TextEmbeddings
+
+if TYPE_CHECKING:  # transformers (seconds to import) only where the encoders load
+    from .text import TextEncoders
 
 __all__ = ["embedding_bytes", "embedding_from_bytes", "encode_one", "load_text_encoders", "text_fingerprint",
            "text_limits"]
