@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -53,8 +54,15 @@ def _write_record(folder: Path, driver: Proc, procs: list[Proc]) -> Path:
     return path
 
 
-def _gone(child: subprocess.Popen) -> bool:
-    return identify(child.pid) is None  # exited (a zombie until waited for counts as gone)
+def _gone(child: subprocess.Popen, wait_s: float = 0.0) -> bool:
+    """Exited (a zombie until waited for counts as gone). ``wait_s``: a signal sent is delivered
+    when the kernel next schedules the process, which on a loaded machine can take a while."""
+    deadline = time.monotonic() + wait_s
+    while identify(child.pid) is not None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_leftovers_of_a_gone_driver_are_stopped_and_nothing_else(
@@ -71,7 +79,7 @@ def test_leftovers_of_a_gone_driver_are_stopped_and_nothing_else(
     ])
     stopped = local_ray.stop_leftovers(grace_s=0.5)
     assert {p.pid for p in stopped} == {agent.pid, stubborn.pid}
-    assert _gone(agent) and _gone(stubborn)  # the stubborn one by SIGKILL
+    assert _gone(agent, 10) and _gone(stubborn, 10)  # the stubborn one by SIGKILL
     assert not _gone(recycled) and not _gone(other)
     assert not record.exists()
 
@@ -100,4 +108,4 @@ def test_record_lists_this_drivers_ray_processes_only(
     assert agent.pid in pids and other.pid not in pids
     # This driver's next local start (its Ray shut down by then) stops what is left of it.
     local_ray.stop_leftovers(grace_s=0.5)
-    assert _gone(agent) and not _gone(other) and not path.exists()
+    assert _gone(agent, 10) and not _gone(other) and not path.exists()
