@@ -9,7 +9,6 @@ OUT ?= runs
 MODEL ?=
 TINY_OUT ?= runs/kontext-tiny-retrained
 export HF_HUB_OFFLINE := 1
-export RAY_AUTH_MODE := disabled
 
 .PHONY: soak job-demo bench-step-cache run test venv lint train-tiny eval-tiny bench-gpu bench-scale bench-reports bench-manifest clean
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -425,7 +424,6 @@ def part_pipeline(args, env: dict) -> dict:
     from pipeline.reports.usage import analyse
     from pipeline.runner import RunConfig, run_batch
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     cuda = env["cuda"]
     size = 64 if args.tiny else args.size
     work = Path(tempfile.mkdtemp(prefix="kbench"))

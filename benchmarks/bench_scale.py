@@ -115,7 +115,8 @@ def timed_run(manifest: Path, out: Path) -> tuple[float, float, int, str]:
     """(wall seconds, peak RSS MiB, exit code, output tail) of one CLI run in a child."""
     cmd = [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(out),
            "--model", MODEL, "--device", "cpu", "--no-report", "--quiet"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}
+    env["HF_HUB_OFFLINE"] = "1"  # the run's local Ray gets its own token, as a user's does
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)

@@ -1,9 +1,11 @@
 """Connecting to Ray, and sizing the model actors to the cluster.
 
 - No address: start a local Ray (``include_dashboard=False``) sized to this machine, every
-  process of it listening on 127.0.0.1 only, so token auth can stay off (``RAY_AUTH_MODE``
-  is set to ``disabled`` for it unless the user set it). Its processes are recorded and a
-  later local start stops what a killed run left (pipeline.local_ray).
+  process of it listening on 127.0.0.1 only and asking for a token (Ray's token auth, with a
+  fresh random token held only in the environment of this process and of the Ray processes it
+  starts: nothing is written to ``~/.ray``, and another user of the machine, who cannot read
+  that environment, cannot connect). A ``RAY_AUTH_MODE`` the user set is kept. Its processes
+  are recorded and a later local start stops what a killed run left (pipeline.local_ray).
 - ``--address auto`` or ``ray://host:10001`` or ``host:6379``: join that cluster with the
   user's own Ray settings (token auth included: nothing is switched off on their behalf).
 A Ray already initialised in this process (tests, notebooks) is used as is and left running.
@@ -24,6 +26,7 @@ import contextvars
 import logging
 import math
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -136,12 +139,35 @@ def start_local(num_cpus: int | None = None) -> None:
     from pipeline.local_ray import record_local_ray, stop_leftovers
 
     stop_leftovers()
-    # Nobody off this machine can reach it, so Ray's token auth is not needed (unless set).
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    _local_token_auth()
     with _single_node_mode():
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
                  _node_ip_address=LOOPBACK, **_init_options())
     record_local_ray()
+
+
+def _local_token_auth() -> None:
+    """Token auth for a local Ray: loopback keeps other machines out, the token keeps other
+    users of this one out (any process that reaches Ray's GCS can run code as us). The token
+    lives in the environment only (Ray reads ``RAY_AUTH_TOKEN`` first and writes no token file
+    then); the Ray processes inherit it, other users cannot read it. The user's own
+    ``RAY_AUTH_MODE`` (``disabled`` included), ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``
+    is kept; a later local start in this process reuses the token set here."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    _reload_ray_auth()
+
+
+def _reload_ray_auth() -> None:
+    """This process's Ray read the auth mode and token at import: re-read them, as Ray's own
+    ray.init does when it switches token auth on by default."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _plain_when_not_a_terminal() -> None:

@@ -15,7 +15,7 @@
 # Usage on the device machine:  bash scripts/gpu_session.sh   (results under $OUT)
 # TRAIN=1 also runs the earlier kontext-tiny GPU training pair afterwards (not part of issue 8).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 bash .devpack/bootstrap.sh >/dev/null && export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"

@@ -14,6 +14,10 @@ import torch  # noqa: E402
 
 # Tests never touch the network: huggingface_hub / transformers / diffusers read this at import.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The Rays this process starts (fixtures, in-process runs) skip token auth, so Ray writes no
+# ~/.ray/auth_token; the CLI children of pipeline_helpers.cli_run_process and the job tests drop
+# it, so their local Ray gets the product's own token (pipeline.cluster), as a user's run does.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 torch.set_num_threads(1)  # the test machine's cores are shared
 
 

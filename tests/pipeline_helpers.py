@@ -154,14 +154,18 @@ def run_in_background(config: Any, faults: list[dict]) -> tuple[Any, dict[str, A
     return driver, outcome
 
 
+RAY_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
 def cli_run_process(manifest: Path, out: Path, faults: list[dict] | None = None,
                     tmp_prefix: str = "kbcli") -> subprocess.Popen:
     """`kontext-batch run` on the tiny test model in a child process (its own session, so a
     test can signal it and its Ray alone), with the given fault plan and nothing inherited
     that would change the run."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "RAY_TMPDIR": short_tmp(tmp_prefix), "OMP_NUM_THREADS": "1"}
-    for name in ("KONTEXT_BATCH_FAULTS", "KONTEXT_TEST_KILL_AT", "RAY_ADDRESS"):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": short_tmp(tmp_prefix),
+           "OMP_NUM_THREADS": "1"}
+    # RAY_AUTH_* too: the CLI gives its local Ray a token of its own, as it does for users
+    for name in ("KONTEXT_BATCH_FAULTS", "KONTEXT_TEST_KILL_AT", "RAY_ADDRESS", *RAY_AUTH_ENV):
         env.pop(name, None)
     if faults:
         env["KONTEXT_BATCH_FAULTS"] = json.dumps(faults)

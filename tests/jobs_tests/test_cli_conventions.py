@@ -233,6 +233,7 @@ class _RecordingInit:
         from ray._private import ray_constants
 
         self.calls.append({**kwargs, "auth": os.environ.get("RAY_AUTH_MODE"),
+                           "token": os.environ.get("RAY_AUTH_TOKEN"),
                            "colour": os.environ.get("RAY_COLOR_PREFIX"),
                            "multi_node": ray_constants.ENABLE_RAY_CLUSTER,
                            "env": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")})
@@ -247,10 +248,14 @@ def test_joining_a_cluster_keeps_the_users_auth_and_a_local_ray_is_loopback_only
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    monkeypatch.setattr("pipeline.local_ray.record_local_ray", lambda: None)  # no Ray started
+    monkeypatch.setattr("pipeline.local_ray.record_local_ray", lambda: None)
+    # no Ray started, so this process's Ray config must not switch to token auth either
+    monkeypatch.setattr(cluster, "_reload_ray_auth", lambda: None)
     assert cluster.connect("ray://head:10001") is True
     joined = init.calls[-1]
     assert joined["address"] == "ray://head:10001" and joined["auth"] is None
@@ -262,7 +267,31 @@ def test_joining_a_cluster_keeps_the_users_auth_and_a_local_ray_is_loopback_only
     local = init.calls[-1]
     assert local["address"] == "local" and local["_node_ip_address"] == "127.0.0.1"
     assert local["multi_node"] is False and local["env"] == "0"  # Ray's single-node mode
-    assert local["auth"] == "disabled"  # only for the loopback-only Ray
+    # The loopback Ray asks for a token too: a fresh one, in the environment only.
+    assert local["auth"] == "token" and local["token"] is not None
+    assert len(local["token"]) == 64 and int(local["token"], 16) >= 0
+    assert joined["token"] is None  # joining a cluster set nothing
     # Restored once started, so a later ray.init in this process can join a real cluster.
     assert ray_constants.ENABLE_RAY_CLUSTER is True
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+
+
+def test_a_users_own_ray_auth_mode_is_kept_for_a_local_ray(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    init = _RecordingInit()
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.setattr("pipeline.local_ray.record_local_ray", lambda: None)
+    # no Ray started, so this process's Ray config must not switch to token auth either
+    monkeypatch.setattr(cluster, "_reload_ray_auth", lambda: None)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    assert cluster.connect(None, num_cpus=1) is True
+    assert init.calls[-1]["auth"] == "disabled" and init.calls[-1]["token"] is None
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "the-users-own-token")
+    assert cluster.connect(None, num_cpus=1) is True
+    assert init.calls[-1]["auth"] == "token" and init.calls[-1]["token"] == "the-users-own-token"

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from pipeline_helpers import (
+    RAY_AUTH_ENV,
     REPO,
     TEST_MODEL,
     ok_counts,
@@ -93,9 +94,9 @@ def row_ids(products: int, variants: int) -> list[str]:
 
 
 def job_cli(spec: Path, faults: list[dict] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "RAY_TMPDIR": short_tmp("kbjob")}
-    env.pop("KONTEXT_BATCH_FAULTS", None)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": short_tmp("kbjob")}
+    for name in ("KONTEXT_BATCH_FAULTS", *RAY_AUTH_ENV):  # the job's local Ray gets a token
+        env.pop(name, None)
     if faults:
         env["KONTEXT_BATCH_FAULTS"] = json.dumps(faults)
     cmd = [sys.executable, "-m", "jobs.cli", "job", "run", str(spec), "--date", DATE,
