@@ -14,6 +14,13 @@ product_id, variant, meta_redo_of = the slot's row id, meta_redo_run = the revie
 the catalog's meta_product / meta_variant_sku), run with the reviewed run's settings into the
 same OUT, so its outputs share the store and the decisions log.
 
+Chained rows (image ``row:<parent>``): the new rows edit the same parent output. The follow-up
+manifest carries the parent (and its parents, up to a plain source) as *carrier* rows with the
+reviewed run's row ids, instructions, seeds and sampler columns, so they are cache hits of the
+outputs already made (computed again only when their source changed since) and the new rows
+name them as ``row:<parent>``; carriers have no ``meta_redo_of``, so no review shows them as
+candidates.
+
 How they come back: RUN_DIR/redo.json lists the follow-up runs; the review of RUN_DIR (server,
 publish) reads their rows as candidates for their slots (pipeline.review.runs.load_review_rows),
 and publish writes a slot's approved image (the latest approval when several are) under the
@@ -32,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.chains import parent_row_id
 from pipeline.review.decisions import Decision, read_decisions
 from pipeline.review.runs import ReviewRow, RunTarget, load_review_rows, manifest_of
 
@@ -54,6 +62,11 @@ class RedoPlan:
     slots: int = 0  # slots redone
     waiting: int = 0  # slots left alone: an image waits for review
     approved: int = 0  # slots left alone: an image is approved
+    carriers: int = 0  # rows carrying a chained row's parent steps (cache hits, no new image)
+
+    @property
+    def new_images(self) -> int:
+        return len(self.rows) - self.carriers
 
 
 def slot_of(row: ReviewRow) -> str:
@@ -106,6 +119,8 @@ def plan_redo(target: RunTarget, seeds: int | None = None,
     resolve = _resolver(target)
     overrides = _row_overrides(target)
     plan = RedoPlan(target)
+    by_id = {r.row_id: r for r in rows if not r.redo_of}
+    carried: set[str] = set()
     missing_notes = []
     for slot, images in _slots(rows).items():
         verdict = _verdict(images, decisions)
@@ -124,10 +139,13 @@ def plan_redo(target: RunTarget, seeds: int | None = None,
             if seeds is None and (instruction, origin.seed) not in tried:
                 row_seeds = [origin.seed if origin.seed is not None else 0]
         plan.slots += 1
+        parents = _carriers(origin, by_id, carried, overrides, resolve)
+        plan.rows += parents
+        plan.carriers += len(parents)
         for n, seed in enumerate(row_seeds, start=len(images)):
             plan.rows.append({
                 **overrides.get(origin.index, {}),
-                "row_id": f"{slot}~r{n}", "image": resolve(origin.image), "instruction": instruction,
+                "row_id": f"{slot}~r{n}", "image": _image(origin, resolve), "instruction": instruction,
                 "seed": int(seed), "product_id": origin.product_id, "variant": origin.variant,
                 "meta_product": origin.title, "meta_variant_sku": origin.variant_sku,
                 "meta_redo_of": slot, "meta_redo_run": target.run_id})
@@ -138,6 +156,33 @@ def plan_redo(target: RunTarget, seeds: int | None = None,
                         "corrected instruction as the note, or leave --instruction-from out for "
                         "new seeds")
     return plan
+
+
+def _image(row: ReviewRow, resolve: Callable[[str | None], str]) -> str:
+    """A new row's image: the same parent row's output for a chained row, else the source."""
+    return row.image if parent_row_id(row.image) else resolve(row.image)  # type: ignore[return-value]
+
+
+def _carriers(origin: ReviewRow, by_id: dict[str, ReviewRow], carried: set[str],
+              overrides: dict[int, dict[str, Any]],
+              resolve: Callable[[str | None], str]) -> list[dict[str, Any]]:
+    """The reviewed run's ancestors of a chained row, oldest first, as rows of the follow-up
+    manifest (each once per manifest: ``carried`` holds those already added)."""
+    chain: list[ReviewRow] = []
+    parent = parent_row_id(origin.image)
+    while parent is not None and parent not in carried:
+        row = by_id.get(parent)
+        if row is None:
+            raise RedoError(f"row {origin.row_id!r} edits the output of row {parent!r}, which "
+                            "the reviewed run's results do not hold; rebuild them with "
+                            "kontext-batch report RUN_DIR")
+        carried.add(parent)
+        chain.append(row)
+        parent = parent_row_id(row.image)
+    return [{**overrides.get(row.index, {}), "row_id": row.row_id, "image": _image(row, resolve),
+             "instruction": row.instruction, "seed": row.seed, "product_id": row.product_id,
+             "variant": row.variant, "meta_product": row.title,
+             "meta_variant_sku": row.variant_sku} for row in reversed(chain)]
 
 
 def _resolver(target: RunTarget) -> Callable[[str | None], str]:
@@ -252,5 +297,5 @@ def redo(target: RunTarget, *, seeds: int | None = None, instruction_from: str |
     if runner is None:
         from pipeline.runner import run_batch as runner
     summary = runner(run_config(plan, manifest, **overrides))
-    link(target, Path(summary.run_dir), manifest, len(plan.rows))
+    link(target, Path(summary.run_dir), manifest, plan.new_images)
     return plan, summary

@@ -170,6 +170,8 @@ def redo_command(args: argparse.Namespace) -> int:
         return 0
     print_summary(summary, resume="run the same command again")
     where = f"{args.run} --date {args.date}" if args.date else str(target.run_dir)
-    print(f"redo: {len(plan.rows)} new image(s) for {plan.slots} rejected product x variant "
-          f"image(s) ({left}); review them with: kontext-batch review {where}")
+    carried = (f"; {plan.carriers} parent step(s) of chained rows carried as cache hits"
+               if plan.carriers else "")
+    print(f"redo: {plan.new_images} new image(s) for {plan.slots} rejected product x variant "
+          f"image(s) ({left}{carried}); review them with: kontext-batch review {where}")
     return summary.exit_code

@@ -154,3 +154,51 @@ def test_failed_parent_fails_its_descendants_alone_naming_it(cluster, drivers, t
     assert "broken.png" in rows["p0-s3"]["reason"] or "image" in rows["p0-s3"]["reason"]
     assert all(rows[f"p2-s{k}"]["status"] == "done" for k in (1, 2, 3))
     assert check_run(run_dirs(out)[0], 3 * PRODUCTS) == []
+
+
+def test_redo_of_chained_rows_edits_the_same_parent_output_and_reuses_the_parents(cluster,
+                                                                                  tmp_path):
+    """Rejecting a final step and a middle step: the redo's new rows edit their parents' outputs
+    (carried in its manifest as cache hits, never recomputed) and come back as candidates."""
+    from functools import partial
+
+    from ray import cloudpickle
+
+    from pipeline.redo import redo
+    from pipeline.review.runs import load_review_rows, run_target
+    from pipeline.review.service import ReviewSession
+    from pipeline.runner import RunConfig, run_batch
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    manifest = chained_manifest(tmp_path, products=2)
+    shifted = partial(run_batch, editor_factory=shift_factory)
+    first = shifted(RunConfig(manifest=str(manifest), out=str(tmp_path / "out"), model=TEST_MODEL,
+                              device="cpu", batch_size=2, actors=1, address=cluster.address,
+                              reports=False, progress=False))
+    assert first.exit_code == 0 and first.counts["done"] == 6
+    target = run_target(first.run_dir)
+    ReviewSession(target, "ann").decide("reject", row_ids=["p0-s3", "p1-s2"])
+
+    plan, follow = redo(target, seeds=1, runner=shifted, address=cluster.address, progress=False,
+                        reports=False)
+    assert [r["row_id"] for r in plan.rows] == ["p0-s1", "p0-s2", "p0-s3~r1", "p1-s1", "p1-s2~r1"]
+    assert (plan.new_images, plan.carriers, plan.slots) == (2, 3, 2)
+    assert follow.exit_code == 0
+    assert (follow.counts["cache-hit"], follow.counts["done"]) == (3, 2)  # carriers, new rows
+    done = {a["row_id"] for a in attempts(follow.run_dir) if a["outcome"] == "ok"}
+    assert done == {"p0-s3~r1", "p1-s2~r1"}  # no carrier reached the model
+    rows = by_id(follow.run_dir)
+    assert rows["p0-s3~r1"]["image"] == "row:p0-s2" and rows["p1-s2~r1"]["image"] == "row:p1-s1"
+    before = by_id(first.run_dir)
+    assert {i: rows[i]["key"] for i in ("p0-s1", "p0-s2", "p1-s1")} == \
+        {i: before[i]["key"] for i in ("p0-s1", "p0-s2", "p1-s1")}
+    for p, step, seed in ((0, 3, 13 + 1), (1, 2, 12 + 1)):  # a new seed: one above the used one
+        source = np.asarray(Image.open(tmp_path / "images" / f"product_{p}.png").convert("RGB"),
+                            dtype=np.int64)
+        got = np.asarray(Image.open(rows[f"p{p}-s{step}~r1"]["output_uri"]), dtype=np.int64)
+        want = (source + sum(10 + j for j in range(1, step)) + seed) % 256
+        assert np.array_equal(got, want), f"p{p} step {step}'s redo did not edit its parent"
+    # The review of the first run shows the two candidates for their slots, no carrier twice.
+    review = load_review_rows(first.run_dir)
+    assert [r.row_id for r in review] == [*before, "p0-s3~r1", "p1-s2~r1"]
+    assert {r.row_id: r.redo_of for r in review[6:]} == {"p0-s3~r1": "p0-s3", "p1-s2~r1": "p1-s2"}
