@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from budget_helpers import Clock
 from ledger_records import record, write_ledger
 
 from jobs import cli
@@ -386,14 +387,6 @@ def test_retention_rules_by_count_days_and_both(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- budget meter
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def append(ledger: Path, *records: dict) -> None:
